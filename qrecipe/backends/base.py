@@ -1,0 +1,85 @@
+"""What every backend adapter provides: a capability table and one `quantize` call.
+
+The capability table is plain data so ``validate.py`` can check a recipe (bits, group size,
+device, installed packages) before any weight is loaded. Adapters import their heavy libraries
+inside `quantize`, never at module level: composing a config must not import torch.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
+
+from ..errors import QRecipeError
+
+
+@dataclass(frozen=True)
+class MethodSupport:
+    bits: Tuple[int, ...]
+    # Group sizes accepted; -1 means per output channel. None: the library fixes it (bnb).
+    group_sizes: Optional[Tuple[int, ...]] = (-1, 32, 64, 128, 256)
+    needs_calibration: bool = True
+    devices: Tuple[str, ...] = ("cpu", "cuda")
+    note: str = ""
+
+
+@dataclass
+class QuantizeRequest:
+    """Everything a backend needs; built by the runner after validation."""
+    model_dir: Path  # unquantized transformers checkpoint (a GGUF model is materialized first)
+    out_dir: Path  # save the quantized model here, loadable by AutoModelForCausalLM
+    method: Any  # the composed method config (DictConfig): name, backend and method options
+    bits: int
+    group_size: int
+    device: str  # "cpu" or "cuda"
+    dtype: str  # dtype the model is loaded in for quantization
+    # Token id rows, each a LongTensor of shape [seq_len]; None when the method needs no data.
+    calibration: Optional[List[Any]] = None
+    hardware: Any = None
+    seed: int = 0
+
+
+@dataclass
+class QuantizeResult:
+    format: str  # checkpoint format written: gptq, awq, bitsandbytes, compressed-tensors
+    details: Dict[str, Any] = field(default_factory=dict)  # effective settings, kernel, versions
+
+
+class Backend:
+    name: ClassVar[str]
+    # (import name, pip requirement) of every package quantize() needs.
+    requires: ClassVar[Tuple[Tuple[str, str], ...]] = ()
+    support: ClassVar[Dict[str, MethodSupport]] = {}
+
+    def missing_packages(self) -> List[str]:
+        return [pip for mod, pip in self.requires if importlib.util.find_spec(mod) is None]
+
+    def check_installed(self) -> None:
+        missing = self.missing_packages()
+        if missing:
+            pins = " ".join(missing)
+            raise QRecipeError(
+                f"backend needs {', '.join(missing)}, which is not installed",
+                key="method.backend", value=self.name,
+                hint=f"install it with: pip install -c constraints.txt {pins}")
+
+    def package_versions(self) -> Dict[str, str]:
+        from importlib.metadata import PackageNotFoundError, version
+        out = {}
+        for _, pip in self.requires:
+            dist = pip.split("==")[0].split("[")[0]
+            try:
+                out[dist] = version(dist)
+            except PackageNotFoundError:
+                out[dist] = "missing"
+        return out
+
+    def quantize(self, req: QuantizeRequest) -> QuantizeResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+from ..registry import Registry  # noqa: E402  (after Backend: adapters register subclasses)
+
+#: name -> Backend subclass. Adapters register themselves with @BACKENDS.register("name").
+BACKENDS: Registry[type] = Registry("backend", "method.backend")

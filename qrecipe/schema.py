@@ -1,0 +1,149 @@
+"""Typed schema of every config group, registered in Hydra's ConfigStore.
+
+Each group option YAML names its schema in its defaults list (``- /schema/method@_here_: gptq``),
+so a typo (``method.dampp``) or a wrong type (``bits.width=four``) fails at composition, before
+anything heavy is imported. Cross-field rules (bits a method supports, group sizes that divide the
+model) live in ``validate.py``; this file only says what fields exist and their types.
+
+Nothing here imports torch: ``python -m qrecipe --cfg job`` must stay cheap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    # hub: `path` is a hub id (pinned by `revision`); local: a transformers directory;
+    # gguf: a .gguf file, or pkg://PACKAGE/FILE for one shipped inside a Python package.
+    source: str = "hub"
+    path: str = MISSING
+    revision: Optional[str] = None
+    # Only for gguf: the tokenizer comes from the GGUF file itself unless this names another.
+    tokenizer: Optional[str] = None
+    # dtype the unquantized model is loaded in (for the fp baseline and the quantizer's input).
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    backend: str = MISSING
+
+
+@dataclass
+class GPTQMethod(MethodConfig):
+    name: str = "gptq"
+    backend: str = "gptqmodel"
+    desc_act: bool = False  # act-order: quantize columns by decreasing activation
+    sym: bool = True
+    damp_percent: float = 0.01
+    true_sequential: bool = True
+
+
+@dataclass
+class AWQMethod(MethodConfig):
+    name: str = "awq"
+    backend: str = "gptqmodel"
+    zero_point: bool = True
+
+
+@dataclass
+class RTNMethod(MethodConfig):
+    name: str = "rtn"
+    backend: str = "gptqmodel"
+    sym: bool = True
+
+
+@dataclass
+class BnbMethod(MethodConfig):
+    name: str = "bnb"
+    backend: str = "bitsandbytes"
+    quant_type: str = "nf4"  # 4-bit data type: nf4 or fp4 (8-bit is always LLM.int8)
+    double_quant: bool = True
+    compute_dtype: str = "bfloat16"
+    int8_threshold: float = 6.0  # LLM.int8 outlier threshold
+
+
+@dataclass
+class BitsConfig:
+    width: int = 4
+    # Columns that share one scale; -1 means one scale per output channel.
+    group_size: int = 128
+
+
+@dataclass
+class CalibrationConfig:
+    source: str = "pydoc"  # hub | local | pydoc
+    path: Optional[str] = None  # hub dataset id, or local file (txt, jsonl, json, parquet)
+    name: Optional[str] = None  # hub dataset config, e.g. wikitext-2-raw-v1
+    split: str = "train"
+    text_field: str = "text"
+    num_samples: int = 128
+    seq_len: int = 512
+    seed: int = 0
+
+
+@dataclass
+class HardwareConfig:
+    device: str = "cpu"  # cpu | cuda
+    device_map: Optional[str] = None  # e.g. auto, for models larger than one GPU
+    max_memory: Optional[Dict[str, str]] = None
+    num_threads: Optional[int] = None
+    dtype: Optional[str] = None  # overrides model.dtype on this hardware (e.g. float16 on GPU)
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    source: str = "local"  # hub | local | pydoc
+    path: Optional[str] = None
+    name: Optional[str] = None
+    split: str = "test"
+    text_field: str = "text"
+    # Protocol: the text is tokenized whole, cut into windows of seq_len tokens every `stride`
+    # tokens, the first `max_windows` are scored (null: all). Recorded verbatim in metrics.json.
+    seq_len: int = 512
+    stride: int = 512
+    max_windows: Optional[int] = 8
+    batch_size: int = 1
+    baseline: bool = True  # also score the unquantized model (cached across runs)
+    speed: bool = True  # prefill / decode tokens per second of the saved model
+    speed_prompt_len: int = 128
+    speed_new_tokens: int = 32
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    method: Any = MISSING  # one of the Method dataclasses above, chosen by the `method` group
+    bits: BitsConfig = MISSING
+    calibration: CalibrationConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    eval: EvalConfig = MISSING
+    recipe_name: str = "custom"
+    # Shared, fingerprint-keyed cache of materialized models, token ids and fp baselines.
+    cache_dir: str = "${oc.env:QRECIPE_CACHE,${oc.env:HOME,.}/.cache/qrecipe}"
+    seed: int = 0
+    notes: str = ""
+    tags: List[str] = field(default_factory=list)
+
+
+METHOD_SCHEMAS = {"gptq": GPTQMethod, "awq": AWQMethod, "rtn": RTNMethod, "bnb": BnbMethod}
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="qrecipe_schema", node=Config)
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/bits", name="bits", node=BitsConfig)
+    cs.store(group="schema/calibration", name="calibration", node=CalibrationConfig)
+    cs.store(group="schema/hardware", name="hardware", node=HardwareConfig)
+    cs.store(group="schema/eval", name="eval", node=EvalConfig)
+    for name, node in METHOD_SCHEMAS.items():
+        cs.store(group="schema/method", name=name, node=node)
