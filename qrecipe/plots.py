@@ -1,0 +1,91 @@
+"""The sweep's three charts, from the summary rows: perplexity vs bits per method, memory per
+configuration, and the perplexity/size Pareto front. Agg backend: no display needed."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List
+
+
+def _label(r: Dict[str, Any]) -> str:
+    return f"{r['method']}/{r['backend']} w{r['bits']}g{r['group_size']}"
+
+
+def write_plots(root: Path, rows: List[Dict[str, Any]]) -> List[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["status"] == "complete" and r["ppl"] is not None]
+    if not done:
+        return []
+    paths = []
+    fp_ppl = next((r["fp_ppl"] for r in done if r["fp_ppl"] is not None), None)
+
+    # 1. Perplexity vs bits, one line per method/backend/group size.
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series = defaultdict(list)
+    for r in done:
+        series[f"{r['method']}/{r['backend']} g{r['group_size']}"].append((r["bits"], r["ppl"]))
+    for name, pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    if fp_ppl:
+        ax.axhline(fp_ppl, color="grey", linestyle="--", label=f"unquantized ({fp_ppl:.2f})")
+    ax.set_xlabel("weight bits")
+    ax.set_ylabel("perplexity (lower is better)")
+    ax.set_yscale("log")
+    ax.set_xticks(sorted({r["bits"] for r in done}))
+    ax.set_title("Perplexity vs bits")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, root / "ppl_vs_bits.png"))
+
+    # 2. Memory per configuration: footprint in memory, size on disk, peak RSS while quantizing.
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(done) + 2), 4.5))
+    labels = [_label(r) for r in done]
+    bars = [("footprint in memory", "footprint_mb"), ("size on disk", "size_mb"),
+            ("peak RSS quantizing", "peak_rss_mb")]
+    width = 0.8 / len(bars)
+    for i, (name, col) in enumerate(bars):
+        xs = [j + (i - 1) * width for j in range(len(done))]
+        ax.bar(xs, [r[col] or 0 for r in done], width, label=name)
+    fp_mem = next((r["fp_footprint_mb"] for r in done if r["fp_footprint_mb"]), None)
+    if fp_mem:
+        ax.axhline(fp_mem, color="grey", linestyle="--", label=f"unquantized ({fp_mem} MB)")
+    ax.set_xticks(range(len(done)))
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("MB")
+    ax.set_title("Memory usage comparison")
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, root / "memory.png"))
+
+    # 3. Pareto: perplexity vs size on disk; the front is what no other run beats on both.
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    pts = sorted((r["size_mb"] or 0, r["ppl"], _label(r)) for r in done)
+    front, best = [], float("inf")
+    for s, p, lab in pts:
+        if p < best:
+            front.append((s, p))
+            best = p
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts], zorder=3)
+    for s, p, lab in pts:
+        ax.annotate(lab, (s, p), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.step([f[0] for f in front], [f[1] for f in front], where="post", color="red",
+            label="Pareto front")
+    ax.set_xlabel("size on disk (MB)")
+    ax.set_ylabel("perplexity (lower is better)")
+    ax.set_yscale("log")
+    ax.set_title("Perplexity vs size")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, root / "pareto.png"))
+    return paths
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return path

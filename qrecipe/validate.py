@@ -1,0 +1,122 @@
+"""Every check that can be made before a weight is loaded.
+
+Composition already rejected unknown keys and wrong types (the schema). This module checks what
+depends on several fields: the method/backend pair, the bits and group sizes the backend
+supports, group sizes against the model's layer widths (read from metadata only), files that must
+exist, and optional packages. Each failure is one QRecipeError naming key, value and what is
+allowed.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backends import BACKENDS, Backend, MethodSupport
+from .data import TextSpec, check_spec
+from .errors import QRecipeError
+from .models import DTYPES, ModelInfo, describe
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class Plan:
+    backend: Backend
+    support: MethodSupport
+    model: ModelInfo
+
+
+def validate(cfg) -> Plan:
+    backend = BACKENDS.get(cfg.method.backend)()
+    support = _method_support(backend, cfg.method.name)
+    _check_bits(cfg.bits, support, cfg.method.name, backend.name)
+    _check_hardware(cfg.hardware, support, cfg.method.name, backend.name)
+    if cfg.model.dtype not in DTYPES:
+        raise QRecipeError("unknown dtype", key="model.dtype", value=cfg.model.dtype,
+                           allowed=DTYPES)
+    if support.needs_calibration:
+        check_spec(TextSpec.from_cfg("calibration", cfg.calibration))
+        for k in ("num_samples", "seq_len"):
+            if cfg.calibration[k] < 1:
+                raise QRecipeError("must be at least 1", key=f"calibration.{k}",
+                                   value=cfg.calibration[k])
+    if cfg.eval.enabled:
+        check_spec(TextSpec.from_cfg("eval", cfg.eval))
+        for k in ("seq_len", "stride", "batch_size"):
+            if cfg.eval[k] < 1:
+                raise QRecipeError("must be at least 1", key=f"eval.{k}", value=cfg.eval[k])
+    backend.check_installed()
+    info = describe(cfg.model)  # metadata only; raises for a missing file or unknown source
+    _check_divides(cfg.bits.group_size, info, support)
+    return Plan(backend=backend, support=support, model=info)
+
+
+def _method_support(backend: Backend, method: str) -> MethodSupport:
+    if method in backend.support:
+        return backend.support[method]
+    others = [n for n in BACKENDS.names() if method in BACKENDS.get(n).support]
+    raise QRecipeError(f"backend {backend.name} does not implement method {method}",
+                       key="method.backend", value=backend.name,
+                       allowed=f"for method {method}: {', '.join(others) or 'none'}")
+
+
+def _check_bits(bits, support: MethodSupport, method: str, backend: str) -> None:
+    if bits.width not in support.bits:
+        raise QRecipeError(f"{method} via {backend} does not support this bit width",
+                           key="bits.width", value=bits.width, allowed=support.bits)
+    if support.group_sizes is None:
+        log.info("bits.group_size=%s is not used: %s fixes it (%s)", bits.group_size, backend,
+                 support.note or "library default")
+    elif bits.group_size not in support.group_sizes:
+        raise QRecipeError(f"{method} via {backend} does not support this group size",
+                           key="bits.group_size", value=bits.group_size,
+                           allowed=f"{', '.join(map(str, support.group_sizes))} (-1: per channel)")
+
+
+def _check_hardware(hw, support: MethodSupport, method: str, backend: str) -> None:
+    if hw.device not in DEVICES:
+        raise QRecipeError("unknown device", key="hardware.device", value=hw.device,
+                           allowed=DEVICES)
+    if hw.device not in support.devices:
+        raise QRecipeError(f"{method} via {backend} does not run on this device",
+                           key="hardware.device", value=hw.device, allowed=support.devices,
+                           hint=support.note or None)
+    if hw.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise QRecipeError("no CUDA device is visible", key="hardware.device",
+                               value=hw.device, hint="use hardware=cpu on this machine")
+
+
+def _check_divides(group_size: int, info: ModelInfo, support: MethodSupport) -> None:
+    if support.group_sizes is None or group_size == -1:
+        return
+    for name, width in info.linear_in_features().items():
+        if width % group_size:
+            widths = info.linear_in_features().values()
+            ok = [g for g in support.group_sizes if g == -1 or all(w % g == 0 for w in widths)]
+            raise QRecipeError(
+                f"group size does not divide the model's {name} ({width})",
+                key="bits.group_size", value=group_size,
+                allowed=f"{', '.join(map(str, ok))} for this model")
+
+
+def resolve_paths(cfg) -> None:
+    """Relative data paths are taken from the directory qrecipe was started in (Hydra does not
+    change directory: hydra.job.chdir=false), and frozen as absolute paths in the lock file."""
+    from hydra.utils import get_original_cwd
+    try:
+        base = Path(get_original_cwd())
+    except ValueError:  # not under Hydra (tests calling the runner directly)
+        base = Path.cwd()
+    for section in ("calibration", "eval"):
+        p = cfg[section].get("path")
+        if cfg[section].source == "local" and p and not Path(p).expanduser().is_absolute():
+            cfg[section].path = str((base / p).resolve())
+    if cfg.model.source in ("local", "gguf") and not cfg.model.path.startswith("pkg://"):
+        p = Path(cfg.model.path).expanduser()
+        if not p.is_absolute():
+            cfg.model.path = str((base / p).resolve())

