@@ -22,6 +22,7 @@ from .backends import QuantizeRequest
 from .cache import Cache
 from .errors import QRecipeError
 from .fingerprint import hash_files, sha256_text
+from .gpus import assigned_gpus
 from .monitor import Stages
 from .validate import resolve_paths, validate
 
@@ -61,6 +62,12 @@ def _fail(out: Path, status: str, message: str, keep: bool, tb: str | None = Non
 
 
 def _run(cfg: DictConfig, out: Path) -> None:
+    # GPUs are taken before anything can initialize CUDA (no-op on CPU).
+    with assigned_gpus(cfg.hardware, Path(cfg.cache.dir).expanduser() / "gpu-locks"):
+        _run_stages(cfg, out)
+
+
+def _run_stages(cfg: DictConfig, out: Path) -> None:
     stages = Stages()
     with stages.stage("validate"):
         resolve_paths(cfg)

@@ -96,6 +96,11 @@ class HardwareConfig:
     max_memory: Optional[Dict[str, str]] = None
     num_threads: Optional[int] = None
     dtype: Optional[str] = None  # overrides model.dtype on this hardware (e.g. float16 on GPU)
+    # Local parallel sweeps: each job locks `gpus_per_job` GPUs of the pool (null: all visible)
+    # and sees only those (CUDA_VISIBLE_DEVICES). See qrecipe/gpus.py.
+    assign_gpus: bool = True
+    gpus_per_job: int = 1
+    gpu_pool: Optional[str] = None
 
 
 @dataclass

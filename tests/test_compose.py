@@ -71,3 +71,22 @@ def test_multirun_dry_run_composes_four_jobs_and_rejects_awq_w2():
     assert p.stderr.count("dry run: valid") == 1
     assert p.stderr.count("bits.width=") == 3 and "allowed: 4" in p.stderr
     assert p.returncode == 2
+
+
+def test_wheel_carries_configs_and_recipes(tmp_path):
+    """Installed as a wheel (no checkout around it), recipes still compose."""
+    import subprocess, sys
+    wheel_dir, site = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                    str(wheel_dir), str(ROOT)], check=True, capture_output=True)
+    wheel = next(wheel_dir.glob("qrecipe-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                    str(site), str(wheel)], check=True, capture_output=True)
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([sys.executable, "-m", "qrecipe", "--cfg", "job", "+recipe=smollm2_nf4"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "quant_type: nf4" in p.stdout
+    assert str(site) in subprocess.run(
+        [sys.executable, "-c", "import qrecipe.paths as p; print(p.config_dir())"],
+        cwd=tmp_path, env=env, capture_output=True, text=True).stdout

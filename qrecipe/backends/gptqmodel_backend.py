@@ -1,0 +1,172 @@
+"""GPT-QModel adapter: GPTQ, AWQ and RTN (weight-only round-to-nearest) integer quantization.
+
+GPTQ and RTN write a GPTQ v1 checkpoint (AutoGPTQ layout: qweight/qzeros/scales/g_idx, int32
+packed, ``quantization_config.quant_method = "gptq"``); AWQ writes an AutoAWQ "gemm" checkpoint.
+Plain ``AutoModelForCausalLM.from_pretrained`` loads both on CPU (transformers dispatches to
+optimum + gptqmodel, which pick a CPU kernel themselves).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Dict, List
+
+from ..errors import QRecipeError
+from .base import BACKENDS, Backend, MethodSupport, QuantizeRequest, QuantizeResult
+
+log = logging.getLogger(__name__)
+
+# Widths the GPTQ torch packer and the CPU loaders handle; 5-7 bits pack too but no GPU kernel
+# or the wider ecosystem reads them.
+_BITS = (2, 3, 4, 8)
+# gptqmodel's AWQ torch kernel stops at group 128 (its SUPPORTS_GROUP_SIZE).
+_AWQ_GROUPS = (-1, 32, 64, 128)
+
+
+def _set_env() -> None:
+    """Environment gptqmodel reads once, at import / first thread-pool use."""
+    # gptqmodel defaults to (cores+1)//2 CPU workers, i.e. 1 on a 2-core box, and then refuses
+    # to start ("Virtual pool 'model_loader:cpu' requests 2 workers but parent 'cpu' only has
+    # 1"); never go below 2. An explicit user value wins.
+    n = min(12, max(2, ((os.cpu_count() or 1) + 1) // 2))
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(n))
+
+
+def _seed(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    # GPTQ/AWQ/RTN are deterministic given the rows; seeding only pins any library sampling.
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rows(calibration: List[Any]) -> List[Dict[str, Any]]:
+    # gptqmodel takes dicts of token ids; rows are unpadded fixed-length, so the mask is all ones.
+    out = []
+    for r in calibration:
+        ids = r.reshape(-1).long().cpu()
+        out.append({"input_ids": ids.tolist(), "attention_mask": [1] * ids.numel()})
+    return out
+
+
+@BACKENDS.register("gptqmodel")
+class GPTQModelBackend(Backend):
+    name = "gptqmodel"
+    requires = (("gptqmodel", "gptqmodel==7.6.0"), ("optimum", "optimum==2.3.0"))
+    support = {
+        "gptq": MethodSupport(bits=_BITS, note="GPTQ (group-aware reordering unless desc_act), "
+                                               "gptq v1 checkpoint"),
+        "awq": MethodSupport(bits=(4,), group_sizes=_AWQ_GROUPS,
+                             note="AWQ gemm checkpoint; on CPU: torch kernel and bf16 weights"),
+        "rtn": MethodSupport(bits=_BITS, needs_calibration=False,
+                             note="gptqmodel weight-only RTN (min/max), gptq v1 checkpoint"),
+    }
+
+    def quantize(self, req: QuantizeRequest) -> QuantizeResult:
+        self.check_installed()
+        m = req.method
+        if m.name not in self.support:
+            raise QRecipeError("method not provided by this backend", key="method.name",
+                               value=m.name, allowed=sorted(self.support))
+        needs_rows = self.support[m.name].needs_calibration
+        if needs_rows and not req.calibration:
+            raise QRecipeError(f"{m.name} needs calibration data",
+                               key="calibration.num_samples", value=0)
+        _set_env()
+        import torch
+        from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
+
+        if req.device == "cuda" and not torch.cuda.is_available():
+            raise QRecipeError("no CUDA device is visible", key="hardware.device",
+                               value=req.device, allowed="cpu")
+        _seed(req.seed)
+
+        dtype = req.dtype
+        common = dict(bits=req.bits, group_size=req.group_size)
+        if m.name == "gptq":
+            qcfg = QuantizeConfig(**common, sym=bool(m.sym), desc_act=bool(m.desc_act),
+                                  damp_percent=float(m.damp_percent),
+                                  true_sequential=bool(m.true_sequential),
+                                  # gptqmodel's group-aware reordering (GAR) is its default with
+                                  # desc_act off; it keeps g_idx sequential (plain v1 layout).
+                                  # Said explicitly so desc_act=True does not log a warning.
+                                  act_group_aware=not bool(m.desc_act))
+            # The kernel here only packs the int weights (the layout on disk is the same for
+            # every GPTQ kernel); torch needs no compiled extension, and AUTO on a Hopper GPU may
+            # pick Machete, which downloads CUTLASS (fails offline).
+            backend = BACKEND.GPTQ_TORCH
+        elif m.name == "awq":
+            qcfg = QuantizeConfig(**common, method="awq", format="gemm",
+                                  sym=not bool(m.zero_point))
+            # AUTO picks AWQ_GEMM, CUDA-only ("AWQ: CUDA is not available" on CPU); the torch
+            # kernel packs the same gemm layout on any device.
+            backend = BACKEND.AWQ_TORCH
+            # The AWQ kernels refuse fp32 (fp16/bf16 only). On CPU fp16 matmuls have no fast
+            # path (~100x slower than bf16 on x86), so bf16; on GPU a requested half is kept.
+            if req.device == "cpu" or dtype not in ("float16", "bfloat16"):
+                dtype = "bfloat16"
+        else:  # rtn
+            # weight_only={"method": "rtn"} makes QuantizeConfig an RTNConfig: the weight-only
+            # lifecycle (no forward pass, no data), exported in the gptq v1 layout.
+            qcfg = QuantizeConfig(**common, sym=bool(m.sym), weight_only={"method": "rtn"})
+            backend = BACKEND.GPTQ_TORCH
+        if dtype != req.dtype:
+            log.info("gptqmodel: %s on %s loads the model in %s (asked %s)", m.name, req.device,
+                     dtype, req.dtype)
+
+        t0 = time.perf_counter()
+        log.info("gptqmodel: loading %s (%s, %s)", req.model_dir, req.device, dtype)
+        model = GPTQModel.load(str(req.model_dir), qcfg, device=req.device,
+                               dtype=getattr(torch, dtype))
+        t1 = time.perf_counter()
+        rows = _rows(req.calibration) if needs_rows else None
+        log.info("gptqmodel: %s w%d g%d on %s%s", m.name, req.bits, req.group_size, req.device,
+                 f", {len(rows)} calibration rows" if rows else ", no calibration data")
+        # batch_size=1: rows are unpadded and equal-length, so batching would only change the
+        # float summation order; calibration_sort=None keeps the runner's (seeded) row order.
+        model.quantize(rows, batch_size=1, backend=backend, calibration_sort=None)
+        t2 = time.perf_counter()
+        req.out_dir.mkdir(parents=True, exist_ok=True)
+        model.save(str(req.out_dir))
+        t3 = time.perf_counter()
+        log.info("gptqmodel: saved %s (load %.1fs, quantize %.1fs, save %.1fs)", req.out_dir,
+                 t1 - t0, t2 - t1, t3 - t2)
+
+        q = model.quantize_config
+        details: Dict[str, Any] = {
+            "api": "GPTQModel.load(model_dir, QuantizeConfig(...)).quantize(rows).save(out_dir)",
+            "config_class": type(q).__name__,
+            "checkpoint_format": str(getattr(q.format, "value", q.format)),
+            "bits": req.bits, "group_size": req.group_size, "sym": bool(q.sym),
+            "desc_act": bool(q.desc_act), "device": req.device, "dtype": dtype,
+            "requested_dtype": req.dtype,
+            "pack_backend": backend.value,
+            "pack_kernel": getattr(getattr(model, "qlinear_kernel", None), "__name__", None),
+            "calibration_rows": len(rows) if rows else 0,
+            "calibration_seq_len": len(rows[0]["input_ids"]) if rows else 0,
+            "cpu_workers": int(os.environ["GPTQMODEL_CPU_WORKERS"]),
+            "seconds": {"load": round(t1 - t0, 2), "quantize": round(t2 - t1, 2),
+                        "save": round(t3 - t2, 2)},
+            "versions": self.package_versions(),
+        }
+        if m.name == "gptq":
+            details.update(damp_percent=q.damp_percent, true_sequential=q.true_sequential,
+                           act_group_aware=q.act_group_aware,
+                           damp_auto_increment=q.damp_auto_increment,
+                           # modules seeing < threshold of the tokens (MoE experts) fall back to
+                           # RTN; never triggers on a dense model.
+                           fallback=(f"{q.fallback.strategy.value}<{q.fallback.threshold}"
+                                     if q.fallback else None))
+        if m.name == "awq":
+            details["zero_point"] = not q.sym
+        del model
+        import gc
+        gc.collect()
+        if req.device == "cuda":
+            torch.cuda.empty_cache()
+        return QuantizeResult(format="awq" if m.name == "awq" else "gptq", details=details)
