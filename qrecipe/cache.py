@@ -14,9 +14,8 @@ from typing import Any, Optional
 
 
 class Cache:
-    def __init__(self, root: Path, enabled: bool = True):
+    def __init__(self, root: Path):
         self.root = Path(root).expanduser()
-        self.enabled = enabled
         self.hits: list[str] = []  # "kind/key" of every hit, recorded in metrics.json
 
     def _path(self, kind: str, key: str, suffix: str) -> Path:
@@ -35,25 +34,23 @@ class Cache:
 
     def load_json(self, kind: str, key: str) -> Optional[Any]:
         p = self._path(kind, key, ".json")
-        if not self.enabled or not p.is_file():
+        if not p.is_file():
             return None
         self.hits.append(f"{kind}/{key[:12]}")
         return json.loads(p.read_text())
 
     def save_json(self, kind: str, key: str, value: Any) -> None:
-        if self.enabled:
-            data = json.dumps(value, indent=2, sort_keys=True).encode()
-            self._write(self._path(kind, key, ".json"), lambda f: f.write(data))
+        data = json.dumps(value, indent=2, sort_keys=True).encode()
+        self._write(self._path(kind, key, ".json"), lambda f: f.write(data))
 
     def load_tensor(self, kind: str, key: str):
         p = self._path(kind, key, ".pt")
-        if not self.enabled or not p.is_file():
+        if not p.is_file():
             return None
         import torch
         self.hits.append(f"{kind}/{key[:12]}")
         return torch.load(p, weights_only=True)
 
     def save_tensor(self, kind: str, key: str, tensor) -> None:
-        if self.enabled:
-            import torch
-            self._write(self._path(kind, key, ".pt"), lambda f: torch.save(tensor, f))
+        import torch
+        self._write(self._path(kind, key, ".pt"), lambda f: torch.save(tensor, f))

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, Dict
@@ -83,7 +84,20 @@ def _run_stages(cfg: DictConfig, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     outputs.write_lock(out, cfg)
     _set_threads(cfg.hardware)
-    cache = Cache(Path(cfg.cache.dir), cfg.cache.enabled)
+    if cfg.cache.enabled:
+        cache = Cache(Path(cfg.cache.dir))
+    else:
+        # Caching off means nothing is reused, the dequantized GGUF included: the job works in a
+        # fresh, private cache that is deleted when it ends.
+        cache = Cache(Path(tempfile.mkdtemp(prefix="qrecipe-nocache-")))
+    try:
+        _pipeline(cfg, out, plan, stages, cache)
+    finally:
+        if not cfg.cache.enabled:
+            shutil.rmtree(cache.root, ignore_errors=True)
+
+
+def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) -> None:
     dtype = cfg.hardware.dtype or cfg.model.dtype
     device = cfg.hardware.device
 
