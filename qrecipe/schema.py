@@ -1,7 +1,7 @@
 """Typed schema of every config group, registered in Hydra's ConfigStore.
 
-Each group option YAML names its schema in its defaults list (``- /schema/method@_here_: gptq``),
-so a typo (``method.dampp``) or a wrong type (``bits.width=four``) fails at composition, before
+The primary config's schema (`Config`) types every group; the method options, whose fields differ,
+name theirs in their defaults list (``- /schema/method@_here_: gptq``). So a typo (``method.dampp``) or a wrong type (``bits.width=four``) fails at composition, before
 anything heavy is imported. Cross-field rules (bits a method supports, group sizes that divide the
 model) live in ``validate.py``; this file only says what fields exist and their types.
 
@@ -152,11 +152,8 @@ METHOD_SCHEMAS = {"gptq": GPTQMethod, "awq": AWQMethod, "rtn": RTNMethod, "bnb":
 
 def register() -> None:
     cs = ConfigStore.instance()
+    # The primary schema types every group but `method`, whose fields depend on the option:
+    # each method YAML pulls its own schema from schema/method.
     cs.store(name="qrecipe_schema", node=Config)
-    cs.store(group="schema/model", name="model", node=ModelConfig)
-    cs.store(group="schema/bits", name="bits", node=BitsConfig)
-    cs.store(group="schema/calibration", name="calibration", node=CalibrationConfig)
-    cs.store(group="schema/hardware", name="hardware", node=HardwareConfig)
-    cs.store(group="schema/eval", name="eval", node=EvalConfig)
     for name, node in METHOD_SCHEMAS.items():
         cs.store(group="schema/method", name=name, node=node)

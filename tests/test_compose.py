@@ -90,3 +90,12 @@ def test_wheel_carries_configs_and_recipes(tmp_path):
     assert str(site) in subprocess.run(
         [sys.executable, "-c", "import qrecipe.paths as p; print(p.config_dir())"],
         cwd=tmp_path, env=env, capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("recipe", ["gptq_llama7b", "smollm2_gptq_w4"])
+def test_method_by_bits_matrix_composes(recipe):
+    """The documented 4 methods x 4 bit widths sweep composes for every cell."""
+    for method in ("gptq", "awq", "rtn", "bnb"):
+        for w in (2, 3, 4, 8):
+            cfg = compose([f"+recipe={recipe}", f"method={method}", f"bits=w{w}"])
+            assert cfg.method.name == method and cfg.bits.width == w

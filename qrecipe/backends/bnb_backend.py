@@ -3,7 +3,8 @@
 No calibration data: bnb rounds each weight block to its absmax-scaled code book (4-bit) or each
 row to int8 with an absmax scale (8-bit). The saved checkpoint keeps bnb's packed weights and
 quant state, and ``AutoModelForCausalLM.from_pretrained(out_dir)`` reloads it as bnb layers.
-bitsandbytes >= 0.46 ships CPU kernels for both modes, so nothing here needs a GPU.
+bitsandbytes 0.50 runs both modes on CPU (4-bit uses a slower torch fallback without the
+optional `kernels` package), so nothing here needs a GPU.
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ class BitsAndBytesBackend(Backend):
                 blocksize=getattr(state, "blocksize", None),
                 # double quant stores the fp32 block absmax values as 8 bit in blocks of 256
                 nested_blocksize=getattr(getattr(state, "state2", None), "blocksize", None),
-                quant_storage="uint8")
+                quant_storage=str(layers[0].weight.dtype).replace("torch.", "") if layers else None)
         else:
             details.update(
                 scheme="llm.int8", int8_threshold=float(m.int8_threshold),
