@@ -49,6 +49,7 @@ def validate(cfg) -> Plan:
             if cfg.eval[k] < 1:
                 raise QRecipeError("must be at least 1", key=f"eval.{k}", value=cfg.eval[k])
     backend.check_installed()
+    backend.preflight(cfg.method.name, cfg.bits.width, cfg.bits.group_size, cfg.hardware.device)
     info = describe(cfg.model)  # metadata only; raises for a missing file or unknown source
     _check_divides(cfg.bits.group_size, info, support)
     return Plan(backend=backend, support=support, model=info)

@@ -75,6 +75,10 @@ class Backend:
                 out[dist] = "missing"
         return out
 
+    def preflight(self, method: str, bits: int, group_size: int, device: str) -> None:
+        """Backend-specific limits the capability table cannot express; raise QRecipeError.
+        Called by validate.py before any weight is loaded."""
+
     def quantize(self, req: QuantizeRequest) -> QuantizeResult:  # pragma: no cover - abstract
         raise NotImplementedError
 

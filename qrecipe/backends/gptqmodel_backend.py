@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 # Widths the GPTQ torch packer and the CPU loaders handle; 5-7 bits pack too but no GPU kernel
 # or the wider ecosystem reads them.
 _BITS = (2, 3, 4, 8)
-# gptqmodel's AWQ torch kernel stops at group 128 (its SUPPORTS_GROUP_SIZE).
-_AWQ_GROUPS = (-1, 32, 64, 128)
+# gptqmodel's AWQ torch kernel stops at group 128 (its SUPPORTS_GROUP_SIZE). No -1: AWQ is 4-bit
+# only, and 4-bit per-channel checkpoints do not run on CPU (see _check_per_channel).
+_AWQ_GROUPS = (32, 64, 128)
 
 
 def _set_env() -> None:
@@ -67,6 +68,18 @@ class GPTQModelBackend(Backend):
                              note="gptqmodel weight-only RTN (min/max), gptq v1 checkpoint"),
     }
 
+    def preflight(self, method: str, bits: int, group_size: int, device: str) -> None:
+        # gptqmodel 7.6's loader (used by transformers) picks a torch int4pack kernel for 4-bit on
+        # CPU whose op accepts groups of 32..256 only, so a per-channel w4 checkpoint loads but its
+        # first forward fails ("expect qGroupSize to be 32, 64, 128 or 256"). Other widths use a
+        # plain dequantizing kernel and work.
+        if bits == 4 and group_size == -1:
+            if device == "cpu":
+                raise QRecipeError("4-bit per-channel gptqmodel checkpoints do not run on CPU",
+                                   key="bits.group_size", value=-1,
+                                   hint="use group_size 32/64/128, or backend llmcompressor")
+            log.warning("gptqmodel: a w4 per-channel checkpoint runs on GPU only, not on CPU")
+
     def quantize(self, req: QuantizeRequest) -> QuantizeResult:
         self.check_installed()
         m = req.method
@@ -77,6 +90,7 @@ class GPTQModelBackend(Backend):
         if needs_rows and not req.calibration:
             raise QRecipeError(f"{m.name} needs calibration data",
                                key="calibration.num_samples", value=0)
+        self.preflight(m.name, req.bits, req.group_size, req.device)
         _set_env()
         import torch
         from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
