@@ -21,6 +21,8 @@ RUNS = {
     "rtn": (["+recipe=smollm2_rtn_w4"], "gptq"),
     "nf4": (["+recipe=smollm2_nf4"], "bitsandbytes"),
     "int8": (["+recipe=smollm2_int8"], "bitsandbytes"),
+    "llmcompressor_rtn": (["+recipe=smollm2_rtn_w4", "method.backend=llmcompressor"],
+                          "compressed-tensors"),
 }
 _done: dict = {}
 
@@ -92,20 +94,24 @@ def test_fp_baseline_is_cached_across_runs(tmp_path_factory):
 
 def test_lock_file_repeats_the_run(tmp_path_factory):
     """The frozen config alone reproduces the run: same calibration, same weights."""
-    out, _ = run_recipe("gptq", tmp_path_factory)
+    out, _ = run_recipe("rtn", tmp_path_factory)
     again = tmp_path_factory.mktemp("replay")
     p = run_cli(["--config-dir", str(out), "--config-name", "recipe.lock", "eval.enabled=false",
                  f"hydra.run.dir={again}"])
     assert p.returncode == 0, p.stderr[-4000:]
     a = json.loads((out / "fingerprints.json").read_text())
     b = json.loads((again / "fingerprints.json").read_text())
-    assert a["calibration"] == b["calibration"]
+    assert a["model_weights_sha256"] == b["model_weights_sha256"]
     assert a["quantized_weights_sha256"] == b["quantized_weights_sha256"]
+    lock = (again / "recipe.lock.yaml").read_text()
+    assert "recipe_name: smollm2_rtn_w4" in lock and "enabled: false" in lock
 
 
 @pytest.mark.slow
 def test_awq_on_smollm2(tmp_path):
-    p = run_cli(["+recipe=smollm2_awq_w4", "calibration.num_samples=8", *FAST,
+    # 2 x 256 calibration tokens keep AWQ's scale search to about a minute on 2 cores.
+    p = run_cli(["+recipe=smollm2_awq_w4", "calibration.num_samples=2",
+                 "calibration.seq_len=256", *FAST,
                  f"hydra.run.dir={tmp_path}"])
     assert p.returncode == 0, p.stderr[-4000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -116,10 +122,11 @@ def test_awq_on_smollm2(tmp_path):
                                                             rel=2e-3)
 
 
-@pytest.mark.parametrize("method", ["gptq", "rtn"])
-def test_same_recipe_twice_gives_identical_weights_on_tiny_model(method, tiny_model_dir,
-                                                                 tmp_path):
-    args = [f"method={method}", "model=local", f"model.path={tiny_model_dir}", "bits=w4",
+@pytest.mark.parametrize("method,backend", [("gptq", "gptqmodel"), ("rtn", "gptqmodel"),
+                                            ("gptq", "llmcompressor")])
+def test_same_recipe_twice_gives_identical_weights_on_tiny_model(method, backend,
+                                                                 tiny_model_dir, tmp_path):
+    args = [f"method={method}", f"method.backend={backend}", "model=local", f"model.path={tiny_model_dir}", "bits=w4",
             "bits.group_size=32", "calibration=pydoc", "calibration.num_samples=8",
             "calibration.seq_len=64", "eval.enabled=false"]
     fps = []

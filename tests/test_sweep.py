@@ -47,6 +47,14 @@ def test_basic_and_submitit_sweeps_give_the_same_report(tmp_path, tiny_model_dir
     assert {k: comparable(v) for k, v in s.items()} == {k: comparable(v) for k, v in b.items()}
 
 
+def test_local_parallel_launcher_runs_jobs_side_by_side(tmp_path, tiny_model_dir):
+    p, root = sweep(tmp_path, tiny_model_dir, "joblib", "hydra/launcher=local_parallel",
+                    "hydra.launcher.n_jobs=2")
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = rows(root)
+    assert set(r) == {"2", "8"} and all(v["status"] == "complete" for v in r.values())
+
+
 def test_sweep_keeps_going_past_a_rejected_job(tmp_path, tiny_model_dir):
     p, root = sweep(tmp_path, tiny_model_dir, "mixed", method="bnb")
     # bnb has no 2-bit: that job is a row with its error; w8 completes.
