@@ -11,7 +11,7 @@ import logging
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import schema
 from .errors import QRecipeError
@@ -19,6 +19,20 @@ from .paths import config_dir
 
 log = logging.getLogger("qrecipe")
 schema.register()
+
+
+def _dirname(overrides: str) -> str:
+    """A sweep job's folder name from its overrides: one path component however the values
+    look (model.path=/models/x would otherwise nest folders), and short enough for any
+    filesystem (long ones keep a readable head and a hash of the whole)."""
+    import hashlib
+    name = overrides.replace("/", "_").replace("\\", "_") or "job"
+    if len(name) > 120:
+        name = name[:100] + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return name
+
+
+OmegaConf.register_new_resolver("qrecipe_dirname", _dirname, replace=True)
 
 # Set by jobs of this process: a sweep that lost jobs must not exit 0.
 _FAILED_JOBS: list[str] = []

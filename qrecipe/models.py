@@ -163,11 +163,13 @@ def _torch_dtype(name: str):
 
 
 def load_causal_lm(path: Path, dtype: str = "float32", device: str = "cpu",
-                   device_map: Optional[str] = None):
+                   device_map: Optional[str] = None, max_memory: Optional[dict] = None):
     """Plain transformers loading, used for the fp baseline and to reload saved checkpoints."""
     from transformers import AutoModelForCausalLM
+    extra = {"max_memory": {(int(k) if str(k).isdigit() else k): v
+                            for k, v in max_memory.items()}} if max_memory else {}
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=_torch_dtype(dtype), device_map=device_map or device)
+        path, dtype=_torch_dtype(dtype), device_map=device_map or device, **extra)
     model.eval()
     return model
 

@@ -173,18 +173,20 @@ def _evaluate(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, mod
     ids_fp = data.rows_fingerprint([ids])
     proto = evaluate.protocol(e, spec.describe(), ids_fp, int(ids.numel()))
     fps["eval_token_ids_sha256"] = ids_fp
-    device, device_map = cfg.hardware.device, cfg.hardware.device_map
+    hw = cfg.hardware
+    place = dict(device=hw.device, device_map=hw.device_map,
+                 max_memory=OmegaConf.to_container(hw.max_memory) if hw.max_memory else None)
     res: Dict[str, Any] = {"protocol": proto}
 
     if e.baseline:
         # Keyed by what determines the number: weights, protocol (incl. token ids), dtype, and
         # the speed settings, so a sweep evaluates the fp model once, not once per job.
         key = sha256_text(OmegaConf.to_yaml(OmegaConf.create({
-            "model": model_fp, "protocol": proto, "dtype": dtype, "device": device,
+            "model": model_fp, "protocol": proto, "dtype": dtype, "device": hw.device,
             "speed": [e.speed, e.speed_prompt_len, e.speed_new_tokens]})))
         base = cache.load_json("baselines", key)
         if base is None:
-            fp_model = models.load_causal_lm(model_dir, dtype, device, device_map)
+            fp_model = models.load_causal_lm(model_dir, dtype, **place)
             base = evaluate.perplexity(fp_model, ids, e, "fp")
             base["footprint_bytes"] = evaluate.footprint_bytes(fp_model)
             if e.speed:
@@ -198,7 +200,7 @@ def _evaluate(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, mod
 
     # Reload the saved checkpoint exactly as a user would (plain transformers, dtype from the
     # checkpoint): the number in metrics.json is the number a reloaded model gives.
-    q_model = models.load_causal_lm(model_out, "auto", device, device_map)
+    q_model = models.load_causal_lm(model_out, "auto", **place)
     quant = evaluate.perplexity(q_model, ids, e, "quantized")
     quant["footprint_bytes"] = evaluate.footprint_bytes(q_model)
     if e.speed:

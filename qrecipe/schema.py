@@ -27,7 +27,6 @@ class ModelConfig:
     tokenizer: Optional[str] = None
     # dtype the unquantized model is loaded in (for the fp baseline and the quantizer's input).
     dtype: str = "float32"
-    trust_remote_code: bool = False
 
 
 @dataclass
@@ -92,7 +91,9 @@ class CalibrationConfig:
 @dataclass
 class HardwareConfig:
     device: str = "cpu"  # cpu | cuda
-    device_map: Optional[str] = None  # e.g. auto, for models larger than one GPU
+    # How evaluation spreads a model over devices, e.g. auto for models larger than one GPU;
+    # max_memory caps each device then ({"0": "22GiB", "cpu": "64GiB"}).
+    device_map: Optional[str] = None
     max_memory: Optional[Dict[str, str]] = None
     num_threads: Optional[int] = None
     dtype: Optional[str] = None  # overrides model.dtype on this hardware (e.g. float16 on GPU)

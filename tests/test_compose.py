@@ -99,3 +99,11 @@ def test_method_by_bits_matrix_composes(recipe):
         for w in (2, 3, 4, 8):
             cfg = compose([f"+recipe={recipe}", f"method={method}", f"bits=w{w}"])
             assert cfg.method.name == method and cfg.bits.width == w
+
+
+def test_sweep_job_dirname_is_one_safe_component():
+    from qrecipe.cli import _dirname
+    assert _dirname("bits=w4,model.path=/models/x") == "bits=w4,model.path=_models_x"
+    long = _dirname("k=" + "v" * 300)
+    assert len(long) <= 120 and "/" not in long
+    assert _dirname("k=" + "v" * 300) != _dirname("k=" + "v" * 299)
