@@ -130,8 +130,9 @@ def test_same_recipe_twice_gives_identical_weights_on_tiny_model(method, backend
             "bits.group_size=32", "calibration=pydoc", "calibration.num_samples=8",
             "calibration.seq_len=64", "eval.enabled=false"]
     fps = []
-    for i in range(2):
-        p = run_cli([*args, f"hydra.run.dir={tmp_path}/{i}"])
+    # The second run has caching off: a fresh private cache must not change a single byte.
+    for i, extra in enumerate([[], ["cache.enabled=false"]]):
+        p = run_cli([*args, *extra, f"hydra.run.dir={tmp_path}/{i}"])
         assert p.returncode == 0, p.stderr[-4000:]
         fps.append(json.loads((tmp_path / str(i) / "fingerprints.json").read_text()))
     assert fps[0] == fps[1]

@@ -80,3 +80,11 @@ def test_missing_backend_package_gives_install_hint(monkeypatch):
         BACKENDS.get("gptqmodel")().check_installed()
     assert "pip install -c constraints.txt gptqmodel==7.6.0" in str(e.value)
     assert "method.backend='gptqmodel'" in str(e.value)
+
+
+def test_hub_model_offline_is_a_clear_error(tmp_path):
+    p = run_cli(["+recipe=gptq_llama7b", "hardware=cpu", f"hydra.run.dir={tmp_path}/run"],
+                env={"HF_HUB_OFFLINE": "1"})
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "model.path='meta-llama/Llama-2-7b-hf': cannot fetch config.json" in p.stderr
+    assert "Traceback" not in p.stderr
