@@ -34,7 +34,7 @@ def write_plots(root: Path, rows: List[Dict[str, Any]]) -> List[Path]:
         ax.axhline(fp_ppl, color="grey", linestyle="--", label=f"unquantized ({fp_ppl:.2f})")
     ax.set_xlabel("weight bits")
     ax.set_ylabel("perplexity (lower is better)")
-    ax.set_yscale("log")
+    _yscale(ax, [r["ppl"] for r in done] + ([fp_ppl] if fp_ppl else []))
     ax.set_xticks(sorted({r["bits"] for r in done}))
     ax.set_title("Perplexity vs bits")
     ax.grid(True, alpha=0.3)
@@ -71,16 +71,24 @@ def write_plots(root: Path, rows: List[Dict[str, Any]]) -> List[Path]:
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], zorder=3)
     for s, p, lab in pts:
         ax.annotate(lab, (s, p), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.step([f[0] for f in front], [f[1] for f in front], where="post", color="red",
-            label="Pareto front")
+    ax.step([f[0] for f in front], [f[1] for f in front], where="post", color="red")
+    ax.scatter([f[0] for f in front], [f[1] for f in front], s=90, facecolors="none",
+               edgecolors="red", zorder=4, label="Pareto front")
     ax.set_xlabel("size on disk (MB)")
     ax.set_ylabel("perplexity (lower is better)")
-    ax.set_yscale("log")
+    _yscale(ax, [p[1] for p in pts])
     ax.set_title("Perplexity vs size")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     paths.append(_save(fig, root / "pareto.png"))
     return paths
+
+
+def _yscale(ax, values) -> None:
+    """Log scale only when perplexities span more than 10x (a 2-bit run next to 8-bit ones)."""
+    v = [x for x in values if x and x > 0]
+    if v and max(v) / min(v) > 10:
+        ax.set_yscale("log")
 
 
 def _save(fig, path: Path) -> Path:
