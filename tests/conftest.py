@@ -46,7 +46,8 @@ def run_cli(args, cwd=ROOT, env=None, timeout=1800):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A 2-layer random Llama (hidden 64, intermediate 128) with SmolLM2's real tokenizer:
-    shapes that group sizes 32/64 divide and 128 does not. Never for quality claims."""
+    shapes that group sizes 32/64 divide and 128 does not. Every projection has >= 64 output
+    features: AWQ's clip search needs multiples of 64. Never for quality claims."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -57,7 +58,7 @@ def tiny_model_dir(tmp_path_factory):
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                       max_position_embeddings=1024, tie_word_embeddings=True,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     LlamaForCausalLM(cfg).save_pretrained(d)
