@@ -12,7 +12,3 @@ def config_dir() -> Path:
     if (packaged / "config.yaml").is_file():
         return packaged
     return _PKG.parent / "conf"
-
-
-def recipes_dir() -> Path:
-    return config_dir() / "recipe"

@@ -5,7 +5,7 @@ only choose among the adapters that ship with qrecipe, it cannot run arbitrary c
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, Iterator, TypeVar
+from typing import Callable, Dict, Generic, TypeVar
 
 from .errors import QRecipeError
 
@@ -35,9 +35,3 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._items
