@@ -28,7 +28,9 @@ class MethodSupport:
 class QuantizeRequest:
     """Everything a backend needs; built by the runner after validation."""
     model_dir: Path  # unquantized transformers checkpoint (a GGUF model is materialized first)
-    out_dir: Path  # save the quantized model here, loadable by AutoModelForCausalLM
+    # Save the quantized model here, loadable by AutoModelForCausalLM; the runner adds the
+    # tokenizer, so adapters do not.
+    out_dir: Path
     method: Any  # the composed method config (DictConfig): name, backend and method options
     bits: int
     group_size: int

@@ -37,7 +37,7 @@ class BitsAndBytesBackend(Backend):
             raise QRecipeError("bitsandbytes quantizes to 4 or 8 bits", key="bits.width",
                                value=req.bits, allowed=(4, 8))
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
         if req.device == "cuda" and not torch.cuda.is_available():
             raise QRecipeError("no CUDA device is visible", key="hardware.device",
@@ -64,7 +64,6 @@ class BitsAndBytesBackend(Backend):
         # save_pretrained writes the packed weights + quant state and the quantization_config,
         # so a plain from_pretrained(out_dir) rebuilds the bnb layers without the config again.
         model.save_pretrained(str(req.out_dir))
-        AutoTokenizer.from_pretrained(str(req.model_dir)).save_pretrained(str(req.out_dir))
 
         details = self._details(model, req)
         return QuantizeResult(format="bitsandbytes", details=details)

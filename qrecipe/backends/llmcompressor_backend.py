@@ -41,7 +41,7 @@ class LLMCompressorBackend(Backend):
             raise QRecipeError("method not provided by this backend", key="method.name",
                                value=method, allowed=sorted(self.support))
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
         from llmcompressor import oneshot
 
         # llm-compressor picks its execution device itself (the accelerator when there is one) and
@@ -80,8 +80,6 @@ class LLMCompressorBackend(Backend):
         # save_compressed=True: llm-compressor's wrapped save_pretrained packs the int weights
         # (otherwise it would save fake-quantized dense fp weights at full size).
         model.save_pretrained(str(req.out_dir), save_compressed=True)
-        # The tokenizer goes along so out_dir is a self-contained loadable model.
-        AutoTokenizer.from_pretrained(str(req.model_dir)).save_pretrained(str(req.out_dir))
 
         # Report the scheme as written to config.json (observer and actorder resolved by the
         # library), not as requested.
