@@ -32,6 +32,11 @@ class PeakRSS:
         self._thread.start()
         return self
 
+    def take(self) -> int:
+        """The peak since the last take (or the start), and a new window from now."""
+        peak, self.peak = self.peak, self._proc.memory_info().rss
+        return max(peak, self.peak)
+
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
@@ -45,6 +50,7 @@ class Stages:
         self.seconds: Dict[str, float] = {}
         self.peak_rss: Dict[str, int] = {}
         self.peak_gpu: Dict[str, int] = {}
+        self._gpu_seen = 0  # peak of the current stage before gpu_window() reset the counter
 
     @contextmanager
     def stage(self, name: str, memory: bool = False):
@@ -53,16 +59,28 @@ class Stages:
         gpu = _cuda()
         if memory and gpu:
             gpu.reset_peak_memory_stats()
+            self._gpu_seen = 0
         if memory:
             with PeakRSS() as peak:
                 yield
             self.peak_rss[name] = peak.peak
             if gpu:
-                self.peak_gpu[name] = int(gpu.max_memory_allocated())
+                self.peak_gpu[name] = max(self._gpu_seen, int(gpu.max_memory_allocated()))
         else:
             yield
         self.seconds[name] = round(time.perf_counter() - t0, 3)
         log.info("   %s done in %.1fs", name, self.seconds[name])
+
+    def gpu_window(self):
+        """Peak GPU bytes since the last call (per-layer lines); None without CUDA. The stage's
+        own peak still covers the whole stage."""
+        gpu = _cuda()
+        if gpu is None:
+            return None
+        peak = int(gpu.max_memory_allocated())
+        self._gpu_seen = max(self._gpu_seen, peak)
+        gpu.reset_peak_memory_stats()
+        return peak
 
 
 def _cuda():

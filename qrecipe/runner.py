@@ -24,6 +24,7 @@ from .cache import Cache
 from .errors import QRecipeError
 from .fingerprint import hash_files, sha256_text
 from .gpus import assigned_gpus
+from .layerlog import layer_log
 from .monitor import Stages
 from .validate import resolve_paths, validate
 
@@ -122,7 +123,8 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
                      fps["calibration"]["token_ids_sha256"][:16])
 
     model_out = out / "model"
-    with stages.stage("quantize", memory=True):
+    with stages.stage("quantize", memory=True), \
+            layer_log(plan.backend.name, plan.model.num_layers, stages.gpu_window) as layers:
         result = plan.backend.quantize(QuantizeRequest(
             model_dir=model_dir, out_dir=model_out, method=cfg.method, bits=cfg.bits.width,
             group_size=cfg.bits.group_size, device=device, dtype=dtype, calibration=rows,
@@ -139,6 +141,7 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
             "source": cfg.model.source, "path": cfg.model.path, "revision": cfg.model.revision,
             "architecture": plan.model.architecture, "layers": plan.model.num_layers},
         "size": {"model_dir_bytes": outputs.dir_size(model_out)},
+        "per_layer": layers.rows,
     }
     if cfg.eval.enabled:
         with stages.stage("evaluate"):
