@@ -106,11 +106,12 @@ class _GPTQModelEvents:
 
     def __init__(self, layers: LayerLog):
         self.layers = layers
+        self.names: Dict[int, str] = {}  # from the looper's plan (LoopExtensions.start)
 
     def layer_complete(self, layer_idx: int, submodule_finalized: bool) -> None:
         # Emitted twice per layer when packing runs after it (False, then True from a worker):
         # the first one ends the layer's own work.
-        self.layers.done(layer_idx)
+        self.layers.done(layer_idx, self.names.get(layer_idx))
 
     def subset_event(self, stage: str, layer_idx: int, subset_index: int, **_: Any) -> None:
         if stage == "forward_start" and subset_index == 0:
@@ -135,6 +136,7 @@ def _gptqmodel(stack: ExitStack, layers: LayerLog) -> None:
     begin = LoopExtensions.start
 
     def started(self, context):
+        events.names = {st.index: st.name for st in context.plan.steps if st.kind == "layer"}
         layers.first_layer_starts()
         return begin(self, context)
 
