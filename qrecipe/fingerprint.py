@@ -9,6 +9,12 @@ _CHUNK = 1 << 22
 
 
 def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes (from the file-hash memo when one is active: filehash.py)."""
+    from .filehash import digest
+    return digest(Path(path), _sha256_read)
+
+
+def _sha256_read(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_CHUNK), b""):

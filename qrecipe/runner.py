@@ -18,7 +18,7 @@ from typing import Any, Dict
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import data, models, outputs
+from . import data, filehash, models, outputs
 from .backends import QuantizeRequest
 from .cache import Cache
 from .errors import QRecipeError
@@ -92,7 +92,8 @@ def _run_stages(cfg: DictConfig, out: Path) -> None:
         # fresh, private cache that is deleted when it ends.
         cache = Cache(Path(tempfile.mkdtemp(prefix="qrecipe-nocache-")))
     try:
-        _pipeline(cfg, out, plan, stages, cache)
+        with filehash.memo(cache.root / "file-sha256"):  # a big checkpoint is hashed once
+            _pipeline(cfg, out, plan, stages, cache)
     finally:
         if not cfg.cache.enabled:
             shutil.rmtree(cache.root, ignore_errors=True)
