@@ -58,6 +58,10 @@ class LayerLog:
                 self._rss.take()
             self._gpu_window()
 
+    def is_done(self, index: Any) -> bool:
+        with self._lock:
+            return index in self._done
+
     def done(self, index: Any, name: Optional[str] = None) -> None:
         with self._lock:
             if index in self._done:
@@ -151,6 +155,7 @@ def _llmcompressor(stack: ExitStack, layers: LayerLog) -> None:
     seen = [0]
 
     def calibration_start(cls, **kwargs):
+        seen[0] = 0  # each pipeline pass (AWQ runs a second one) starts at layer 0
         layers.first_layer_starts()
         return calib_start(cls, **kwargs)
 
@@ -159,8 +164,10 @@ def _llmcompressor(stack: ExitStack, layers: LayerLog) -> None:
         blocks = _decoder_layers(modules)
         if blocks:  # the last subgraph (final norm, lm_head) holds no decoder layer
             first, seen[0] = seen[0], seen[0] + len(blocks)
-            index = first if len(blocks) == 1 else f"{first}-{seen[0] - 1}"
-            layers.done(index, blocks[0] if len(blocks) == 1 else None)
+            if len(blocks) == 1:
+                layers.done(first, blocks[0])
+            elif not all(layers.is_done(i) for i in range(first, seen[0])):
+                layers.done(f"{first}-{seen[0] - 1}")
         return result
 
     stack.enter_context(_patched(LifecycleCallbacks, "calibration_start",
