@@ -1,7 +1,8 @@
 """One log line per decoder layer while a backend quantizes: index, seconds, peak memory.
 
 The adapters are not touched: for the length of the quantize stage `layer_log` hooks the
-backend library's own per-layer events and restores them afterwards.
+backend library's own per-layer events (as soon as the adapter has imported the library) and
+restores them afterwards.
 - gptqmodel GPTQ/AWQ (ModuleLooper): the looper's `subset_callback` ("forward_start": the first
   layer begins) and `layer_callback` (`layer_complete`: a layer is quantized), which it looks up
   on the model; set here on the model class.
@@ -14,7 +15,10 @@ also go to metrics.json ("per_layer").
 """
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
+import sys
 import threading
 import time
 from contextlib import ExitStack, contextmanager
@@ -188,7 +192,9 @@ def _decoder_layers(modules) -> List[str]:
     return [n for n, m in model.named_modules() if id(m) in ids]
 
 
-_PROBES = {"gptqmodel": _gptqmodel, "llmcompressor": _llmcompressor}
+# backend name -> (the library's top-level package, the probe that hooks it)
+_PROBES = {"gptqmodel": ("gptqmodel", _gptqmodel),
+           "llmcompressor": ("llmcompressor", _llmcompressor)}
 
 
 @contextmanager
@@ -197,10 +203,54 @@ def layer_log(backend: str, total: int,
     """Per-layer lines for `backend` during the block (no-op for a backend without layers)."""
     with ExitStack() as stack:
         layers = stack.enter_context(LayerLog(total, gpu_window))
-        probe = _PROBES.get(backend)
-        if probe is not None:
-            try:
-                probe(stack, layers)
-            except (ImportError, AttributeError) as e:  # another library version: no lines
-                log.info("no per-layer progress for %s (%s)", backend, e)
+        if backend in _PROBES:
+            package, probe = _PROBES[backend]
+
+            def install() -> None:
+                try:
+                    probe(stack, layers)
+                except (ImportError, AttributeError) as e:  # another version: no lines
+                    log.info("no per-layer progress for %s (%s)", backend, e)
+
+            stack.callback(_when_imported(package, install))
         yield layers
+
+
+def _when_imported(package: str, install: Callable[[], None]) -> Callable[[], None]:
+    """install() now if `package` is imported, else right after the adapter imports it (never
+    importing it early: adapters set environment the library reads at import). Returns the
+    function that removes the pending hook."""
+    if package in sys.modules:
+        install()
+        return lambda: None
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):
+            if fullname != package:
+                return None
+            # Availability checks (importlib.util.find_spec) come here too without importing:
+            # the hook stays until the module is really executed.
+            sys.meta_path.remove(self)
+            try:
+                spec = importlib.util.find_spec(fullname)
+            finally:
+                sys.meta_path.insert(0, self)
+            if spec is not None and spec.loader is not None:
+                exec_module = spec.loader.exec_module
+
+                def exec_then_install(module):
+                    remove()
+                    exec_module(module)
+                    install()
+
+                spec.loader.exec_module = exec_then_install
+            return spec
+
+    finder = Finder()
+
+    def remove() -> None:
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+
+    sys.meta_path.insert(0, finder)
+    return remove

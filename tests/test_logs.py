@@ -152,3 +152,23 @@ def _run_as_a_user(args):
     # bytes, decoded by hand: text=True would turn every '\r' into '\n'
     return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(errors="replace"),
                                        r.stderr.decode(errors="replace"))
+
+
+def test_probe_waits_for_the_adapters_import(tmp_path, monkeypatch):
+    (tmp_path / "fakelib_q9").mkdir()
+    (tmp_path / "fakelib_q9" / "__init__.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen = []
+    monkeypatch.setitem(layerlog._PROBES, "fake",
+                        ("fakelib_q9", lambda stack, layers: seen.append(
+                            __import__("fakelib_q9").VALUE)))
+    import sys
+    with layerlog.layer_log("fake", 1):
+        assert "fakelib_q9" not in sys.modules and seen == []  # not imported by qrecipe
+        import importlib.util
+        assert importlib.util.find_spec("fakelib_q9") is not None  # an availability check
+        assert "fakelib_q9" not in sys.modules and seen == []
+        import fakelib_q9  # noqa: F401  (the adapter's import)
+        assert seen == [1]
+    assert not any(type(f).__name__ == "Finder" for f in sys.meta_path)
+    sys.modules.pop("fakelib_q9", None)
