@@ -102,6 +102,10 @@ class HardwareConfig:
     assign_gpus: bool = True
     gpus_per_job: int = 1
     gpu_pool: Optional[str] = None
+    # Inference kernel of the quantized checkpoint at reload (qrecipe/kernels.py): auto picks one
+    # that needs no download and no nvcc build unless allow_jit; a name picks it.
+    kernel: str = "auto"
+    allow_jit: bool = False
 
 
 @dataclass
