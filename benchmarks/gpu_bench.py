@@ -27,25 +27,26 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 # (method, backend, runner, passes, extra qrecipe overrides / default kwargs)
-JOBS = [
+JOBS = [  # "qrecipe": the h100_80gb profile as shipped; "qrecipe_tuned": plus the named overrides
     ("gptq", "gptqmodel", "backend_default", ("cold", "warm"), {}),
     ("gptq", "gptqmodel", "qrecipe", ("cold", "warm"), {}),
-    ("gptq", "gptqmodel", "qrecipe_tuned", ("warm",), {"hardware.calib_batch_size": 8,
-                                                        "hardware.offload_to_disk": False}),
-    ("gptq", "llmcompressor", "backend_default", ("cold", "warm"), {}),
-    ("gptq", "llmcompressor", "qrecipe", ("cold", "warm"), {}),
-    ("awq", "gptqmodel", "backend_default", ("cold",), {}),
-    ("awq", "gptqmodel", "qrecipe", ("cold",), {}),
-    ("awq", "gptqmodel", "qrecipe_tuned", ("cold",), {"hardware.calib_batch_size": 16,
-                                                       "hardware.offload_to_disk": False}),
+    ("gptq", "gptqmodel", "qrecipe_tuned", ("warm",), {"hardware.allow_jit": True}),
+    ("gptq", "llmcompressor", "backend_default", ("warm",), {}),
+    ("gptq", "llmcompressor", "qrecipe", ("warm",), {}),
     ("rtn", "gptqmodel", "qrecipe", ("cold",), {}),
     ("bnb4", "bitsandbytes", "backend_default", ("cold",), {}),
     ("bnb4", "bitsandbytes", "qrecipe", ("cold",), {}),
     ("bnb8", "bitsandbytes", "backend_default", ("cold",), {}),
     ("bnb8", "bitsandbytes", "qrecipe", ("cold",), {}),
+    ("speed", None, None, (), {}),  # reload + speed of the checkpoints made so far
+    ("awq", "gptqmodel", "backend_default", ("cold",), {}),
+    ("awq", "gptqmodel", "qrecipe", ("cold",), {}),
+    ("awq", "gptqmodel", "qrecipe_tuned", ("cold",), {"hardware.calib_batch_size": 16}),
+    ("awq", "llmcompressor", "qrecipe", ("cold",), {}),
+    ("speed", None, None, (), {}),
 ]
 # Kernels whose reload + speed is measured, per checkpoint format (qrecipe/kernels.py names).
-SPEED_KERNELS = {"gptq": ("torch", "triton", "marlin"), "awq": ("torch", "triton", "marlin"),
+SPEED_KERNELS = {"gptq": ("torch", "triton", "marlin"), "awq": ("torch", "triton"),
                  "compressed-tensors": ("compressed", "dequantized"),
                  "bitsandbytes": ("bitsandbytes",)}
 TEXT = "pkg://qrecipe/texts/jargon_file_4.4.7.txt"
@@ -68,6 +69,7 @@ def job_qrecipe(spec, work: Path) -> dict:
           f"model.path={spec['model']}", "calibration=local", f"calibration.path={TEXT}",
           f"calibration.num_samples={spec['samples']}", f"calibration.seq_len={spec['seq_len']}",
           "hardware=h100_80gb", "hardware.dtype=float16", "eval=none",
+          "hardware.assign_gpus=false",
           f"cache.dir={work / 'qcache'}", f"recipe_name=bench_{spec['name']}",
           "bits=w8" if spec["method"] == "bnb8" else "bits=w4", "bits.group_size=128"]
     ov += [f"{k}={v}" for k, v in spec["extra"].items()]
@@ -216,6 +218,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--only", default="", help="comma list of methods (gptq,awq,rtn,bnb4,bnb8)")
     ap.add_argument("--backends", default="", help="comma list of backends to keep")
+    ap.add_argument("--runners", default="", help="comma list of runners to keep")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--job-timeout", type=int, default=900)
     a = ap.parse_args()
@@ -252,9 +255,16 @@ def main() -> None:
 
     only = set(filter(None, a.only.split(",")))
     keep_b = set(filter(None, a.backends.split(",")))
+    keep_r = set(filter(None, a.runners.split(",")))
     checkpoints = {}  # format -> model dir of the qrecipe warm/last run
+    done_speed = set()
     for method, backend, runner, passes, extra in JOBS:
-        if (only and method not in only) or (keep_b and backend not in keep_b):
+        if method == "speed":
+            if not a.no_speed:
+                _speed(doc, checkpoints, model_dir, rows_path, work, a, save, t_start, done_speed)
+            continue
+        if (only and method not in only) or (keep_b and backend not in keep_b) or \
+                (keep_r and runner not in keep_r):
             continue
         base = f"{method}-{backend}-{runner}"
         kcache = work / f"kcache-{base}"
@@ -287,25 +297,28 @@ def main() -> None:
                 if runner == "qrecipe":
                     fmt = {"gptqmodel": "awq" if method == "awq" else "gptq",
                            "llmcompressor": "compressed-tensors"}.get(backend, "bitsandbytes")
-                    checkpoints.setdefault(method, (fmt, r["model_dir"]))
+                    key = method if backend == "gptqmodel" else f"{method}-{backend}"
+                    if method != "rtn":  # same format and kernels as gptq
+                        checkpoints.setdefault(key, (fmt, r["model_dir"]))
             if r.get("rows_sha256") and r["rows_sha256"] != rows_sha:
                 row["rows_mismatch"] = True
             print(f"         -> {_short(row)}", flush=True)
             doc["rows"].append(row)
             save()
-    if not a.no_speed:
-        _speed(doc, checkpoints, model_dir, rows_path, work, a, save, t_start)
     _ratios(doc)
     save()
     print_table(doc)
 
 
-def _speed(doc, checkpoints, model_dir, rows_path, work, a, save, t_start):
+def _speed(doc, checkpoints, model_dir, rows_path, work, a, save, t_start, done):
     targets = [("fp16", "fp16", str(model_dir))]
     for method, (fmt, d) in checkpoints.items():
         for k in SPEED_KERNELS[fmt]:
             targets.append((method, k, d))
     for method, kernel, d in targets:
+        if (method, kernel) in done:
+            continue
+        done.add((method, kernel))
         name = f"speed-{method}-{kernel}"
         print(f"[{time.perf_counter() - t_start:6.0f}s] {name} ...", flush=True)
         r = _run_child({"name": name, "runner": "speed", "kernel": kernel, "model_dir": d,
@@ -323,7 +336,10 @@ def _speed(doc, checkpoints, model_dir, rows_path, work, a, save, t_start):
             continue
         k = auto.get(row["method"], "compressed") if row["backend"] != "llmcompressor" \
             else "compressed"
-        sp = next((s for s in doc["speed"] if s["method"] == row["method"]
+        key = row["method"] if row["backend"] == "gptqmodel" else \
+            f"{row['method']}-{row['backend']}"
+        key = "gptq" if key == "rtn" else key
+        sp = next((s for s in doc["speed"] if s["method"] == key
                    and s["kernel"] == k), None)
         if sp:
             row["reload_ok"] = bool(sp.get("reload_ok"))
