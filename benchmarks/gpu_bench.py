@@ -46,7 +46,8 @@ JOBS = [  # "qrecipe": the h100_80gb profile as shipped; "qrecipe_tuned": plus t
     ("speed", None, None, (), {}),
 ]
 # Kernels whose reload + speed is measured, per checkpoint format (qrecipe/kernels.py names).
-SPEED_KERNELS = {"gptq": ("torch", "triton", "marlin"), "awq": ("torch", "triton"),
+SPEED_KERNELS = {"gptq": tuple(os.environ.get("BENCH_GPTQ_KERNELS", "torch,marlin").split(",")),
+                 "awq": tuple(os.environ.get("BENCH_AWQ_KERNELS", "torch").split(",")),
                  "compressed-tensors": ("compressed", "dequantized"),
                  "bitsandbytes": ("bitsandbytes",)}
 TEXT = "pkg://qrecipe/texts/jargon_file_4.4.7.txt"

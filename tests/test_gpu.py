@@ -65,7 +65,7 @@ def test_quantize_reload_generate(gpu_model_dir, tmp_path, method, backend, bits
                    "bits.group_size=128", "model=local", f"model.path={gpu_model_dir}",
                    "calibration=local", "calibration.num_samples=16", "calibration.seq_len=128",
                    "hardware=h100_80gb", "hardware.dtype=float16", f"hardware.kernel={kernel}",
-                   "hardware.assign_gpus=false",
+                   "hardware.assign_gpus=false", "hardware.allow_jit=false",
                    "eval.max_windows=2", "eval.seq_len=128", "eval.stride=128",
                    "eval.baseline=false", "eval.speed=true", "eval.speed_prompt_len=16",
                    "eval.speed_new_tokens=8"])
@@ -95,7 +95,8 @@ def test_quantize_reload_generate(gpu_model_dir, tmp_path, method, backend, bits
 def test_jit_kernel_refused_without_allow_jit(gpu_model_dir, tmp_path, capsys):
     from qrecipe.runner import run_job
     cfg = compose(["method=gptq", "model=local", f"model.path={gpu_model_dir}",
-                   "hardware=h100_80gb", "hardware.kernel=marlin", "hardware.assign_gpus=false"])
+                   "hardware=h100_80gb", "hardware.kernel=marlin", "hardware.assign_gpus=false",
+                   "hardware.allow_jit=false"])
     assert run_job(cfg, tmp_path / "run", keep_failed_dir=False) == "user_error"
     err = capsys.readouterr().err
     assert "hardware.kernel='marlin': kernel marlin is compiled with nvcc" in err
