@@ -292,8 +292,8 @@ def main() -> None:
             row = {"method": method, "backend": backend, "runner": runner, "pass": pas,
                    "extra": extra, **r}
             if "quantize_s" in r:
-                row["per_layer_s"] = r["quantize_s"] / (1 if method.startswith("bnb")
-                                                        else a.layers)
+                # bnb quantizes while loading: its whole load over the layers
+                row["per_layer_s"] = r["quantize_s"] / a.layers
                 row["disk_bytes"] = _dir_bytes(r["model_dir"])
                 if runner == "qrecipe":
                     fmt = {"gptqmodel": "awq" if method == "awq" else "gptq",

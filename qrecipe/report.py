@@ -178,10 +178,11 @@ def _load_snippet(metrics: Dict[str, Any]) -> List[str]:
     if fmt in kernels.KERNELS and k:
         imp, kw = kernels.snippet_kwargs(fmt, kernels.get(fmt, k), int(metrics["bits"]))
     ran = (metrics.get("kernel") or {}).get("loaded_modules")
+    shown = k or ("dense" if fmt not in kernels.KERNELS else "not loaded (eval off)")
     return ["## Load it", "", "```python", "from transformers import AutoModelForCausalLM",
             *([imp] if imp else []),
             f'model = AutoModelForCausalLM.from_pretrained("model", {kw}device_map="auto")',
-            "```", "", f"Kernel: `{k or 'dense'}`" + (f" (layers: {ran})" if ran else "") + ".",
+            "```", "", f"Kernel: `{shown}`" + (f" (layers: {ran})" if ran else "") + ".",
             ""]
 
 
