@@ -71,35 +71,13 @@ def perplexity(model, ids, eval_cfg, label: str) -> Dict[str, float]:
 
 
 def generation_speed(model, ids, prompt_len: int, new_tokens: int) -> Dict[str, float]:
-    """Batch 1, greedy, warm: prefill tokens/s from one forward over the prompt, decode tokens/s
-    from generating exactly `new_tokens` more, minus that prefill."""
-    import torch
+    """Batch 1, greedy, warm, device-synchronized (qrecipe/speed.py): prefill tokens/s from one
+    forward over the prompt, decode tokens/s from `new_tokens` single-token steps over the KV
+    cache (on CUDA replayed as a CUDA graph when the kernels allow; `decode_path` says which)."""
+    from .speed import measure
 
-    device = next(model.parameters()).device
-    prompt = ids[:prompt_len].unsqueeze(0).to(device)
-    gen = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-               pad_token_id=0)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    with torch.inference_mode():
-        model(prompt)  # warm-up: kernels, caches, lazy init
-        model.generate(prompt, **{**gen, "max_new_tokens": 2, "min_new_tokens": 2})
-        sync()
-        t0 = time.perf_counter()
-        model(prompt)
-        sync()
-        prefill = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        model.generate(prompt, **gen)
-        sync()
-        total = time.perf_counter() - t0
-    decode = max(total - prefill, 1e-9)
-    return {"prompt_tokens": prompt_len, "new_tokens": new_tokens,
-            "prefill_tokens_per_s": prompt_len / prefill,
-            "decode_tokens_per_s": new_tokens / decode}
+    cuda = next(model.parameters()).device.type == "cuda"
+    return measure(model, ids, prompt_len, new_tokens, batch=1, repeats=3 if cuda else 1)
 
 
 def footprint_bytes(model) -> int:

@@ -159,15 +159,37 @@ def _torch_dtype(name: str):
 
 
 def load_causal_lm(path: Path, dtype: str = "float32", device: str = "cpu",
-                   device_map: Optional[str] = None, max_memory: Optional[dict] = None):
-    """Plain transformers loading, used for the fp baseline and to reload saved checkpoints."""
+                   device_map: Optional[str] = None, max_memory: Optional[dict] = None,
+                   kernel: str = "auto", allow_jit: bool = False):
+    """Plain transformers loading, used for the fp baseline and to reload saved checkpoints.
+    A quantized checkpoint loads with the kernel qrecipe/kernels.py resolves (recorded on the
+    model as `qrecipe_kernel`), never with whatever its library would pick by itself."""
     from transformers import AutoModelForCausalLM
+    from . import kernels
     extra = {"max_memory": {(int(k) if str(k).isdigit() else k): v
                             for k, v in max_memory.items()}} if max_memory else {}
+    fmt = kernels.checkpoint_format(Path(path))
+    k = None
+    if fmt in kernels.KERNELS:
+        saved = json.loads((Path(path) / "config.json").read_text())["quantization_config"]
+        k = kernels.resolve(fmt, device, kernel, allow_jit, cc=_compute_capability(device))
+        qc = kernels.quantization_config(fmt, k, saved)
+        if qc is not None:
+            extra["quantization_config"] = qc
+        log.info("reload: %s checkpoint with kernel %s (%s)", fmt, k.name, k.note)
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=_torch_dtype(dtype), device_map=device_map or device, **extra)
     model.eval()
+    model.qrecipe_kernel = k.name if k else None
     return model
+
+
+def _compute_capability(device: str) -> Optional[float]:
+    if device != "cuda":
+        return None
+    import torch
+    major, minor = torch.cuda.get_device_capability()
+    return major + minor / 10
 
 
 def load_tokenizer(path: Path):

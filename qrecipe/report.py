@@ -160,6 +160,7 @@ def write_run_report(out: Path, metrics: Dict[str, Any], fps: Dict[str, Any]) ->
         if "delta_ppl" in ev:
             lines += ["", f"Δppl vs fp: **{ev['delta_ppl']:+.4f}**"]
         lines.append("")
+    lines += _load_snippet(metrics)
     lines += ["## Time and memory", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["time_s"].items()]
     peak = (metrics.get("peak_rss_bytes") or {}).get("quantize")
@@ -167,6 +168,22 @@ def write_run_report(out: Path, metrics: Dict[str, Any], fps: Dict[str, Any]) ->
               "```json", json.dumps(fps, indent=2, sort_keys=True), "```", "",
               "Repeat: `python -m qrecipe --config-dir <this dir> --config-name recipe.lock`", ""]
     (out / "report.md").write_text("\n".join(lines))
+
+
+def _load_snippet(metrics: Dict[str, Any]) -> List[str]:
+    """How a user reloads the checkpoint with the kernel this run measured (qrecipe/kernels.py)."""
+    from . import kernels
+    fmt, k = metrics.get("format"), (metrics.get("kernel") or {}).get("resolved")
+    imp, kw = ("", "")
+    if fmt in kernels.KERNELS and k:
+        imp, kw = kernels.snippet_kwargs(fmt, kernels.get(fmt, k), int(metrics["bits"]))
+    ran = (metrics.get("kernel") or {}).get("loaded_modules")
+    shown = k or ("dense" if fmt not in kernels.KERNELS else "not loaded (eval off)")
+    return ["## Load it", "", "```python", "from transformers import AutoModelForCausalLM",
+            *([imp] if imp else []),
+            f'model = AutoModelForCausalLM.from_pretrained("model", {kw}device_map="auto")',
+            "```", "", f"Kernel: `{shown}`" + (f" (layers: {ran})" if ran else "") + ".",
+            ""]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

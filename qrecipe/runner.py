@@ -102,6 +102,8 @@ def _run_stages(cfg: DictConfig, out: Path) -> None:
 def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) -> None:
     dtype = cfg.hardware.dtype or cfg.model.dtype
     device = cfg.hardware.device
+    from .kernels import configure_jit_cache
+    configure_jit_cache(cache.root)  # before any gptqmodel import: one build per machine
 
     with stages.stage("load"):
         model_fp = models.fingerprint(cfg.model)
@@ -151,6 +153,7 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
         metrics["size"]["footprint_bytes"] = metrics["eval"]["quantized"].pop("footprint_bytes")
         metrics["size"]["fp_footprint_bytes"] = (metrics["eval"].get("fp") or {}).get(
             "footprint_bytes")
+        metrics["kernel"] = metrics["eval"].pop("kernel")
     metrics["time_s"] = stages.seconds
     metrics["peak_rss_bytes"] = stages.peak_rss
     metrics["peak_gpu_bytes"] = stages.peak_gpu
@@ -204,7 +207,11 @@ def _evaluate(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, mod
 
     # Reload the saved checkpoint exactly as a user would (plain transformers, dtype from the
     # checkpoint): the number in metrics.json is the number a reloaded model gives.
-    q_model = models.load_causal_lm(model_out, "auto", **place)
+    from .kernels import loaded_kernels
+    q_model = models.load_causal_lm(model_out, "auto", **place, kernel=hw.get("kernel", "auto"),
+                                    allow_jit=bool(hw.get("allow_jit", False)))
+    res["kernel"] = {"requested": hw.get("kernel", "auto"), "resolved": q_model.qrecipe_kernel,
+                     "loaded_modules": loaded_kernels(q_model)}
     quant = evaluate.perplexity(q_model, ids, e, "quantized")
     quant["footprint_bytes"] = evaluate.footprint_bytes(q_model)
     if e.speed:

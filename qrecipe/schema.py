@@ -102,6 +102,15 @@ class HardwareConfig:
     assign_gpus: bool = True
     gpus_per_job: int = 1
     gpu_pool: Optional[str] = None
+    # Inference kernel of the quantized checkpoint at reload (qrecipe/kernels.py): auto picks one
+    # that needs no download and no nvcc build unless allow_jit; a name picks it.
+    kernel: str = "auto"
+    allow_jit: bool = False
+    # Quantization speed (docs/benchmarks.md, GPU path): calibration rows per forward (gptqmodel
+    # quantize(batch_size) / llm-compressor oneshot(batch_size)); whether gptqmodel offloads
+    # finished layers to disk (its default) or keeps them in RAM.
+    calib_batch_size: int = 1
+    offload_to_disk: bool = True
 
 
 @dataclass

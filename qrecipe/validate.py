@@ -86,6 +86,11 @@ def _check_hardware(hw, support: MethodSupport, method: str, backend: str) -> No
         raise QRecipeError(f"{method} via {backend} does not run on this device",
                            key="hardware.device", value=hw.device, allowed=support.devices,
                            hint=support.note or None)
+    from . import kernels
+    kernel, allow_jit = hw.get("kernel", "auto"), bool(hw.get("allow_jit", False))
+    kernels.check(kernel, allow_jit)
+    if kernel != "auto":
+        kernels.resolve(kernels.format_of(backend, method), hw.device, kernel, allow_jit)
     if hw.device == "cuda":
         import torch
         if not torch.cuda.is_available():

@@ -34,6 +34,23 @@ def _set_env() -> None:
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(n))
 
 
+def _speed(req: QuantizeRequest) -> Dict[str, Any]:
+    """Speed settings from hardware.* (none changes the packed bytes; batch only the summation
+    order). On CUDA: pack on the GPU in plain torch (the default "cpu" packer is a C++ extension
+    built with a compiler on first use), and without hardware.allow_jit also skip the nvcc-built
+    GPTQ block-update extension (GPTQMODEL_DISABLE_GPTQ_CUDA, read per layer by gptq.py)."""
+    hw = req.hardware
+    get = (lambda k, d: hw.get(k, d)) if hw is not None else (lambda k, d: d)
+    cuda = req.device == "cuda"
+    allow_jit = bool(get("allow_jit", False))
+    if cuda and not allow_jit:
+        os.environ.setdefault("GPTQMODEL_DISABLE_GPTQ_CUDA", "1")
+    return {"batch_size": max(1, int(get("calib_batch_size", 1))),
+            "offload_to_disk": bool(get("offload_to_disk", True)),
+            "pack_impl": "gpu" if cuda else "cpu",
+            "block_update": cuda and os.environ.get("GPTQMODEL_DISABLE_GPTQ_CUDA") != "1"}
+
+
 def _seed(seed: int) -> None:
     import random
 
@@ -92,6 +109,7 @@ class GPTQModelBackend(Backend):
                                key="calibration.num_samples", value=0)
         self.preflight(m.name, req.bits, req.group_size, req.device)
         _set_env()
+        hw = _speed(req)
         import torch
         from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
 
@@ -129,6 +147,8 @@ class GPTQModelBackend(Backend):
             # lifecycle (no forward pass, no data), exported in the gptq v1 layout.
             qcfg = QuantizeConfig(**common, sym=bool(m.sym), weight_only={"method": "rtn"})
             backend = BACKEND.GPTQ_TORCH
+        qcfg.offload_to_disk = hw["offload_to_disk"]
+        qcfg.pack_impl = hw["pack_impl"]
         if dtype != req.dtype:
             log.info("gptqmodel: %s on %s loads the model in %s (asked %s)", m.name, req.device,
                      dtype, req.dtype)
@@ -141,9 +161,9 @@ class GPTQModelBackend(Backend):
         rows = _rows(req.calibration) if needs_rows else None
         log.info("gptqmodel: %s w%d g%d on %s%s", m.name, req.bits, req.group_size, req.device,
                  f", {len(rows)} calibration rows" if rows else ", no calibration data")
-        # batch_size=1: rows are unpadded and equal-length, so batching would only change the
-        # float summation order; calibration_sort=None keeps the runner's (seeded) row order.
-        model.quantize(rows, batch_size=1, backend=backend, calibration_sort=None)
+        # Rows are unpadded and equal-length, so a batch > 1 only changes the float summation
+        # order of the Hessians; calibration_sort=None keeps the runner's (seeded) row order.
+        model.quantize(rows, batch_size=hw["batch_size"], backend=backend, calibration_sort=None)
         t2 = time.perf_counter()
         req.out_dir.mkdir(parents=True, exist_ok=True)
         model.save(str(req.out_dir))
@@ -164,6 +184,9 @@ class GPTQModelBackend(Backend):
             "calibration_rows": len(rows) if rows else 0,
             "calibration_seq_len": len(rows[0]["input_ids"]) if rows else 0,
             "cpu_workers": int(os.environ["GPTQMODEL_CPU_WORKERS"]),
+            "calib_batch_size": hw["batch_size"], "pack_impl": q.pack_impl,
+            "offload_to_disk": bool(q.offload_to_disk),
+            "gptq_cuda_block_update": hw["block_update"],
             "seconds": {"load": round(t1 - t0, 2), "quantize": round(t2 - t1, 2),
                         "save": round(t3 - t2, 2)},
             "versions": self.package_versions(),

@@ -71,10 +71,14 @@ class LLMCompressorBackend(Backend):
                           max_seq_length=max(len(r) for r in rows),
                           # rows arrive already sampled with the recipe's seed; reshuffling would
                           # only change the summation order of the Hessians (and the bytes).
-                          shuffle_calibration_samples=False, batch_size=1)
+                          shuffle_calibration_samples=False,
+                          batch_size=max(1, int((req.hardware or {}).get("calib_batch_size", 1))))
 
+        import time
+        t0 = time.perf_counter()
         with _cpu_safe_pinning() as pin_patched:
             oneshot(model=model, recipe=recipe, **kwargs)
+        t_oneshot = time.perf_counter() - t0
 
         req.out_dir.mkdir(parents=True, exist_ok=True)
         # save_compressed=True: llm-compressor's wrapped save_pretrained packs the int weights
@@ -99,6 +103,8 @@ class LLMCompressorBackend(Backend):
             "calibration_rows": len(rows) if rows else 0,
             "calibration_seq_len": max(len(r) for r in rows) if rows else 0,
             "versions": self.package_versions(),
+            "seconds": {"quantize": round(t_oneshot, 2)},
+            "calib_batch_size": kwargs.get("batch_size"),
         }
         if method == "gptq":
             details.update(dampening_frac=float(req.method.damp_percent), block_size=128,

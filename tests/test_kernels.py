@@ -1,0 +1,85 @@
+"""Kernel resolution (qrecipe/kernels.py): a pure function of format, device, compute capability
+and allow_jit; no torch, no GPU."""
+import sys
+
+import pytest
+
+from qrecipe import kernels
+from qrecipe.errors import QRecipeError
+
+
+@pytest.mark.parametrize("fmt,expected", [("gptq", "torch"), ("awq", "torch"),
+                                          ("compressed-tensors", "compressed"),
+                                          ("bitsandbytes", "bitsandbytes")])
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_auto_needs_no_build_or_download(fmt, expected, device):
+    k = kernels.resolve(fmt, device, "auto", allow_jit=False, cc=9.0)
+    assert k.name == expected
+    assert not k.jit and not k.download
+
+
+def test_auto_with_jit_picks_marlin_on_ampere_and_newer_only():
+    assert kernels.resolve("gptq", "cuda", "auto", allow_jit=True, cc=9.0).name == "marlin"
+    assert kernels.resolve("awq", "cuda", "auto", allow_jit=True, cc=8.0).name == "marlin"
+    # Turing (T4) has no Marlin: falls back to the no-build kernel
+    assert kernels.resolve("gptq", "cuda", "auto", allow_jit=True, cc=7.5).name == "torch"
+    # never a compiled kernel on CPU
+    assert kernels.resolve("gptq", "cpu", "auto", allow_jit=True).name == "torch"
+
+
+def test_jit_kernel_refused_without_allow_jit():
+    with pytest.raises(QRecipeError) as e:
+        kernels.resolve("gptq", "cuda", "marlin", allow_jit=False, cc=9.0)
+    msg = str(e.value)
+    assert msg.startswith("hardware.kernel='marlin': kernel marlin is compiled with nvcc")
+    assert "allowed: auto, torch, triton" in msg and "allow_jit=true" in msg
+    with pytest.raises(QRecipeError, match="downloads CUTLASS"):
+        kernels.resolve("gptq", "cuda", "machete", allow_jit=False, cc=9.0)
+    assert kernels.resolve("gptq", "cuda", "marlin", allow_jit=True, cc=9.0).hf_backend == "marlin"
+
+
+def test_unknown_or_misplaced_kernel():
+    with pytest.raises(QRecipeError, match="unknown kernel for awq"):
+        kernels.resolve("awq", "cuda", "exllama_v2", allow_jit=True)
+    with pytest.raises(QRecipeError, match="does not run on cpu"):
+        kernels.resolve("gptq", "cpu", "triton")
+    with pytest.raises(QRecipeError, match="compute capability >= 9.0"):
+        kernels.resolve("gptq", "cuda", "machete", allow_jit=True, cc=8.0)
+    with pytest.raises(QRecipeError, match="does not run in bfloat16"):
+        kernels.resolve("awq", "cuda", "triton", dtype="bfloat16")
+    with pytest.raises(QRecipeError, match="unknown kernel"):
+        kernels.check("fastest", allow_jit=True)
+    with pytest.raises(QRecipeError, match="compiled with nvcc"):
+        kernels.check("machete", allow_jit=False)
+    kernels.check("triton", allow_jit=False)  # no error
+
+
+def test_hf_backend_names_are_transformers_values():
+    # The strings transformers' configs accept (AwqBackend values; GPTQConfig lower-cases).
+    assert [k.hf_backend for k in kernels.KERNELS["awq"]] == [
+        "torch_awq", "gemm_triton", "marlin", "gemm"]
+    assert [k.hf_backend for k in kernels.KERNELS["gptq"]] == [
+        "torch", "triton", "marlin", "exllama_v2", "machete"]
+
+
+def test_format_of_and_snippet():
+    assert kernels.format_of("gptqmodel", "awq") == "awq"
+    assert kernels.format_of("gptqmodel", "rtn") == "gptq"
+    assert kernels.format_of("llmcompressor", "gptq") == "compressed-tensors"
+    imp, kw = kernels.snippet_kwargs("gptq", kernels.get("gptq", "torch"), 4)
+    assert kw == 'quantization_config=GPTQConfig(bits=4, backend="torch"), '
+
+
+def test_jit_cache_goes_into_qrecipe_cache(tmp_path, monkeypatch):
+    for k in ("GPTQMODEL_TORCH_EXTENSIONS_DIR", "GPTQMODEL_CACHE_DIR", "GPTQMODEL_OFFLINE"):
+        monkeypatch.delenv(k, raising=False)
+    env = kernels.configure_jit_cache(tmp_path)
+    assert env["GPTQMODEL_TORCH_EXTENSIONS_DIR"].startswith(str(tmp_path / "kernels"))
+    assert env["GPTQMODEL_OFFLINE"] == "1"
+
+
+def test_module_imports_no_torch():
+    import subprocess
+    code = "import qrecipe.kernels, sys; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
