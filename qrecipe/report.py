@@ -160,6 +160,8 @@ def write_run_report(out: Path, metrics: Dict[str, Any], fps: Dict[str, Any]) ->
         if "delta_ppl" in ev:
             lines += ["", f"Δppl vs fp: **{ev['delta_ppl']:+.4f}**"]
         lines.append("")
+    from .recipe_meta import report_lines
+    lines += report_lines(metrics.get("expectations"))
     lines += ["## Time and memory", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["time_s"].items()]
     peak = (metrics.get("peak_rss_bytes") or {}).get("quantize")
