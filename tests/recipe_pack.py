@@ -12,6 +12,10 @@ import zipfile
 from pathlib import Path
 from typing import Dict
 
+import pytest
+
+from conftest import ROOT
+
 PACK = "teampack"  # entry point name: +recipe=teampack/NAME
 PACKAGE = "qrecipe_teampack"
 DIST = "qrecipe_teampack"
@@ -46,3 +50,22 @@ def install(wheel: Path, target: Path) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
                     "--target", str(target), str(wheel)], check=True, capture_output=True)
     return target
+
+
+BASE = (ROOT / "recipes" / "smollm2_rtn_w4.yaml").read_text()
+
+
+def team_recipe(name: str, description: str) -> str:
+    """The shipped RTN recipe under another name and description (its meta kept)."""
+    text = BASE.replace("recipe_name: smollm2_rtn_w4", f"recipe_name: {name}")
+    return text.replace(text[text.index("  description:"):].splitlines()[0],
+                        f'  description: "{description}"')
+
+
+@pytest.fixture(scope="session")
+def pack_site(tmp_path_factory):
+    """The test pack, built as a wheel and pip-installed into a --target folder."""
+    d = tmp_path_factory.mktemp("pack")
+    wheel = build_wheel(d, {"pack_rtn": team_recipe("pack_rtn", "RTN from the team pack"),
+                            "smollm2_int8": team_recipe("smollm2_int8", "clashes with project")})
+    return install(wheel, d / "site")

@@ -12,16 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from recipe_pack import PACK, build_wheel, install
-
-BASE = (ROOT / "recipes" / "smollm2_rtn_w4.yaml").read_text()
-
-
-def team_recipe(name: str, description: str) -> str:
-    text = BASE.replace("recipe_name: smollm2_rtn_w4", f"recipe_name: {name}")
-    return text.replace(text[text.index("  description:"):].splitlines()[0],
-                        f'  description: "{description}"')
-
+from recipe_pack import BASE, PACK, pack_site, team_recipe  # noqa: F401 (fixture)
 
 def cli(argv, capsys, env=None):
     """`qrecipe ARGV` in this process (Hydra's entry point included): (exit code, out, err)."""
@@ -48,15 +39,6 @@ def team(tmp_path):
     folder.mkdir()
     (folder / "team_rtn.yaml").write_text(team_recipe("team_rtn", "the team's RTN baseline"))
     return folder
-
-
-@pytest.fixture(scope="session")
-def pack_site(tmp_path_factory):
-    """The test pack, built as a wheel and pip-installed into a --target folder."""
-    d = tmp_path_factory.mktemp("pack")
-    wheel = build_wheel(d, {"pack_rtn": team_recipe("pack_rtn", "RTN from the team pack"),
-                            "smollm2_int8": team_recipe("smollm2_int8", "clashes with project")})
-    return install(wheel, d / "site")
 
 
 @pytest.fixture
