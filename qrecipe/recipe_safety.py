@@ -6,8 +6,9 @@ Refused, at any depth, with one message naming the file and the key:
 - `_target_`, `_partial_`, `_args_`, `_recursive_`, `_convert_` (Hydra's instantiate keys);
 - a `hydra:` section other than `hydra.sweeper.params` (callbacks, launchers, run dirs,
   search paths and logging stay on the command line or in conf/), a defaults entry that selects
-  a `hydra/` group or moves a config to another package (`@`), a `# @package` header other than
-  `_global_`, and sweep parameters that set any of the above;
+  a `hydra/` group, moves a config to another package (`@`) or climbs out of the config groups
+  (`..`, which would load any YAML file on the machine), a `# @package` header other than
+  `_global_`, and sweep parameters that do any of the above;
 - any interpolation other than a plain reference to another config key (`${bits.width}`):
   resolvers such as `${oc.env:...}`, `${oc.decode:...}` or custom ones, and references to
   `cache.*` (resolved from the environment);
@@ -139,6 +140,9 @@ def _check_hydra(path: Path, hydra: Any) -> None:
         if str(k).lstrip("+~").split("/")[0] == "hydra" or "@" in str(k):
             raise UnsafeRecipe(path, f"{ALLOWED_HYDRA}.{k}", "a sweep may not set hydra's own "
                                "config or move a config to another package")
+        if ".." in f"{k}={v}":
+            raise UnsafeRecipe(path, f"{ALLOWED_HYDRA}.{k}", "'..' would load a file outside "
+                               "the config groups")
         if not isinstance(v, (str, int, float, bool)) and v is not None:
             raise UnsafeRecipe(path, f"{ALLOWED_HYDRA}.{k}", "a sweep value is one string")
 
@@ -162,6 +166,9 @@ def _check_defaults(path: Path, defaults: Any, lock: bool) -> None:
         if group == "hydra" or group.startswith("hydra/") or "@" in text:
             raise UnsafeRecipe(path, f"defaults[{i}]", f"{text!r}: a recipe may not select "
                                "hydra's own config groups or move a config to another package")
+        if ".." in text:
+            raise UnsafeRecipe(path, f"defaults[{i}]", f"{text!r}: a recipe selects options by "
+                               "name; '..' would load a file outside the config groups")
 
 
 def _check_interpolations(path: Path, key: str, value: str) -> None:

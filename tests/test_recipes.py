@@ -153,6 +153,12 @@ UNSAFE = {
     "defaults package move": ("# @package _global_\ndefaults:\n"
                               "  - /model@hydra.x: smollm2_135m\nrecipe_name: bad\n",
                               "defaults[0]"),
+    "defaults path traversal": ("# @package _global_\ndefaults:\n"
+                                "  - override /model: ../../../../tmp/payload\nrecipe_name: bad\n",
+                                "defaults[0]"),
+    "sweep path traversal": (HEAD + "hydra:\n  sweeper:\n    params:\n"
+                             "      model: smollm2_135m,../../../tmp/payload\n",
+                             "hydra.sweeper.params.model"),
     "package header": ("# @package hydra\nrun:\n  dir: /tmp/x\n", "# @package"),
     "oc.env": (HEAD + "notes: ${oc.env:HOME}\n", "notes"),
     "oc.decode": (HEAD + "notes: \"${oc.decode:'[1]'}\"\n", "notes"),
