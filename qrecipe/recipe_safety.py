@@ -12,7 +12,8 @@ Refused, at any depth, with one message naming the file and the key:
 - any interpolation other than a plain reference to another config key (`${bits.width}`):
   resolvers such as `${oc.env:...}`, `${oc.decode:...}` or custom ones, and references to
   `cache.*` (resolved from the environment);
-- `trust_remote_code`: only ever from the command line.
+- `trust_remote_code`: only ever from the command line;
+- a `recipe_name` that is not one plain name (it names the run directory: no paths).
 YAML is parsed with OmegaConf's safe loader (no Python tags).
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ ALLOWED_HYDRA = "hydra.sweeper.params"
 NEVER_FROM_RECIPE = ("trust_remote_code",)
 _PLAIN_REF = re.compile(r"\.*[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*")
 _ENV_DERIVED = ("cache", "hydra")
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 # The lock's own defaults (outputs.write_lock): the only hydra/ entry any loaded file may carry.
 LOCK_DEFAULTS = ("qrecipe_schema", {"override hydra/job_logging": "qrecipe"}, "_self_")
 
@@ -76,6 +78,10 @@ def check(path: Path, cfg: DictConfig, head: Dict[str, Optional[str]], lock: boo
     if hydra is not None:
         _check_hydra(path, hydra)
         raw["hydra"] = hydra
+    name = raw.get("recipe_name")
+    if name is not None and not (isinstance(name, str) and _RUN_NAME.fullmatch(name)):
+        raise UnsafeRecipe(path, "recipe_name", f"{name!r}: names the run directory, so it is "
+                           "one plain name (letters, digits, _ . -), never a path")
     for key, value in _walk(raw):
         _check_key(path, key)
         if isinstance(value, str):

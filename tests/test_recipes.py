@@ -159,6 +159,8 @@ UNSAFE = {
     "sweep path traversal": (HEAD + "hydra:\n  sweeper:\n    params:\n"
                              "      model: smollm2_135m,../../../tmp/payload\n",
                              "hydra.sweeper.params.model"),
+    "recipe_name path": (HEAD.replace("recipe_name: bad", "recipe_name: ../../../tmp/x"),
+                         "recipe_name"),
     "package header": ("# @package hydra\nrun:\n  dir: /tmp/x\n", "# @package"),
     "oc.env": (HEAD + "notes: ${oc.env:HOME}\n", "notes"),
     "oc.decode": (HEAD + "notes: \"${oc.decode:'[1]'}\"\n", "notes"),
