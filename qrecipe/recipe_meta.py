@@ -86,9 +86,36 @@ def _protocol_mismatch(want: Dict[str, Any], got: Optional[Dict[str, Any]]) -> O
     return None
 
 
-def check_expectations(meta: Any, metrics: Dict[str, Any]) -> Dict[str, Any]:
-    """{"status": met | missed | not comparable | none, "checks": [...]} for one run."""
+# Overrides that leave a recipe's promise standing: where and how it runs, not what it makes
+# (the eval protocol is compared on its own, below).
+_NEUTRAL = ("recipe", "recipe_name", "hydra.", "hardware", "cache", "eval", "dry_run", "notes",
+            "tags")
+
+
+def run_overrides() -> List[str]:
+    """The command-line overrides of the current Hydra job (empty outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return list(HydraConfig.get().overrides.task)
+    except (ValueError, ImportError):
+        return []
+
+
+def _changes_recipe(overrides) -> List[str]:
+    out = []
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if not any(key == n or key.startswith(n.rstrip(".") + ".") or key.startswith(n + "/")
+                   or (n.endswith(".") and key.startswith(n)) for n in _NEUTRAL):
+            out.append(o)
+    return out
+
+
+def check_expectations(meta: Any, metrics: Dict[str, Any], overrides=()) -> Dict[str, Any]:
+    """{"status": met | missed | not comparable | none, "checks": [...]} for one run. A run whose
+    overrides change what the recipe makes (bits=w2, method=...) is not comparable."""
     exp = _plain(meta).get("expected") or {}
+    changed = _changes_recipe(overrides)
     ev = metrics.get("eval") or {}
     got = {"ppl": (ev.get("quantized") or {}).get("ppl"), "delta_ppl": ev.get("delta_ppl"),
            "size_mb": metrics["size"]["model_dir_bytes"] / _MB}
@@ -100,7 +127,10 @@ def check_expectations(meta: Any, metrics: Dict[str, Any]) -> Dict[str, Any]:
             continue
         row = {"metric": metric, "expected": want["value"], "tolerance": want["tolerance"],
                "got": None if got[metric] is None else round(got[metric], 4)}
-        if metric != "size_mb" and (mismatch or got[metric] is None):
+        if changed:
+            row.update(status="not comparable",
+                       why="the run overrides the recipe: " + " ".join(changed))
+        elif metric != "size_mb" and (mismatch or got[metric] is None):
             row.update(status="not comparable", why=mismatch or "not measured")
         else:
             ok = abs(got[metric] - want["value"]) <= want["tolerance"] + 1e-9

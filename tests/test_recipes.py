@@ -278,6 +278,12 @@ def test_expectations_met_missed_and_not_comparable():
     ppl = next(c for c in other["checks"] if c["metric"] == "ppl")
     assert ppl["status"] == "not comparable" and "windows 2" in ppl["why"]
     assert "| ppl | 44.2 | ±0.1 | 45.0 | missed |" in "\n".join(report_lines(bad))
+    over = check_expectations(meta, _metrics(), ["+recipe=smollm2_rtn_w4", "bits=w8",
+                                                 "eval.max_windows=8", "hydra.run.dir=x"])
+    assert over["status"] == "not comparable"
+    assert all(c["why"] == "the run overrides the recipe: bits=w8" for c in over["checks"])
+    neutral = ["hardware.num_threads=2", "cache.dir=/c", "eval.speed=false", "dry_run=false"]
+    assert check_expectations(meta, _metrics(), neutral)["status"] == "met"
     none = check_expectations(compose(["+recipe=gptq_llama7b"]).meta, _metrics())
     assert none["status"] == "none" and report_lines(none) == []
 
