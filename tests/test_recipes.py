@@ -237,7 +237,8 @@ def test_every_shipped_recipe_passes_the_loader():
     from qrecipe.recipe_safety import load_recipe
     for f in sorted((ROOT / "recipes").glob("*.yaml")):
         cfg, head = load_recipe(f)
-        assert head["package"] == "_global_" and cfg.meta.description
+        assert head["package"] == "_global_", f
+        assert cfg.meta.description, f"{f}: every shipped recipe carries meta.description"
 
 
 # ---- config-only commands stay light ----------------------------------------------------
@@ -337,6 +338,23 @@ def test_old_lock_that_no_longer_composes_names_the_changed_key(tmp_path, capsys
     rc, _, err = cli(["reproduce", str(tmp_path), "--out", str(tmp_path / "again")], capsys)
     assert rc == 2 and "bits.groupsize" in err and "schema version 0" in err, err
     assert "recipe.lock.yaml" in err and not (tmp_path / "again").exists()
+
+
+def test_reproduce_checks_import_no_torch_before_the_run(tmp_path):
+    """Everything reproduce does before the repeated run (verify, lock checks) is torch-free."""
+    from qrecipe.outputs import write_manifest
+    lock = _lock(tmp_path)
+    lock.write_text(lock.read_text().replace("group_size: 64", "groupsize: 64"))
+    write_manifest(tmp_path)
+    code = ("import sys, atexit\n"
+            "atexit.register(lambda: print('TORCH_LOADED' if 'torch' in sys.modules "
+            "else 'TORCH_ABSENT'))\n"
+            f"sys.argv=['qrecipe', 'reproduce', {str(tmp_path)!r}]\n"
+            "from qrecipe.cli import main\nmain()\n")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and "bits.groupsize" in p.stderr, p.stderr
+    assert "TORCH_ABSENT" in p.stdout
 
 
 def test_tampered_lock_is_refused_like_a_recipe(tmp_path):
