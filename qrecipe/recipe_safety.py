@@ -13,7 +13,8 @@ Refused, at any depth, with one message naming the file and the key:
   resolvers such as `${oc.env:...}`, `${oc.decode:...}` or custom ones, and references to
   `cache.*` (resolved from the environment);
 - `trust_remote_code`: only ever from the command line;
-- a `recipe_name` that is not one plain name (it names the run directory: no paths).
+- a `recipe_name` that is not one plain name (it names the run directory: no paths);
+- a `pkg://a.b/FILE` path (finding a dotted package imports its parent: runs its code).
 YAML is parsed with OmegaConf's safe loader (no Python tags).
 """
 from __future__ import annotations
@@ -86,6 +87,7 @@ def check(path: Path, cfg: DictConfig, head: Dict[str, Optional[str]], lock: boo
         _check_key(path, key)
         if isinstance(value, str):
             _check_interpolations(path, key, value)
+            _check_package_path(path, key, value)
     for i, entry in enumerate(defaults):
         for key, value in _walk(entry, f"defaults[{i}]"):
             if isinstance(value, str):
@@ -178,11 +180,9 @@ def _check_defaults(path: Path, defaults: Any, lock: bool) -> None:
 
 
 def _check_interpolations(path: Path, key: str, value: str) -> None:
+    # Escaped ones (\\${...}) too: resolved once, they are live interpolations in the lock.
     i = value.find("${")
     while i != -1:
-        if i > 0 and value[i - 1] == "\\":  # an escaped, literal ${
-            i = value.find("${", i + 2)
-            continue
         end = value.find("}", i)
         body = value[i + 2:end].strip() if end != -1 else value[i + 2:]
         if not _PLAIN_REF.fullmatch(body) or "${" in body:
@@ -194,3 +194,12 @@ def _check_interpolations(path: Path, key: str, value: str) -> None:
             raise UnsafeRecipe(path, key, f"interpolation {value[i:end + 1]!r} is not allowed: "
                                f"{body} comes from the environment or Hydra's runtime")
         i = value.find("${", i + 2)
+
+
+def _check_package_path(path: Path, key: str, value: str) -> None:
+    """pkg://PACKAGE/FILE is located without importing PACKAGE; a dotted name (a.b) would
+    import its parent package a, i.e. run that package's code."""
+    from .paths import PKG_SCHEME
+    if value.startswith(PKG_SCHEME) and "." in value[len(PKG_SCHEME):].split("/")[0]:
+        raise UnsafeRecipe(path, key, f"{value!r}: pkg:// names a top-level package (a dotted "
+                           "name would import its parent package)")

@@ -161,6 +161,8 @@ UNSAFE = {
                              "hydra.sweeper.params.model"),
     "recipe_name path": (HEAD.replace("recipe_name: bad", "recipe_name: ../../../tmp/x"),
                          "recipe_name"),
+    "escaped resolver": (HEAD + "notes: \\${oc.env:HOME}\n", "notes"),
+    "dotted pkg path": (HEAD + "model:\n  path: pkg://email.mime/x.gguf\n", "model.path"),
     "package header": ("# @package hydra\nrun:\n  dir: /tmp/x\n", "# @package"),
     "oc.env": (HEAD + "notes: ${oc.env:HOME}\n", "notes"),
     "oc.decode": (HEAD + "notes: \"${oc.decode:'[1]'}\"\n", "notes"),
@@ -224,7 +226,7 @@ def test_the_issue_exploit_runs_nothing_in_a_real_process(tmp_path):
 def test_what_a_recipe_may_do_still_composes(tmp_path, capsys):
     (tmp_path / "ok.yaml").write_text(
         HEAD + "calibration:\n  seq_len: 256\neval:\n  seq_len: ${calibration.seq_len}\n"
-        "notes: 'costs \\${5}'\nhydra:\n  sweeper:\n    params:\n      bits: w4,w8\n")
+        "notes: 'costs $5'\nhydra:\n  sweeper:\n    params:\n      bits: w4,w8\n")
     env = {"QRECIPE_RECIPE_PATH": str(tmp_path)}
     rc, out, err = cli(["--cfg", "job", "--resolve", "+recipe=ok"], capsys, env)
     assert rc == 0, err
