@@ -90,7 +90,9 @@ class RecipeSource(ConfigSource):
             return [GROUP] if want_groups else []
         if path == GROUP:
             out = sorted({r.name for r in recipes}) if want_configs else []
-            return out + (sorted({r.pack for r in recipes if r.pack}) if want_groups else [])
+            # packs are listed as subgroups (recipe/PACK); `project/NAME` works but is not listed
+            packs = {r.pack for r in recipes if r.kind == "pack"}
+            return out + (sorted(packs) if want_groups else [])
         pack = path[len(GROUP) + 1:]
         return sorted(r.name for r in recipes if r.pack == pack) if want_configs else []
 
