@@ -15,6 +15,11 @@ from typing import Dict, List, Tuple
 
 # name -> (module, one-line description)
 COMMANDS: Dict[str, Tuple[str, str]] = {
+    "recipes": ("qrecipe.cmd_recipes", "list every recipe with its source and description"),
+    "show": ("qrecipe.cmd_show", "print a recipe's source, metadata and composed config"),
+    "validate": ("qrecipe.cmd_validate", "check a recipe (name or file) without loading weights"),
+    "verify": ("qrecipe.cmd_verify", "check a run directory against its manifest.json"),
+    "reproduce": ("qrecipe.cmd_reproduce", "re-run a finished run from its lock and compare"),
 }
 
 

@@ -20,6 +20,12 @@ def config_dir() -> Path:
     return _PKG.parent / "conf"
 
 
+def recipes_dir() -> Path:
+    """The project's recipes: recipes/ in a checkout, qrecipe/recipes/ inside a wheel."""
+    packaged = _PKG / "recipes"
+    return packaged if packaged.is_dir() else _PKG.parent / "recipes"
+
+
 def is_package_path(path: str) -> bool:
     return str(path).startswith(PKG_SCHEME)
 

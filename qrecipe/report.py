@@ -161,6 +161,8 @@ def write_run_report(out: Path, metrics: Dict[str, Any], fps: Dict[str, Any]) ->
             lines += ["", f"Δppl vs fp: **{ev['delta_ppl']:+.4f}**"]
         lines.append("")
     lines += _load_snippet(metrics)
+    from .recipe_meta import report_lines
+    lines += report_lines(metrics.get("expectations"))
     lines += ["## Time and memory", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["time_s"].items()]
     peak = (metrics.get("peak_rss_bytes") or {}).get("quantize")

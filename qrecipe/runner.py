@@ -159,6 +159,10 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
     metrics["peak_gpu_bytes"] = stages.peak_gpu
     metrics["cache_hits"] = cache.hits
     metrics["status"] = "complete"
+    # Did the run keep the recipe's promise (meta.expected)? Recorded, never fatal.
+    from .recipe_meta import check_expectations, run_overrides
+    metrics["expectations"] = check_expectations(cfg.get("meta"), metrics, run_overrides())
+    log.info("recipe expectations: %s", metrics["expectations"]["status"])
 
     from .report import write_run_report
     outputs.write_json(out / "fingerprints.json", fps)

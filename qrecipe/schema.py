@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from .recipe_meta import RecipeMeta
+
 
 @dataclass
 class ModelConfig:
@@ -140,6 +142,9 @@ class CacheConfig:
     dir: str = "${oc.env:QRECIPE_CACHE,${oc.env:HOME,.}/.cache/qrecipe}"
 
 
+SCHEMA_VERSION = 1
+
+
 @dataclass
 class Config:
     model: ModelConfig = MISSING
@@ -155,6 +160,10 @@ class Config:
     dry_run: bool = False
     notes: str = ""
     tags: List[str] = field(default_factory=list)
+    # A recipe's description, author, tested versions and promised results (recipe_meta.py).
+    meta: RecipeMeta = field(default_factory=RecipeMeta)
+    # Bumped when a key is renamed or removed; frozen into recipe.lock.yaml.
+    schema_version: int = SCHEMA_VERSION
 
 
 METHOD_SCHEMAS = {"gptq": GPTQMethod, "awq": AWQMethod, "rtn": RTNMethod, "bnb": BnbMethod}
@@ -167,3 +176,5 @@ def register() -> None:
     cs.store(name="qrecipe_schema", node=Config)
     for name, node in METHOD_SCHEMAS.items():
         cs.store(group="schema/method", name=name, node=node)
+    from .recipe_hydra import register as register_recipe_sources
+    register_recipe_sources()
