@@ -14,7 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from . import schema
+from . import rundir, schema
 from .errors import QRecipeError
 from .paths import config_dir
 
@@ -34,6 +34,7 @@ def _dirname(overrides: str) -> str:
 
 
 OmegaConf.register_new_resolver("qrecipe_dirname", _dirname, replace=True)
+rundir.register_resolvers()  # Hydra never rewrites the record of an existing run
 
 # Set by jobs of this process: a sweep that lost jobs must not exit 0.
 _FAILED_JOBS: list[str] = []
@@ -50,6 +51,9 @@ def _hydra_entry(cfg: DictConfig) -> None:
     status = run_job(cfg, keep_failed_dir=multirun)
     if status == "ok":
         return
+    if status == "interrupted":  # Ctrl-C / SIGTERM stop a sweep too
+        from . import runner
+        sys.exit(runner.interrupt_exit_code)
     if not multirun:
         # A single run ends with the runner's one-line message and its exit code.
         sys.exit(2 if status == "user_error" else 1)

@@ -27,6 +27,8 @@ class ModelConfig:
     tokenizer: Optional[str] = None
     # dtype the unquantized model is loaded in (for the fp baseline and the quantizer's input).
     dtype: str = "float32"
+    # Pickle checkpoints (.bin/.pt) can run code when loaded: only with this explicit opt-in.
+    allow_pickle: bool = False
 
 
 @dataclass
@@ -86,6 +88,8 @@ class CalibrationConfig:
     num_samples: int = 128
     seq_len: int = 512
     seed: int = 0
+    # false: samples never share tokens (num_samples x seq_len must fit in the text).
+    overlap: bool = True
 
 
 @dataclass
@@ -146,6 +150,9 @@ class Config:
     dry_run: bool = False
     notes: str = ""
     tags: List[str] = field(default_factory=list)
+    # A run directory that holds another result (or an unfinished run of another config) is
+    # refused; force=true moves it aside (DIR.replaced-<time>) and runs. Never frozen in a lock.
+    force: bool = False
 
 
 METHOD_SCHEMAS = {"gptq": GPTQMethod, "awq": AWQMethod, "rtn": RTNMethod, "bnb": BnbMethod}
