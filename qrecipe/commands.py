@@ -15,6 +15,7 @@ from typing import Dict, List, Tuple
 
 # name -> (module, one-line description)
 COMMANDS: Dict[str, Tuple[str, str]] = {
+    "resume": ("qrecipe.resume", "finish an interrupted run in its directory"),
 }
 
 

@@ -116,8 +116,11 @@ def _fail(job: _Job, status: str, message: str, keep: bool, tb: str | None = Non
 
 
 def _run(cfg: DictConfig, out: Path, job: _Job) -> None:
-    job.claim = rundir.Claim(out)
     resolve_paths(cfg)
+    if cfg.dry_run:  # validation only: writes nothing, claims nothing
+        _dry_run(cfg, out, job)
+        return
+    job.claim = rundir.Claim(out)
     action = job.claim.decide(cfg)
     if action == "skip":
         print(f"already complete: {out} (nothing to do; force=true moves it aside and runs "
@@ -130,6 +133,19 @@ def _run(cfg: DictConfig, out: Path, job: _Job) -> None:
         _run_stages(cfg, out, job)
 
 
+def _dry_run(cfg: DictConfig, out: Path, job: _Job) -> None:
+    fresh = outputs.run_state(out).status in ("absent", "empty")
+    try:
+        job.stages = Stages()
+        with job.stages.stage("validate"):
+            plan = validate(cfg)
+        print(f"dry run: valid: {cfg.recipe_name}: {cfg.method.name} via {plan.backend.name}, "
+              f"w{cfg.bits.width} g{cfg.bits.group_size}", file=sys.stderr)
+    finally:
+        if fresh:  # Hydra made it; nothing was made in it: leave no run directory
+            shutil.rmtree(out, ignore_errors=True)
+
+
 def _run_stages(cfg: DictConfig, out: Path, job: _Job) -> None:
     stages = job.stages = Stages()
     with stages.stage("validate"):
@@ -137,12 +153,6 @@ def _run_stages(cfg: DictConfig, out: Path, job: _Job) -> None:
     log.info("recipe %s: %s via %s, w%d g%d, model %s (%s, %d layers)", cfg.recipe_name,
              cfg.method.name, plan.backend.name, cfg.bits.width, cfg.bits.group_size,
              cfg.model.path, plan.model.architecture, plan.model.num_layers)
-    if cfg.dry_run:
-        print(f"dry run: valid: {cfg.recipe_name}: {cfg.method.name} via {plan.backend.name}, "
-              f"w{cfg.bits.width} g{cfg.bits.group_size}", file=sys.stderr)
-        if job.claim.fresh:
-            shutil.rmtree(out, ignore_errors=True)  # nothing was made; leave no run directory
-        return
     resources.check(cfg, plan.model, out, Path(cfg.cache.dir).expanduser())
     out.mkdir(parents=True, exist_ok=True)
     if not (out / outputs.LOCK).is_file():
@@ -246,6 +256,7 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
     outputs.write_json(out / "metrics.json", metrics)
     write_run_report(out, metrics, fps)
     log.info("run complete: %s", out)
+    markers.clear(out, outputs.ERROR)  # an earlier attempt's failure, now resumed
     outputs.write_manifest(out)
 
 
