@@ -72,6 +72,21 @@ def check_spec(spec: TextSpec) -> None:
             raise QRecipeError("file is empty", key=f"{spec.section}.path", value=spec.path)
         if p.suffix.lower() != ".parquet":
             _check_utf8(p, spec)
+        if p.suffix.lower() == ".jsonl":
+            _check_first_record(p, spec)
+
+
+def _check_first_record(p: Path, spec: TextSpec) -> None:
+    """The first record of a jsonl file is JSON and has the text field."""
+    with open(p, encoding="utf-8") as f:
+        line = next((ln for ln in f if ln.strip()), "")
+    try:
+        rec = json.loads(line)
+    except ValueError as e:
+        raise QRecipeError(f"not valid JSON ({str(e)[:120]})", key=f"{spec.section}.path",
+                           value=spec.path) from None
+    if isinstance(rec, dict) and spec.text_field not in rec:
+        raise _no_field(spec, sorted(rec))
 
 
 def _check_utf8(p: Path, spec: TextSpec, limit: int = 1 << 20) -> None:

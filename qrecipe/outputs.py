@@ -42,6 +42,15 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+# Hydra settings a lock needs to re-run safely into an existing directory (qrecipe/rundir.py).
+_LOCK_HYDRA = """hydra:
+  output_subdir: ${qrecipe_hydra_subdir:${hydra.runtime.output_dir}}
+  callbacks:
+    output_check:
+      _target_: qrecipe.rundir.OutputCheck
+"""
+
+
 def write_lock(out: Path, cfg: DictConfig) -> Path:
     """A fully resolved, standalone config: `python -m qrecipe --config-dir DIR
     --config-name recipe.lock` repeats the run (into a new output directory)."""
@@ -50,7 +59,7 @@ def write_lock(out: Path, cfg: DictConfig) -> Path:
     text = ("# Frozen by qrecipe: every value resolved. Repeat this run with\n"
             f"#   python -m qrecipe --config-dir {out} --config-name recipe.lock\n"
             "defaults:\n  - qrecipe_schema\n  - override hydra/job_logging: qrecipe\n"
-            "  - _self_\n\n" + OmegaConf.to_yaml(OmegaConf.create(body)))
+            "  - _self_\n\n" + OmegaConf.to_yaml(OmegaConf.create(body)) + _LOCK_HYDRA)
     path = out / LOCK
     path.write_text(text)
     return path

@@ -29,6 +29,7 @@ def load_lock(run_dir: Path):
         raise QRecipeError(f"cannot read {LOCK} ({type(e).__name__})", key="DIR",
                            value=str(run_dir)) from None
     body.pop("defaults", None)
+    body.pop("hydra", None)
     method = body.pop("method", {}) or {}
     cfg = OmegaConf.merge(OmegaConf.structured(Config), body)
     schema = METHOD_SCHEMAS.get(method.get("name"))

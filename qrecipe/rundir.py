@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +39,8 @@ HINT_KEY = "hydra.run.dir"
 def identity(cfg_or_dict: Any) -> Dict[str, Any]:
     body = (cfg_or_dict if isinstance(cfg_or_dict, dict)
             else OmegaConf.to_container(cfg_or_dict, resolve=True))
-    return {k: v for k, v in body.items() if k not in _NOT_IDENTITY and k != "defaults"}
+    return {k: v for k, v in body.items()
+            if k not in _NOT_IDENTITY and k not in ("defaults", "hydra")}
 
 
 def lock_identity(out: Path) -> Optional[Dict[str, Any]]:
@@ -46,6 +48,18 @@ def lock_identity(out: Path) -> Optional[Dict[str, Any]]:
         return identity(OmegaConf.to_container(OmegaConf.load(out / outputs.LOCK)))
     except Exception:  # unreadable lock: treated as another config
         return None
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=,-]{0,127}")
+
+
+def check_recipe_name(name) -> None:
+    """recipe_name becomes a folder of the output path: one plain component, no traversal."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise QRecipeError("not a plain name (it becomes a folder of the output path)",
+                           key="recipe_name", value=name,
+                           allowed="letters, digits and _ . + = , - (no '/', no '..', not "
+                                   "starting with '.')")
 
 
 def check_writable(out: Path, key: str = HINT_KEY) -> None:
@@ -87,6 +101,11 @@ class Claim:
         self.fresh = False
         self.resuming = False
         check_writable(self.out)
+        self.state = outputs.run_state(self.out)
+        if not self.state.complete:  # a complete run is never written again: no lock in it
+            self._lock()
+
+    def _lock(self) -> None:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.out / outputs.RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -99,7 +118,7 @@ class Claim:
             os.close(self.fd)
             self.fd = None
             raise QRecipeError(f"another qrecipe run (pid {pid}) is writing this directory",
-                               key=HINT_KEY, value=str(out),
+                               key=HINT_KEY, value=str(self.out),
                                hint="wait for it, or choose another output directory") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, str(os.getpid()).encode(), 0)
@@ -113,6 +132,8 @@ class Claim:
             return "fresh"
         if cfg.get("force", False):
             self._move_aside()
+            if self.fd is None:
+                self._lock()
             self.owned = self.fresh = True
             return "fresh"
         same = lock_identity(self.out) == identity(cfg)
@@ -142,7 +163,7 @@ class Claim:
     def release(self, remove_lock: bool = False) -> None:
         if self.fd is None:
             return
-        if remove_lock:
+        if remove_lock or not self.owned:  # leave no lock file in a directory not ours
             (self.out / outputs.RUN_LOCK).unlink(missing_ok=True)
         os.close(self.fd)  # closing drops the flock
         self.fd = None
@@ -174,15 +195,16 @@ class OutputCheck(Callback):
     the way or a read-only location is one line (exit 2), not Hydra's traceback."""
 
     def on_run_start(self, config, **kwargs) -> None:
-        self._check(config.hydra.run.dir, "hydra.run.dir")
+        self._check(config, "run")
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+        self._check(config, "sweep")
 
     @staticmethod
-    def _check(path: str, key: str) -> None:
+    def _check(config, mode: str) -> None:
         try:
-            check_writable(Path(path), key=key)
+            check_recipe_name(config.get("recipe_name"))
+            check_writable(Path(config.hydra[mode].dir), key=f"hydra.{mode}.dir")
         except QRecipeError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

@@ -63,6 +63,11 @@ def run_job(cfg: DictConfig, out: Path | None = None, keep_failed_dir: bool = Tr
         if not interrupt.is_interruption(e):
             if not isinstance(e, Exception):
                 raise  # SystemExit and the like
+            from .hydra_errors import is_config_error, one_line
+            if is_config_error(e):  # e.g. a mandatory value (model.path=???) left unset
+                print(f"error: {one_line(e)}", file=sys.stderr)
+                _fail(job, "user_error", one_line(e), keep_failed_dir)
+                return "user_error"
             return _crash(job, e)
         print(interrupt.message(e, out, job.stages.current if job.stages else None),
               file=sys.stderr)
@@ -116,6 +121,7 @@ def _fail(job: _Job, status: str, message: str, keep: bool, tb: str | None = Non
 
 
 def _run(cfg: DictConfig, out: Path, job: _Job) -> None:
+    rundir.check_recipe_name(cfg.recipe_name)
     resolve_paths(cfg)
     if cfg.dry_run:  # validation only: writes nothing, claims nothing
         _dry_run(cfg, out, job)

@@ -75,5 +75,5 @@ def check_model(cfg) -> None:
     p = resolve_path(cfg.path)
     if cfg.source == "gguf" and p.is_file():
         check_gguf(p)
-    elif cfg.source == "local" and p.is_dir():
+    elif cfg.source == "local" and (p / "config.json").is_file():
         check_model_dir(p, bool(cfg.get("allow_pickle", False)))
