@@ -17,7 +17,12 @@ def is_config_error(e: BaseException) -> bool:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
     import yaml
-    return isinstance(e, (HydraException, OmegaConfBaseException, yaml.YAMLError))
+    if isinstance(e, (HydraException, OmegaConfBaseException, yaml.YAMLError)):
+        return True
+    # OmegaConf re-raises some merge failures as plain Python errors it annotated with the key
+    # (e.g. a value merged into a field that is null): still the user's input.
+    return isinstance(e, (AttributeError, KeyError, TypeError, ValueError)) and \
+        "full_key:" in str(e)
 
 
 def one_line(e: BaseException) -> str:
@@ -37,6 +42,9 @@ def one_line(e: BaseException) -> str:
                 break
             opts.append(ln)
         return f"{head}; allowed: {', '.join(opts)}"
+    if isinstance(e, (AttributeError, KeyError, TypeError)) and "full_key:" in str(e):
+        key = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key:"))
+        return f"cannot merge the value given for {key} ({head})"
     if type(e).__name__ == "MissingMandatoryValue":
         key = str(getattr(e, "full_key", "") or "")
         return f"{head}; set it: {key}=..." if key else head
