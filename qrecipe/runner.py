@@ -108,9 +108,10 @@ def _fail(job: _Job, status: str, message: str, keep: bool, tb: str | None = Non
     if c is None or c.fd is None or not c.owned:
         return
     out = job.out
-    if not keep and c.fresh:
+    if not keep and c.fresh and not (out / outputs.STAGES).exists():
         # A single run rejected by the user's input leaves nothing behind that could pass for a
-        # result (it never wrote anything but Hydra's own .hydra/ and the log).
+        # result (it never wrote anything but Hydra's own .hydra/ and the log). Once a stage has
+        # finished (a saved model), the directory stays, incomplete, with error.json.
         shutil.rmtree(out, ignore_errors=True)
         return
     try:
