@@ -65,7 +65,8 @@ def check_model_dir(path: Path, allow_pickle: bool, key: str = "model.path") -> 
                                 "if you trust their source")
     if not pickles:
         raise QRecipeError("no weights in the model directory (no *.safetensors)", key=key,
-                           value=str(path))
+                           value=str(path), hint="pickle checkpoints (.bin, .pt) are only "
+                                                 "used with model.allow_pickle=true")
     return pickles
 
 
