@@ -80,6 +80,10 @@ def check_writable(out: Path, key: str = HINT_KEY) -> None:
 
 def write_error(e: OSError, out: Path) -> QRecipeError:
     """An OSError while writing results, as the user's problem it usually is."""
+    name = str(e.filename or "")
+    if e.errno == errno.EACCES and name and not name.startswith(str(Path(out).absolute())):
+        return QRecipeError(f"permission denied: {name}", key=HINT_KEY, value=str(out),
+                            hint="make the file readable (or the location writable)")
     what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
             errno.EROFS: "the file system is read-only",
             errno.EACCES: "permission denied"}.get(e.errno, e.strerror or str(e))
