@@ -115,7 +115,7 @@ def materialize(cfg, cache_dir: Path, model_fp: str) -> Path:
     if cfg.source == "hub":
         from huggingface_hub import snapshot_download
 
-        from .safety import PICKLE_SUFFIXES, check_model_dir
+        from .weights import PICKLE_SUFFIXES, check_model_dir
         allow_pickle = bool(cfg.get("allow_pickle", False))
         # Loading safety: pickle checkpoints are not even downloaded without the opt-in.
         patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]

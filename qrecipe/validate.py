@@ -57,7 +57,7 @@ def validate(cfg) -> Plan:
 
 
 def _describe(model) -> ModelInfo:
-    from .safety import check_model
+    from .weights import check_model
     check_model(model)  # loading safety: safetensors only unless model.allow_pickle; no corrupt
     try:
         return describe(model)

@@ -358,7 +358,7 @@ def test_pickle_opt_in_is_accepted(f, tmp_path, capsys):
     """The opt-in key lets a pickle-only directory through the safety check."""
     from omegaconf import OmegaConf
 
-    from qrecipe.safety import check_model
+    from qrecipe.weights import check_model
     check_model(OmegaConf.create({"source": "local", "path": str(f.pickle_only),
                                   "allow_pickle": True}))
 
