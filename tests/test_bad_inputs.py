@@ -24,9 +24,11 @@ TINY_ARGS = ["model=local", "bits.group_size=32", "eval.enabled=false",
 
 def cli(argv, capsys):
     """python -m qrecipe ARGV, in this process. Returns (exit code, stderr)."""
+    import logging
+
     from qrecipe import cli as entry
     capsys.readouterr()
-    old = sys.argv
+    old, handlers = sys.argv, logging.root.handlers[:]
     sys.argv = ["qrecipe", *argv]
     code = 0
     try:
@@ -35,6 +37,12 @@ def cli(argv, capsys):
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
         sys.argv = old
+        # Hydra configured logging for this run (a console handler on this test's captured
+        # stderr, run.log): undo it, so later tests never log into a closed stream.
+        for h in logging.root.handlers:
+            if h not in handlers:
+                h.close()
+        logging.root.handlers = handlers
     return code, capsys.readouterr().err
 
 

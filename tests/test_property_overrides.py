@@ -93,13 +93,17 @@ def composer(tiny_model_dir):
     from hydra.core.global_hydra import GlobalHydra
 
     from qrecipe.paths import config_dir
+    import logging
     schema.register()
     GlobalHydra.instance().clear()
+    handlers = logging.root.handlers[:]
+    logging.root.handlers = []  # no handler left over from another test's captured stream
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         yield lambda ov: compose(config_name="config", overrides=[
             "model=local", f"model.path={tiny_model_dir}", "bits.group_size=32", *ov,
             "dry_run=true"])
     GlobalHydra.instance().clear()
+    logging.root.handlers = handlers
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
