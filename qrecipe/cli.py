@@ -14,7 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from . import schema
+from . import rundir, schema
 from .errors import QRecipeError
 from .paths import config_dir
 
@@ -34,6 +34,7 @@ def _dirname(overrides: str) -> str:
 
 
 OmegaConf.register_new_resolver("qrecipe_dirname", _dirname, replace=True)
+rundir.register_resolvers()  # Hydra never rewrites the record of an existing run
 
 # Set by jobs of this process: a sweep that lost jobs must not exit 0.
 _FAILED_JOBS: list[str] = []
@@ -50,29 +51,53 @@ def _hydra_entry(cfg: DictConfig) -> None:
     status = run_job(cfg, keep_failed_dir=multirun)
     if status == "ok":
         return
+    if status == "interrupted":  # Ctrl-C / SIGTERM stop a sweep too
+        from . import runner
+        sys.exit(runner.interrupt_exit_code)
     if not multirun:
         # A single run ends with the runner's one-line message and its exit code.
+        if status != "user_error":
+            _FAILED_JOBS.append(status)  # main() must not read this exit 1 as Hydra's
         sys.exit(2 if status == "user_error" else 1)
     # In a sweep a failed job is a row of the report, not the end of the sweep.
     _FAILED_JOBS.append(status)
 
 
 def main() -> None:
+    import os
+
     from .commands import is_command, run_command
+    from .hydra_errors import is_config_error, one_line
 
     if is_command(sys.argv[1:]):
         sys.exit(run_command(sys.argv[1:]))
+    # Hydra raises composition errors to us (one line below) unless the user asked for its
+    # full error output.
+    full_error = "HYDRA_FULL_ERROR" in os.environ
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    _FAILED_JOBS.clear()
     try:
         _hydra_entry()
     except SystemExit as e:
         # Hydra exits 1 when composition fails (unknown key, wrong type, unknown recipe); the job
         # itself never lets an exception reach Hydra, so exit 1 here always means a user error.
-        if e.code == 1:
+        if e.code == 1 and "crash" not in _FAILED_JOBS:
             sys.exit(2)
         raise
     except (QRecipeError, ValueError) as e:  # Hydra's own argument errors (e.g. -m with --cfg)
-        print(f"error: {e}", file=sys.stderr)
+        if full_error or not (isinstance(e, QRecipeError) or is_config_error(e)):
+            if not isinstance(e, (QRecipeError, ValueError)):
+                raise
+        print(f"error: {one_line(e) if is_config_error(e) else e}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:
+        if full_error or not is_config_error(e):
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if not full_error:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
     if _FAILED_JOBS:
         print(f"error: {len(_FAILED_JOBS)} job(s) of the sweep failed; see the sweep report",
               file=sys.stderr)

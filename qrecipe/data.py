@@ -70,6 +70,39 @@ def check_spec(spec: TextSpec) -> None:
                                value=spec.path, allowed=LOCAL_SUFFIXES)
         if p.stat().st_size == 0:
             raise QRecipeError("file is empty", key=f"{spec.section}.path", value=spec.path)
+        if p.suffix.lower() != ".parquet":
+            _check_utf8(p, spec)
+        if p.suffix.lower() == ".jsonl":
+            _check_first_record(p, spec)
+
+
+def _check_first_record(p: Path, spec: TextSpec) -> None:
+    """The first record of a jsonl file is JSON and has the text field."""
+    with open(p, encoding="utf-8") as f:
+        line = next((ln for ln in f if ln.strip()), "")
+    try:
+        rec = json.loads(line)
+    except ValueError as e:
+        raise QRecipeError(f"not valid JSON ({str(e)[:120]})", key=f"{spec.section}.path",
+                           value=spec.path) from None
+    if isinstance(rec, dict) and spec.text_field not in rec:
+        raise _no_field(spec, sorted(rec))
+
+
+def _check_utf8(p: Path, spec: TextSpec, limit: int = 1 << 20) -> None:
+    """A text file must be UTF-8 text: the first MiB is decoded strictly (no NUL bytes)."""
+    import codecs
+    with open(p, "rb") as f:
+        head = f.read(limit)
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < limit)
+        bad = head.find(b"\0")
+        if bad >= 0:
+            raise UnicodeDecodeError("utf-8", head, bad, bad + 1, "NUL byte")
+    except UnicodeDecodeError as e:
+        raise QRecipeError(f"not UTF-8 text (binary or another encoding; byte {e.start})",
+                           key=f"{spec.section}.path", value=spec.path,
+                           hint="convert the file to UTF-8 text") from None
 
 
 def load_text(spec: TextSpec) -> str:
@@ -94,16 +127,27 @@ def _local_rows(spec: TextSpec) -> List[str]:
     if suffix in (".txt", ".md"):
         return [p.read_text(encoding="utf-8", errors="replace")]
     if suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
-        table = pq.read_table(p)
+        try:
+            table = pq.read_table(p)
+        except (pa.ArrowException, OSError) as e:
+            raise QRecipeError(f"not a readable parquet file ({str(e).splitlines()[0][:120]})",
+                               key=f"{spec.section}.path", value=spec.path) from None
         if spec.text_field not in table.column_names:
             raise _no_field(spec, table.column_names)
         return [str(x) for x in table.column(spec.text_field).to_pylist()]
-    if suffix == ".jsonl":
-        records = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines()
-                   if line.strip()]
-    else:
-        records = json.loads(p.read_text(encoding="utf-8"))
+    try:
+        if suffix == ".jsonl":
+            records = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines()
+                       if line.strip()]
+        else:
+            records = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise QRecipeError(f"not valid JSON ({str(e)[:120]})", key=f"{spec.section}.path",
+                           value=spec.path) from None
+    if not isinstance(records, (list, dict)):
+        records = [records]
         if isinstance(records, dict):  # {"text": [...]} column layout
             records = records.get(spec.text_field, records)
     rows = []
@@ -152,8 +196,10 @@ def token_ids(spec: TextSpec, tokenizer, tokenizer_fp: str, cache: Cache):
     return ids
 
 
-def calibration_rows(ids, num_samples: int, seq_len: int, seed: int) -> list:
-    """num_samples windows of seq_len tokens at seeded random offsets."""
+def calibration_rows(ids, num_samples: int, seq_len: int, seed: int,
+                     overlap: bool = True) -> list:
+    """num_samples windows of seq_len tokens at seeded random offsets (overlap=False: distinct
+    non-overlapping windows, so num_samples x seq_len must fit in the text)."""
     if num_samples < 1 or seq_len < 1:
         raise QRecipeError("must be positive", key="calibration.num_samples/seq_len",
                            value=(num_samples, seq_len))
@@ -163,6 +209,16 @@ def calibration_rows(ids, num_samples: int, seq_len: int, seed: int) -> list:
                            key="calibration.seq_len", value=seq_len,
                            hint="use a longer text or a smaller calibration.seq_len")
     rng = random.Random(seed)
+    if not overlap:
+        slots = n // seq_len
+        if num_samples > slots:
+            raise QRecipeError(
+                f"calibration text too short for {num_samples} x {seq_len} tokens without "
+                f"overlap: {n} tokens hold {slots} windows", key="calibration.num_samples",
+                value=num_samples, hint="lower calibration.num_samples or seq_len, use a longer "
+                                        "text, or set calibration.overlap=true")
+        return [ids[s * seq_len:(s + 1) * seq_len].clone()
+                for s in rng.sample(range(slots), num_samples)]
     starts = [rng.randrange(0, n - seq_len) for _ in range(num_samples)]
     return [ids[s:s + seq_len].clone() for s in starts]
 

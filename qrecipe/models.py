@@ -123,7 +123,15 @@ def materialize(cfg, cache_dir: Path, model_fp: str) -> Path:
         return _check_exists(cfg)
     if cfg.source == "hub":
         from huggingface_hub import snapshot_download
-        return Path(snapshot_download(cfg.path, revision=cfg.revision))
+
+        from .weights import PICKLE_SUFFIXES, check_model_dir
+        allow_pickle = bool(cfg.get("allow_pickle", False))
+        # Loading safety: pickle checkpoints are not even downloaded without the opt-in.
+        patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+        patterns += [f"*{s}" for s in PICKLE_SUFFIXES] if allow_pickle else []
+        snap = Path(snapshot_download(cfg.path, revision=cfg.revision, allow_patterns=patterns))
+        check_model_dir(snap, allow_pickle)
+        return snap
     dest = cache_dir / "models" / model_fp[:16]
     if (dest / "config.json").is_file():
         log.info("model: reusing dequantized GGUF at %s", dest)

@@ -51,10 +51,12 @@ class Stages:
         self.peak_rss: Dict[str, int] = {}
         self.peak_gpu: Dict[str, int] = {}
         self._gpu_seen = 0  # peak of the current stage before gpu_window() reset the counter
+        self.current: str | None = None  # the stage running now (named when interrupted)
 
     @contextmanager
     def stage(self, name: str, memory: bool = False):
         log.info("== %s", name)
+        self.current = name
         t0 = time.perf_counter()
         gpu = _cuda()
         if memory and gpu:

@@ -15,7 +15,8 @@ import tempfile
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Dict, Iterable
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -41,14 +42,24 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+# Hydra settings a lock needs to re-run safely into an existing directory (qrecipe/rundir.py).
+_LOCK_HYDRA = """hydra:
+  output_subdir: ${qrecipe_hydra_subdir:${hydra.runtime.output_dir}}
+  callbacks:
+    output_check:
+      _target_: qrecipe.rundir.OutputCheck
+"""
+
+
 def write_lock(out: Path, cfg: DictConfig) -> Path:
     """A fully resolved, standalone config: `python -m qrecipe --config-dir DIR
     --config-name recipe.lock` repeats the run (into a new output directory)."""
     body = OmegaConf.to_container(cfg, resolve=True)
+    body.pop("force", None)  # a one-time instruction, not part of the recipe
     text = ("# Frozen by qrecipe: every value resolved. Repeat this run with\n"
             f"#   python -m qrecipe --config-dir {out} --config-name recipe.lock\n"
             "defaults:\n  - qrecipe_schema\n  - override hydra/job_logging: qrecipe\n"
-            "  - _self_\n\n" + OmegaConf.to_yaml(OmegaConf.create(body)))
+            "  - _self_\n\n" + OmegaConf.to_yaml(OmegaConf.create(body)) + _LOCK_HYDRA)
     path = out / LOCK
     path.write_text(text)
     return path
@@ -99,7 +110,8 @@ def dir_size(path: Path) -> int:
 
 def _artifacts(out: Path) -> Iterable[Path]:
     for f in sorted(out.rglob("*")):
-        if f.is_file() and f.name != MANIFEST and not f.name.startswith(".tmp-"):
+        if (f.is_file() and f.name not in (MANIFEST, RUN_LOCK)
+                and not f.name.startswith(".tmp-")):
             yield f
 
 
@@ -124,3 +136,64 @@ def verify_manifest(out: Path) -> list[str]:
         if not f.is_file() or (entry["sha256"] and sha256_file(f) != entry["sha256"]):
             bad.append(rel)
     return bad
+
+
+# --- Run directory states (one rule, used by the runner, resume, report, verify, reproduce) ---
+
+RUN_LOCK = ".qrecipe.lock"  # flock'ed by the run writing the directory; never in the manifest
+STAGES = ".stages"  # per-stage completion markers of an unfinished run (see qrecipe/stages.py)
+# What may sit in a directory that holds no result: Hydra's own record and log, a failed
+# attempt's error, the writer lock, temp files.
+_BOOKKEEPING = {".hydra", "run.log", ERROR, RUN_LOCK}
+
+
+@dataclass(frozen=True)
+class RunState:
+    """status: absent (no such directory), empty (nothing but bookkeeping), incomplete (a run
+    started here: recipe.lock.yaml, no manifest), complete (manifest marks it complete), foreign
+    (other files, no qrecipe run)."""
+    path: Path
+    status: str
+    stages: Tuple[str, ...] = ()  # finished stages of an incomplete run
+    error: Optional[str] = None  # error.json's message, if an attempt failed
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def incomplete(self) -> bool:
+        return self.status == "incomplete"
+
+    def describe(self) -> str:
+        if self.status == "incomplete":
+            done = ", ".join(self.stages) or "none"
+            return f"incomplete (no {MANIFEST}; finished stages: {done})"
+        return self.status
+
+
+def run_state(path: Path) -> RunState:
+    """Whether a directory holds a complete run, an unfinished one, or none. Complete means a
+    readable manifest with complete: true (written last by the runner); the file hashes are
+    checked by verify_manifest, not here."""
+    path = Path(path)
+    if not path.exists():
+        return RunState(path, "absent")
+    if not path.is_dir():
+        return RunState(path, "foreign")
+    err = None
+    try:
+        err = (json.loads((path / ERROR).read_text()) or {}).get("error")
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        if json.loads((path / MANIFEST).read_text()).get("complete") is True:
+            return RunState(path, "complete")
+    except (OSError, ValueError, AttributeError):
+        pass
+    if (path / LOCK).is_file():
+        stages = tuple(sorted(p.name[:-len(".json")] for p in (path / STAGES).glob("*.json")))
+        return RunState(path, "incomplete", stages, err)
+    if all(p.name in _BOOKKEEPING or p.name.startswith(".tmp-") for p in path.iterdir()):
+        return RunState(path, "empty", (), err)
+    return RunState(path, "foreign", (), err)

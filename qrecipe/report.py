@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
-from .outputs import ERROR, MANIFEST
+from .outputs import ERROR, run_state
 
 COLUMNS = ["run", "status", "recipe", "method", "backend", "bits", "group_size", "ppl",
            "fp_ppl", "delta_ppl", "size_mb", "footprint_mb", "fp_footprint_mb",
@@ -48,10 +48,12 @@ def run_row(run_dir: Path, name: Optional[str] = None) -> Dict[str, Any]:
                    backend=cfg["method"].get("backend"), bits=cfg["bits"].get("width"),
                    group_size=cfg["bits"].get("group_size"))
     metrics = _read(run_dir / "metrics.json")
-    if not (run_dir / MANIFEST).is_file() or metrics is None:
+    state = run_state(run_dir)
+    if not state.complete or metrics is None:
         err = _read(run_dir / ERROR) or {}
         row["status"] = err.get("status", "incomplete")
-        row["error"] = (err.get("error") or "no manifest: the run did not finish")[:300]
+        row["error"] = (err.get("error") or f"{state.describe()}: the run did not finish; "
+                        f"qrecipe resume {run_dir}")[:300]
         return row
     ev = metrics.get("eval") or {}
     q, fp = ev.get("quantized") or {}, ev.get("fp") or {}

@@ -7,6 +7,8 @@ In a sweep both leave error.json in the job's directory so the sweep report show
 """
 from __future__ import annotations
 
+import copy
+import errno
 import logging
 import os
 import shutil
@@ -14,16 +16,17 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import data, filehash, models, outputs
-from .backends import QuantizeRequest
+from . import data, filehash, interrupt, models, outputs, resources, rundir, stages as markers
+from .backends import QuantizeRequest, QuantizeResult
 from .cache import Cache
 from .errors import QRecipeError
 from .fingerprint import hash_files, sha256_text
 from .gpus import assigned_gpus
+from .interrupt import sigterm_raises
 from .layerlog import layer_log
 from .monitor import Stages
 from .validate import resolve_paths, validate
@@ -33,57 +36,135 @@ log = logging.getLogger("qrecipe")
 
 def run_job(cfg: DictConfig, out: Path | None = None, keep_failed_dir: bool = True) -> str:
     """Run one composed config into `out` (Hydra's output dir by default). Returns the status:
-    "ok", "user_error" or "crash"."""
+    "ok" (also: already complete, nothing to do), "user_error", "crash" or "interrupted"
+    (then `interrupt_exit_code` holds the exit code)."""
     if out is None:
         from hydra.core.hydra_config import HydraConfig
         out = Path(HydraConfig.get().runtime.output_dir)
     out = Path(out)
     # A dry run leaves no directory behind, whatever its outcome.
     keep_failed_dir = keep_failed_dir and not cfg.get("dry_run", False)
+    job = _Job(out)
     try:
-        _run(cfg, out)
+        with sigterm_raises():
+            _run(cfg, out, job)
         return "ok"
     except QRecipeError as e:
         print(f"error: {e}", file=sys.stderr)
-        _fail(out, "user_error", str(e), keep_failed_dir)
+        _fail(job, "user_error", str(e), keep_failed_dir)
         return "user_error"
-    except Exception as e:  # a bug: keep everything for the bug report
-        log.exception("qrecipe crashed")
-        _fail(out, "crash", f"{type(e).__name__}: {e}", True, traceback.format_exc())
-        return "crash"
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS:
+            return _crash(job, e)
+        err = rundir.write_error(e, out)
+        print(f"error: {err}", file=sys.stderr)
+        _fail(job, "user_error", str(err), True)
+        return "user_error"
+    except BaseException as e:
+        if not interrupt.is_interruption(e):
+            if not isinstance(e, Exception):
+                raise  # SystemExit and the like
+            from .hydra_errors import is_config_error, one_line
+            if is_config_error(e):  # e.g. a mandatory value (model.path=???) left unset
+                print(f"error: {one_line(e)}", file=sys.stderr)
+                _fail(job, "user_error", one_line(e), keep_failed_dir)
+                return "user_error"
+            return _crash(job, e)
+        print(interrupt.message(e, out, job.stages.current if job.stages else None),
+              file=sys.stderr)
+        _fail(job, "interrupted", f"interrupted by {interrupt.signal_name(e)}", True)
+        global interrupt_exit_code
+        interrupt_exit_code = interrupt.exit_code(e)
+        return "interrupted"
+    finally:
+        if job.claim is not None:
+            job.claim.release(remove_lock=job.done)
 
 
-def _fail(out: Path, status: str, message: str, keep: bool, tb: str | None = None) -> None:
-    if not keep:
+#: exit code of the last interrupted run_job (130 SIGINT, 143 SIGTERM).
+interrupt_exit_code = 130
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+class _Job:
+    """What run_job knows about its directory while it runs."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.claim: rundir.Claim | None = None
+        self.stages: Stages | None = None
+        self.done = False
+
+
+def _crash(job: _Job, e: BaseException) -> str:  # a bug: keep everything for the bug report
+    log.exception("qrecipe crashed")
+    _fail(job, "crash", f"{type(e).__name__}: {e}", True, traceback.format_exc())
+    return "crash"
+
+
+def _fail(job: _Job, status: str, message: str, keep: bool, tb: str | None = None) -> None:
+    # Only a directory this run holds (locked, and fresh or its own unfinished run) is touched:
+    # another run's result, complete or not, is never written into or removed.
+    c = job.claim
+    if c is None or c.fd is None or not c.owned:
+        return
+    out = job.out
+    if not keep and c.fresh and not (out / outputs.STAGES).exists():
         # A single run rejected by the user's input leaves nothing behind that could pass for a
-        # result (it never wrote anything but Hydra's own .hydra/ and the log).
+        # result (it never wrote anything but Hydra's own .hydra/ and the log). Once a stage has
+        # finished (a saved model), the directory stays, incomplete, with error.json.
         shutil.rmtree(out, ignore_errors=True)
         return
-    outputs.write_json(out / outputs.ERROR, {"status": status, "error": message,
-                                              "traceback": tb})
+    try:
+        outputs.write_json(out / outputs.ERROR, {"status": status, "error": message,
+                                                  "traceback": tb})
+    except OSError:
+        pass  # a full or read-only disk: the message on stderr is all there is
 
 
-def _run(cfg: DictConfig, out: Path) -> None:
+def _run(cfg: DictConfig, out: Path, job: _Job) -> None:
+    rundir.check_recipe_name(cfg.recipe_name)
+    resolve_paths(cfg)
+    if cfg.dry_run:  # validation only: writes nothing, claims nothing
+        _dry_run(cfg, out, job)
+        return
+    job.claim = rundir.Claim(out)
+    action = job.claim.decide(cfg)
+    if action == "skip":
+        print(f"already complete: {out} (nothing to do; force=true moves it aside and runs "
+              "again)", file=sys.stderr)
+        return
+    if action == "resume":
+        log.info("resuming the unfinished run in %s (%s)", out, job.claim.state.describe())
     # GPUs are taken before anything can initialize CUDA (no-op on CPU).
     with assigned_gpus(cfg.hardware, Path(cfg.cache.dir).expanduser() / "gpu-locks"):
-        _run_stages(cfg, out)
+        _run_stages(cfg, out, job)
 
 
-def _run_stages(cfg: DictConfig, out: Path) -> None:
-    stages = Stages()
+def _dry_run(cfg: DictConfig, out: Path, job: _Job) -> None:
+    fresh = outputs.run_state(out).status in ("absent", "empty")
+    try:
+        job.stages = Stages()
+        with job.stages.stage("validate"):
+            plan = validate(cfg)
+        print(f"dry run: valid: {cfg.recipe_name}: {cfg.method.name} via {plan.backend.name}, "
+              f"w{cfg.bits.width} g{cfg.bits.group_size}", file=sys.stderr)
+    finally:
+        if fresh:  # Hydra made it; nothing was made in it: leave no run directory
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _run_stages(cfg: DictConfig, out: Path, job: _Job) -> None:
+    stages = job.stages = Stages()
     with stages.stage("validate"):
-        resolve_paths(cfg)
         plan = validate(cfg)
     log.info("recipe %s: %s via %s, w%d g%d, model %s (%s, %d layers)", cfg.recipe_name,
              cfg.method.name, plan.backend.name, cfg.bits.width, cfg.bits.group_size,
              cfg.model.path, plan.model.architecture, plan.model.num_layers)
-    if cfg.dry_run:
-        print(f"dry run: valid: {cfg.recipe_name}: {cfg.method.name} via {plan.backend.name}, "
-              f"w{cfg.bits.width} g{cfg.bits.group_size}", file=sys.stderr)
-        shutil.rmtree(out, ignore_errors=True)  # nothing was made; leave no run directory
-        return
+    resources.check(cfg, plan.model, out, Path(cfg.cache.dir).expanduser())
     out.mkdir(parents=True, exist_ok=True)
-    outputs.write_lock(out, cfg)
+    if not (out / outputs.LOCK).is_file():
+        outputs.write_lock(out, cfg)
     _set_threads(cfg.hardware)
     if cfg.cache.enabled:
         cache = Cache(Path(cfg.cache.dir))
@@ -94,6 +175,7 @@ def _run_stages(cfg: DictConfig, out: Path) -> None:
     try:
         with filehash.memo(cache.root / "file-sha256"):  # a big checkpoint is hashed once
             _pipeline(cfg, out, plan, stages, cache)
+        job.done = True
     finally:
         if not cfg.cache.enabled:
             shutil.rmtree(cache.root, ignore_errors=True)
@@ -114,11 +196,12 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
 
     rows = None
     if plan.support.needs_calibration:
-        with stages.stage("calibrate"):
+        with stages.stage("calibrate"), resources.oom_guard("calibrate", cfg):
             spec = data.TextSpec.from_cfg("calibration", cfg.calibration)
             c = cfg.calibration
             ids = data.token_ids(spec, tokenizer, tok_fp, cache)
-            rows = data.calibration_rows(ids, c.num_samples, c.seq_len, c.seed)
+            rows = data.calibration_rows(ids, c.num_samples, c.seq_len, c.seed,
+                                         overlap=c.get("overlap", True))
             fps["calibration"] = {"source": spec.describe(), "text_tokens": int(ids.numel()),
                                   "rows": len(rows), "seq_len": c.seq_len, "seed": c.seed,
                                   "token_ids_sha256": data.rows_fingerprint(rows)}
@@ -126,16 +209,22 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
                      fps["calibration"]["token_ids_sha256"][:16])
 
     model_out = out / "model"
-    with stages.stage("quantize", memory=True), \
-            layer_log(plan.backend.name, plan.model.num_layers, stages.gpu_window) as layers:
-        result = plan.backend.quantize(QuantizeRequest(
-            model_dir=model_dir, out_dir=model_out, method=cfg.method, bits=cfg.bits.width,
-            group_size=cfg.bits.group_size, device=device, dtype=dtype, calibration=rows,
-            hardware=cfg.hardware, seed=cfg.seed))
-    with stages.stage("save"):
-        tokenizer.save_pretrained(model_out)
-        weights = [p for p in model_out.iterdir() if p.suffix in (".safetensors", ".bin")]
-        fps["quantized_weights_sha256"] = hash_files(weights)
+    reused = []
+    done = markers.finished_quantize(out)
+    if done is not None:
+        # An earlier attempt saved the quantized model: never quantize it again.
+        log.info("quantize: reusing model/ from an earlier attempt (sha256 %s)",
+                 done["quantized_weights_sha256"][:16])
+        result = QuantizeResult(format=done["format"], details=done["details"])
+        fps["quantized_weights_sha256"] = done["quantized_weights_sha256"]
+        stages.seconds.update(done["seconds"])
+        stages.peak_rss.update(done["peak_rss"])
+        stages.peak_gpu.update(done["peak_gpu"])
+        reused.append("quantize")
+        per_layer = done.get("per_layer", [])
+    else:
+        result, per_layer = _quantize(cfg, out, plan, stages, model_dir, rows, fps, device,
+                                      dtype, tokenizer)
 
     metrics: Dict[str, Any] = {
         "recipe": cfg.recipe_name, "method": cfg.method.name, "backend": plan.backend.name,
@@ -144,12 +233,24 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
             "source": cfg.model.source, "path": cfg.model.path, "revision": cfg.model.revision,
             "architecture": plan.model.architecture, "layers": plan.model.num_layers},
         "size": {"model_dir_bytes": outputs.dir_size(model_out)},
-        "per_layer": layers.rows,
+        "per_layer": per_layer,
     }
     if cfg.eval.enabled:
-        with stages.stage("evaluate"):
-            metrics["eval"] = _evaluate(cfg, model_dir, model_out, tokenizer, tok_fp, model_fp,
-                                        dtype, cache, fps)
+        ev = markers.finished_eval(out, fps["quantized_weights_sha256"])
+        if ev is not None:
+            log.info("evaluate: reusing the metrics of an earlier attempt")
+            metrics["eval"], stages.seconds["evaluate"] = ev["eval"], ev["seconds"]
+            fps["eval_token_ids_sha256"] = ev["eval_token_ids_sha256"]
+            reused.append("evaluate")
+        else:
+            with stages.stage("evaluate"):
+                metrics["eval"] = _evaluate(cfg, model_dir, model_out, tokenizer, tok_fp,
+                                            model_fp, dtype, cache, fps)
+            markers.mark(out, "evaluate", {
+                "eval": metrics["eval"], "seconds": stages.seconds["evaluate"],
+                "eval_token_ids_sha256": fps["eval_token_ids_sha256"],
+                "quantized_weights_sha256": fps["quantized_weights_sha256"]})
+        metrics["eval"] = copy.deepcopy(metrics["eval"])
         metrics["size"]["footprint_bytes"] = metrics["eval"]["quantized"].pop("footprint_bytes")
         metrics["size"]["fp_footprint_bytes"] = (metrics["eval"].get("fp") or {}).get(
             "footprint_bytes")
@@ -159,6 +260,8 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
     metrics["peak_gpu_bytes"] = stages.peak_gpu
     metrics["cache_hits"] = cache.hits
     metrics["status"] = "complete"
+    if reused:
+        metrics["resumed"] = {"reused_stages": reused}
     # Did the run keep the recipe's promise (meta.expected)? Recorded, never fatal.
     from .recipe_meta import check_expectations, run_overrides
     metrics["expectations"] = check_expectations(cfg.get("meta"), metrics, run_overrides())
@@ -171,7 +274,36 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
     outputs.write_json(out / "metrics.json", metrics)
     write_run_report(out, metrics, fps)
     log.info("run complete: %s", out)
+    markers.clear(out, outputs.ERROR)  # an earlier attempt's failure, now resumed
     outputs.write_manifest(out)
+
+
+def _quantize(cfg, out: Path, plan, stages: Stages, model_dir: Path, rows, fps, device: str,
+              dtype: str, tokenizer) -> Tuple[QuantizeResult, list]:
+    """Quantize into model.partial/, then rename it to model/ and mark the stage done: model/
+    exists only whole. Per-layer checkpoints (where the backend has them) live in
+    .checkpoints/quantize until the stage is marked."""
+    model_out, partial = out / "model", out / "model.partial"
+    markers.clear(out, "model", "model.partial", f"{outputs.STAGES}/evaluate.json")
+    ckpt = out / ".checkpoints" / "quantize"
+    with stages.stage("quantize", memory=True), resources.oom_guard("quantize", cfg), \
+            layer_log(plan.backend.name, plan.model.num_layers, stages.gpu_window) as layers:
+        result = plan.backend.quantize(QuantizeRequest(
+            model_dir=model_dir, out_dir=partial, method=cfg.method, bits=cfg.bits.width,
+            group_size=cfg.bits.group_size, device=device, dtype=dtype, calibration=rows,
+            hardware=cfg.hardware, seed=cfg.seed, checkpoint_dir=ckpt))
+    with stages.stage("save"):
+        tokenizer.save_pretrained(partial)
+        fps["quantized_weights_sha256"] = markers.weights_sha256(partial)
+        os.rename(partial, model_out)
+        markers.mark(out, "quantize", {
+            "format": result.format, "details": result.details,
+            "quantized_weights_sha256": fps["quantized_weights_sha256"],
+            "seconds": {k: v for k, v in stages.seconds.items() if k == "quantize"},
+            "peak_rss": dict(stages.peak_rss), "peak_gpu": dict(stages.peak_gpu),
+            "per_layer": layers.rows})
+    markers.clear(out, ".checkpoints")
+    return result, layers.rows
 
 
 def _evaluate(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, model_fp: str,

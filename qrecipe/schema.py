@@ -29,6 +29,8 @@ class ModelConfig:
     tokenizer: Optional[str] = None
     # dtype the unquantized model is loaded in (for the fp baseline and the quantizer's input).
     dtype: str = "float32"
+    # Pickle checkpoints (.bin/.pt) can run code when loaded: only with this explicit opt-in.
+    allow_pickle: bool = False
 
 
 @dataclass
@@ -88,6 +90,8 @@ class CalibrationConfig:
     num_samples: int = 128
     seq_len: int = 512
     seed: int = 0
+    # false: samples never share tokens (num_samples x seq_len must fit in the text).
+    overlap: bool = True
 
 
 @dataclass
@@ -164,6 +168,9 @@ class Config:
     meta: RecipeMeta = field(default_factory=RecipeMeta)
     # Bumped when a key is renamed or removed; frozen into recipe.lock.yaml.
     schema_version: int = SCHEMA_VERSION
+    # A run directory that holds another result (or an unfinished run of another config) is
+    # refused; force=true moves it aside (DIR.replaced-<time>) and runs. Never frozen in a lock.
+    force: bool = False
 
 
 METHOD_SCHEMAS = {"gptq": GPTQMethod, "awq": AWQMethod, "rtn": RTNMethod, "bnb": BnbMethod}

@@ -51,9 +51,22 @@ def validate(cfg) -> Plan:
                 raise QRecipeError("must be at least 1", key=f"eval.{k}", value=cfg.eval[k])
     backend.check_installed()
     backend.preflight(cfg.method.name, cfg.bits.width, cfg.bits.group_size, cfg.hardware.device)
-    info = describe(cfg.model)  # metadata only; raises for a missing file or unknown source
+    info = _describe(cfg.model)  # metadata only; raises for a missing file or unknown source
     _check_divides(cfg.bits.group_size, info, support)
     return Plan(backend=backend, support=support, model=info)
+
+
+def _describe(model) -> ModelInfo:
+    from .weights import check_model
+    check_model(model)  # loading safety: safetensors only unless model.allow_pickle; no corrupt
+    try:
+        return describe(model)
+    except QRecipeError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise QRecipeError(f"cannot read the model's shapes ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:160] if str(e) else ''})",
+                           key="model.path", value=model.path) from None
 
 
 def _method_support(backend: Backend, method: str) -> MethodSupport:

@@ -40,6 +40,9 @@ class QuantizeRequest:
     calibration: Optional[List[Any]] = None
     hardware: Any = None
     seed: int = 0
+    # Where the backend may keep per-layer checkpoints so an interrupted quantization resumes
+    # from the last finished layer (None: none). Deleted by the runner once the model is saved.
+    checkpoint_dir: Optional[Path] = None
 
 
 @dataclass

@@ -72,6 +72,44 @@ def _rows(calibration: List[Any]) -> List[Dict[str, Any]]:
     return out
 
 
+def _layer_checkpoint(model, req: QuantizeRequest):
+    """gptqmodel 7.6's per-layer checkpoints (CheckpointConfig): after every decoder layer it
+    commits the quantized layer and the next layer's inputs under req.checkpoint_dir, and a
+    later quantize() with the same identity continues from the last committed layer. It covers
+    llama/qwen3_moe models quantized sequentially with disk offload (its own
+    validate_checkpoint_support says which); anything else runs without, and an interrupted
+    quantization then starts over (the runner still skips every finished stage)."""
+    if req.checkpoint_dir is None:
+        return None
+    try:
+        from gptqmodel import CheckpointConfig
+        from gptqmodel.looper.gptq_checkpoint import validate_checkpoint_support
+        validate_checkpoint_support(model)
+    except (ImportError, NotImplementedError, ValueError) as e:
+        log.info("gptqmodel: no per-layer checkpoints for this run (%s)", e)
+        return None
+    log.info("gptqmodel: per-layer checkpoints in %s", req.checkpoint_dir)
+    return CheckpointConfig(path=str(req.checkpoint_dir), resume="auto")
+
+
+def _canonical_safetensors(out_dir) -> None:
+    """Rewrite each .safetensors file with its tensors in safetensors' own order (by dtype,
+    then name). A quantization resumed from a layer checkpoint registers the restored layers'
+    buffers in another order, which changes the file's byte layout (not one tensor value);
+    canonical files make a resumed run's sha256 equal an uninterrupted one's."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    for f in sorted(Path(out_dir).glob("*.safetensors")):
+        with safe_open(str(f), "pt") as h:
+            meta = h.metadata()
+        tmp = f.with_name(f".tmp-{f.name}")
+        save_file(load_file(str(f)), str(tmp), metadata=meta)
+        os.replace(tmp, f)
+
+
 @BACKENDS.register("gptqmodel")
 class GPTQModelBackend(Backend):
     name = "gptqmodel"
@@ -161,12 +199,25 @@ class GPTQModelBackend(Backend):
         rows = _rows(req.calibration) if needs_rows else None
         log.info("gptqmodel: %s w%d g%d on %s%s", m.name, req.bits, req.group_size, req.device,
                  f", {len(rows)} calibration rows" if rows else ", no calibration data")
+        ckpt = _layer_checkpoint(model, req)
         # Rows are unpadded and equal-length, so a batch > 1 only changes the float summation
         # order of the Hessians; calibration_sort=None keeps the runner's (seeded) row order.
-        model.quantize(rows, batch_size=hw["batch_size"], backend=backend, calibration_sort=None)
+        try:
+            model.quantize(rows, batch_size=hw["batch_size"], backend=backend,
+                           calibration_sort=None, **({"checkpoint": ckpt} if ckpt else {}))
+        except Exception as e:
+            if type(e).__name__ not in ("CheckpointError", "CheckpointCorrupt"):
+                raise  # CheckpointStopped (a signal, committed) is an interruption: the runner's
+            import shutil
+            shutil.rmtree(req.checkpoint_dir, ignore_errors=True)
+            raise QRecipeError(f"the per-layer checkpoint could not be used ({e}); it was "
+                               "removed", key="checkpoint", value=str(req.checkpoint_dir),
+                               hint="run qrecipe resume again: quantization starts over") from None
         t2 = time.perf_counter()
         req.out_dir.mkdir(parents=True, exist_ok=True)
         model.save(str(req.out_dir))
+        if ckpt:
+            _canonical_safetensors(req.out_dir)
         t3 = time.perf_counter()
         log.info("gptqmodel: saved %s (load %.1fs, quantize %.1fs, save %.1fs)", req.out_dir,
                  t1 - t0, t2 - t1, t3 - t2)
@@ -181,6 +232,7 @@ class GPTQModelBackend(Backend):
             "requested_dtype": req.dtype,
             "pack_backend": backend.value,
             "pack_kernel": getattr(getattr(model, "qlinear_kernel", None), "__name__", None),
+            "layer_checkpoints": bool(ckpt),
             "calibration_rows": len(rows) if rows else 0,
             "calibration_seq_len": len(rows[0]["input_ids"]) if rows else 0,
             "cpu_workers": int(os.environ["GPTQMODEL_CPU_WORKERS"]),
