@@ -105,7 +105,8 @@ def estimate_time(results: List[dict], method: str, backend: str, device: str,
     measured_tflops = d.get("tflops") or _tflops_of(d["device"])
     speed = tflops / measured_tflops if (device == "cuda" and tflops and measured_tflops) else 1
     secs = r["per_layer_s"] * ratio / speed * layers
-    note = f"{r['per_layer_s']:.3g} s/layer measured on {d['device']} ({d['file']})"
+    what = f"{r['bits']}-bit, " if r.get("bits") else ""
+    note = f"{what}{r['per_layer_s']:.3g} s/layer measured on {d['device']} ({d['file']})"
     if speed != 1:
         note += f", scaled by fp16 TFLOPS {tflops:g}/{measured_tflops:g}"
     return {"seconds": round(secs, 1), "source": note}
