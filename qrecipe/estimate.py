@@ -169,8 +169,10 @@ def quantize_peak_bytes(s: ModelShape, fmt: str, method: str, backend: str, devi
         quantized = weights_bytes(s, fmt, group)
         if device == "cuda":
             return quantized + biggest * 2
-        # CPU: the source checkpoint is memory-mapped while each tensor is quantized in turn.
-        return int(CPU_PROCESS_BYTES[backend]) + total_params(s) * work + quantized
+        # CPU: the source checkpoint is memory-mapped while each tensor is quantized in turn
+        # (one, the largest, in flight at a time).
+        return (int(CPU_PROCESS_BYTES[backend]) + total_params(s) * work + quantized
+                + biggest * work)
     layer = quantize_work_bytes(s, method, backend, device, num_samples, seq_len, work)
     if device == "cuda":
         return layer

@@ -56,22 +56,22 @@ def read_shape(model: str, revision: str = "main", dtype: Optional[str] = None) 
         if c.get("path") in (None, "???"):
             raise QRecipeError("this model config has no path; give a folder or hub id",
                                key="model", value=model)
-        return _by_source(c.source, str(c.path), c.get("revision") or revision,
+        return from_source(c.source, str(c.path), c.get("revision") or revision,
                           dtype or c.get("dtype"), name=model)
     if model.endswith(".gguf"):
-        return _by_source("gguf", model, revision, dtype)
+        return from_source("gguf", model, revision, dtype)
     p = resolve_path(model, key="model")
     if p.is_dir() or p.name == "config.json":
-        return _by_source("local", model, revision, dtype)
+        return from_source("local", model, revision, dtype)
     if model.count("/") == 1 and not p.exists() and not model.startswith((".", "/", "~")):
-        return _by_source("hub", model, revision, dtype)
+        return from_source("hub", model, revision, dtype)
     shipped_names = sorted(f.stem for f in (config_dir() / "model").glob("*.yaml"))
     raise QRecipeError("not a folder with config.json, a .gguf file, a hub id (org/name) or a "
                        "shipped model config", key="model", value=model,
                        allowed=", ".join(shipped_names))
 
 
-def _by_source(source: str, path: str, revision: str, dtype: Optional[str],
+def from_source(source: str, path: str, revision: str, dtype: Optional[str],
                name: Optional[str] = None) -> ModelShape:
     name = name or path
     if source == "gguf":
@@ -87,7 +87,13 @@ def _by_source(source: str, path: str, revision: str, dtype: Optional[str],
                                key="model", value=path)
         return from_config(json.loads(f.read_text()), name, "local", dtype)
     from .models import _hub_file  # the one place that fetches from the hub (offline message)
-    f = _hub_file(SimpleNamespace(path=path, revision=revision), "config.json")
+    try:
+        f = _hub_file(SimpleNamespace(path=path, revision=revision), "config.json")
+    except QRecipeError as e:
+        msg = str(e).split(": ", 1)[-1].split("; ")[0]
+        raise QRecipeError(msg, key="model", value=path,
+                           hint="offline or gated: plan from a local folder holding its "
+                                "config.json, or a .gguf file") from None
     return from_config(json.loads(Path(f).read_text()), name, "hub", dtype)
 
 
