@@ -84,10 +84,15 @@ def model_args(shape: ModelShape) -> str:
 
 
 def hw_args(name: str) -> str:
+    """The hardware override of a run on this profile: its config, or the nearest one capped
+    at this GPU's usable memory."""
     from .paths import config_dir
     if (config_dir() / "hardware" / f"{name}.yaml").is_file():
         return f"hardware={name}"
-    return "hardware=cpu" if name.startswith("cpu") else "hardware=gpu_24gb"
+    if name.startswith("cpu"):
+        return "hardware=cpu"
+    p = profile(name)
+    return f"hardware=gpu_24gb hardware.max_memory.0={int(p.usable_bytes / 2 ** 30)}GiB"
 
 
 def _g(b: Optional[float]) -> str:
@@ -161,13 +166,15 @@ def render(plan: Dict[str, Any]) -> str:
 
 
 def _measured_lines(measured: List[dict]) -> List[str]:
+    if not measured:
+        return ["--from: no complete runs with a quality figure under the given directories"]
     out = [f"ranked from {len(measured)} measured runs (--from), best Δppl first among those "
            "whose measured footprint fits; not from rules:"]
     for i, r in enumerate(measured, 1):
         out.append(f"  {i}. {r['run']}: {r['method']}/{r['backend']} w{r['bits']} "
                    f"g{r['group_size']}: Δppl {r['delta_ppl']:+.3f}, footprint "
                    f"{r['footprint_mb']} MB{'' if r['fits'] else ' [does not fit]'}")
-    return out or ["no complete runs with a quality figure under the given directories"]
+    return out
 
 
 def full_plan(model: str, hw: str, context: int, batch: int, group: int, num_samples: int,

@@ -58,22 +58,37 @@ def shipped_recipes() -> List[Dict[str, Any]]:
         mcfg = OmegaConf.load(conf / "method" / f"{method}.yaml")
         bcfg = OmegaConf.load(conf / "bits" / f"{groups.get('bits', 'w4')}.yaml")
         bits = {**OmegaConf.to_container(bcfg), **(r.get("bits") or {})}
+        ccfg = OmegaConf.load(conf / "calibration" / f"{groups.get('calibration', 'pydoc')}.yaml")
+        cal = {**OmegaConf.to_container(ccfg), **(r.get("calibration") or {})}
         found.append({"recipe": f.stem, "method": method,
                       "backend": (r.get("method") or {}).get("backend", mcfg.backend),
                       "format": recipe_format(method, int(bits["width"])),
-                      "group_size": int(bits["group_size"])})
+                      "group_size": int(bits["group_size"]),
+                      "num_samples": int(cal["num_samples"]), "seq_len": int(cal["seq_len"])})
     return found
 
 
-def recipe_fits(rec: dict, row: dict, usable: int) -> bool:
-    peak = next((q["peak_bytes"] for q in row["quantize"]
-                 if q["method"] == rec["method"] and q["backend"] == rec["backend"]), None)
-    return row["fits"] and (peak is None or peak <= usable)
+def _peak(rec: dict, row: dict, settings: dict, num_samples: Optional[int] = None):
+    """Peak while quantizing with the recipe's own calibration (the calibration activations
+    scale with its tokens; the plan computed them for --samples x --seq-len)."""
+    q = next((q for q in row["quantize"]
+              if q["method"] == rec["method"] and q["backend"] == rec["backend"]), None)
+    if q is None:
+        return None
+    tokens = (num_samples or rec["num_samples"]) * rec["seq_len"]
+    scale = tokens / (settings["num_samples"] * settings["seq_len"])
+    return q["peak_bytes"] + q["calib_bytes"] * (scale - 1), q["calib_bytes"] * scale
+
+
+def recipe_fits(rec: dict, row: dict, usable: int, settings: dict,
+                num_samples: Optional[int] = None) -> bool:
+    peak = _peak(rec, row, settings, num_samples)
+    return row["fits"] and (peak is None or peak[0] <= usable)
 
 
 def recipes_advice(plan: dict, model_args: str, hw_args: str) -> List[Dict[str, Any]]:
     """Shipped recipes on this model and hardware: fits as is, or the override that fits."""
-    rows, usable = plan["rows"], plan["hardware"]["usable_bytes"]
+    rows, usable, st = plan["rows"], plan["hardware"]["usable_bytes"], plan["settings"]
     hidden, inter = plan["model"]["hidden"], plan["model"]["intermediate"]
     out = []
     for rec in shipped_recipes():
@@ -83,9 +98,9 @@ def recipes_advice(plan: dict, model_args: str, hw_args: str) -> List[Dict[str, 
             ok = [x for x in (128, 64, 32) if not (hidden % x or inter % x)]
             extra.append(f"bits.group_size={ok[0] if ok else -1}")
             note = f"group size {g} does not divide the model's widths"
-        fits = recipe_fits(rec, row, usable)
+        fits = recipe_fits(rec, row, usable, st)
         if not fits and rec["format"] == "w4" and rec["method"] != "awq":
-            if recipe_fits(rec, rows["w3"], usable):
+            if recipe_fits(rec, rows["w3"], usable, st):
                 extra.append("bits=w3")
                 note = "w4 does not fit; w3 does (measure its quality first)"
                 fits = True
@@ -104,15 +119,12 @@ def recipes_advice(plan: dict, model_args: str, hw_args: str) -> List[Dict[str, 
 def _fitting_samples(plan: dict, rec: dict) -> Optional[int]:
     """The largest calibration row count (a power of two) with which quantizing fits."""
     row, usable = plan["rows"][rec["format"]], plan["hardware"]["usable_bytes"]
-    q = next((q for q in row["quantize"]
-              if q["method"] == rec["method"] and q["backend"] == rec["backend"]), None)
-    n = plan["settings"]["num_samples"]
-    if not row["fits"] or q is None or not q.get("calib_bytes"):
+    n = rec["num_samples"]
+    if not row["fits"] or _peak(rec, row, plan["settings"]) is None:
         return None
-    fixed = q["peak_bytes"] - q["calib_bytes"]
     while n > 1:
         n //= 2
-        if fixed + q["calib_bytes"] * n / plan["settings"]["num_samples"] <= usable:
+        if recipe_fits(rec, row, usable, plan["settings"], n):
             return n
     return None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, Optional
@@ -78,7 +79,8 @@ def from_source(source: str, path: str, revision: str, dtype: Optional[str],
         p = resolve_path(path, key="model")
         if not p.is_file():
             raise QRecipeError("GGUF file not found", key="model", value=path)
-        return _from_gguf(p, name, dtype)
+        st = p.stat()
+        return _from_gguf(str(p.resolve()), st.st_size, st.st_mtime_ns, name, dtype)
     if source == "local":
         p = resolve_path(path, key="model")
         f = p if p.name == "config.json" else p / "config.json"
@@ -131,10 +133,12 @@ def _reject_unmodelled(conf: Dict[str, Any], name: str) -> None:
                                value=conf[k], hint=f"model {name}; dense decoders only")
 
 
-def _from_gguf(path: Path, name: str, dtype: Optional[str]) -> ModelShape:
+@lru_cache(maxsize=8)  # parsing the header (a 49k-token vocabulary) takes seconds
+def _from_gguf(path: str, size: int, mtime_ns: int, name: str,
+               dtype: Optional[str]) -> ModelShape:
     from gguf import GGUFReader  # numpy only; the header and tensor table, no tensor data
 
-    reader = GGUFReader(str(path))
+    reader = GGUFReader(path)
     arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
 
     def field(key: str, default: Optional[int] = None) -> Optional[int]:

@@ -15,9 +15,15 @@ GB = 1e9
 
 
 def plan(model, *args):
-    p = run_cli(["plan", str(model), *args, "--json"])
-    assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
+    """`qrecipe plan MODEL ARGS --json`, in this process (the CLI tests below use subprocesses)."""
+    import contextlib
+    import io
+
+    from qrecipe.commands import run_command
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert run_command(["plan", str(model), *args, "--json"]) == 0
+    return json.loads(buf.getvalue())
 
 
 def test_llama2_7b_weights_match_the_seed_table():
@@ -167,3 +173,38 @@ def test_gpu_times_come_from_the_gpu_benchmark_file(tmp_path):
     assert estimate_time(res, "gptq", "gptqmodel", "cuda", layer, 32, 64, 2048,
                          tflops=989)["seconds"] == pytest.approx(160.0)
     assert estimate_time(res, "gptq", "gptqmodel", "cpu", layer, 32, 128, 2048) is None
+
+
+def test_near_miss_calibration_override_uses_the_recipes_own_rows():
+    # 2.5 GB of RAM: the model and the process fit, 4096 calibration rows would not.
+    p = plan("smollm2_135m", "hardware=cpu_3gb", "--group-size", "64")
+    recs = {r["recipe"]: r for r in p["recipes"]}
+    assert recs["smollm2_gptq_w4"]["fits"] and not recs["smollm2_gptq_w4"]["near_miss"]
+    from qrecipe.plan_advice import _fitting_samples
+    rec = {**recs["smollm2_gptq_w4"], "num_samples": 4096}
+    n = _fitting_samples(p, rec)
+    assert n is not None and 1 <= n < 4096 and n & (n - 1) == 0
+
+
+def _fake_run(d, method, bits, delta, footprint_mb):
+    (d / ".hydra").mkdir(parents=True)  # what marks a run directory (report.find_runs)
+    (d / "manifest.json").write_text("{}")
+    (d / "metrics.json").write_text(json.dumps({
+        "recipe": "r", "method": method, "backend": "gptqmodel", "bits": bits,
+        "group_size": 64, "eval": {"quantized": {"ppl": 30 + delta}, "fp": {"ppl": 30.0},
+                                   "delta_ppl": delta},
+        "size": {"footprint_bytes": footprint_mb * 2 ** 20}, "time_s": {"quantize": 1.0}}))
+
+
+def test_from_dirs_ranks_measured_runs_instead_of_rules(tmp_path):
+    _fake_run(tmp_path / "a", "gptq", 4, 9.8, 166)
+    _fake_run(tmp_path / "b", "gptq", 8, 0.01, 215)
+    _fake_run(tmp_path / "c", "rtn", 4, 13.5, 166)
+    p = run_cli(["plan", "smollm2_135m", "--from", str(tmp_path)])
+    assert p.returncode == 0, p.stderr
+    assert "ranked from 3 measured runs" in p.stdout and "advice (rules" not in p.stdout
+    order = [line.split(":")[0].strip() for line in p.stdout.splitlines()
+             if line.strip()[:2] in ("1.", "2.", "3.")]
+    assert [o.split("/")[-1] for o in order] == ["b", "a", "c"]  # best measured Δppl first
+    j = plan("smollm2_135m", "--from", str(tmp_path))
+    assert [r["delta_ppl"] for r in j["measured"]] == [0.01, 9.8, 13.5]
