@@ -62,7 +62,8 @@ def _quantize(shape, fmt, method, backend, p, results, n, L, group) -> Dict[str,
     work = 2 if p.device == "cuda" else est.DTYPE_BYTES[shape.dtype]
     t = estimate_time(results, method, backend, p.device, est.layer_linear_params(shape),
                       shape.layers, n, L, p.tflops, BITS[fmt] if method == "bnb" else None)
-    return {"method": method, "backend": backend, "peak_bytes": peak,
+    host = est.host_bytes(shape, backend) if p.device == "cuda" else None
+    return {"method": method, "backend": backend, "peak_bytes": peak, "host_bytes": host,
             "calib_bytes": n * L * shape.hidden * work * copies,
             "fits": peak <= p.usable_bytes,
             "seconds": t and t["seconds"],
@@ -147,6 +148,11 @@ def render(plan: Dict[str, Any]) -> str:
     seen = sorted({f"  {q['method']}/{q['backend']}: {q['time_source']}"
                    for r in plan["rows"].values() for q in r["quantize"]})
     out += seen + [""]
+    host = {q["backend"]: q["host_bytes"] for r in plan["rows"].values()
+            for q in r["quantize"] if q.get("host_bytes")}
+    if host:
+        out += ["host RAM while quantizing on the GPU (the offloaded model and the process; at most): "
+                + ", ".join(f"{b} {_g(v)} GB" for b, v in sorted(host.items())), ""]
     if plan.get("measured") is not None:
         out += _measured_lines(plan["measured"])
     else:

@@ -78,3 +78,38 @@ def run_section(out: Path, metrics: Dict[str, Any]) -> List[str]:
 
 def _mb(v: Optional[int]) -> str:
     return "-" if v is None else f"{v / _MB:.1f}"
+
+
+def gpu_comparison(result: Dict[str, Any], fmt: str = "w4") -> List[Dict[str, Any]]:
+    """Predicted against measured peak GPU memory for the rows of a GPU benchmark result
+    (benchmarks/results/gpu_bench_h100.json: "shape", "calibration", rows with "method",
+    "backend", "peak_gpu_bytes"): the check of issue 10's acceptance 3."""
+    from . import estimate as est
+    from .shapes import ModelShape
+
+    sh, cal = result["shape"], result["calibration"]
+    shape = ModelShape(name="benchmark", source="local", model_type="llama",
+                       hidden=sh["hidden"], intermediate=sh["intermediate"],
+                       layers=sh["layers"], heads=sh["heads"],
+                       kv_heads=sh.get("kv_heads") or sh["heads"],
+                       head_dim=sh["hidden"] // sh["heads"], vocab=sh["vocab"], tied=False,
+                       dtype="float16")
+    out = []
+    for r in result["rows"]:
+        if not r.get("peak_gpu_bytes") or (r["method"], r["backend"]) not in est.METHODS[fmt]:
+            continue
+        c = r.get("calibration") or cal
+        pred = est.quantize_peak_bytes(shape, fmt, r["method"], r["backend"], "cuda",
+                                       c["num_samples"], c["seq_len"])
+        out.append({"method": r["method"], "backend": r["backend"], "predicted_bytes": pred,
+                    "measured_bytes": r["peak_gpu_bytes"],
+                    "ratio": round(pred / r["peak_gpu_bytes"], 3)})
+    return out
+
+
+if __name__ == "__main__":  # python -m qrecipe.plan_report benchmarks/results/gpu_bench_h100.json
+    import json
+    import sys
+    for row in gpu_comparison(json.loads(Path(sys.argv[1]).read_text())):
+        print(f"{row['method']}/{row['backend']}: predicted {row['predicted_bytes'] / _MB:.0f} "
+              f"MB, measured {row['measured_bytes'] / _MB:.0f} MB, ratio {row['ratio']}")

@@ -208,3 +208,20 @@ def test_from_dirs_ranks_measured_runs_instead_of_rules(tmp_path):
     assert [o.split("/")[-1] for o in order] == ["b", "a", "c"]  # best measured Δppl first
     j = plan("smollm2_135m", "--from", str(tmp_path))
     assert [r["delta_ppl"] for r in j["measured"]] == [0.01, 9.8, 13.5]
+
+
+def test_gpu_benchmark_comparison_reads_the_result_shape():
+    from qrecipe.plan_report import gpu_comparison
+    res = {"device": "NVIDIA H100 80GB HBM3",
+           "shape": {"hidden": 4096, "intermediate": 11008, "layers": 4, "heads": 32,
+                     "kv_heads": 32, "vocab": 32000},
+           "calibration": {"num_samples": 128, "seq_len": 2048},
+           "rows": [{"method": "gptq", "backend": "gptqmodel", "peak_gpu_bytes": 4e9},
+                    {"method": "awq", "backend": "gptqmodel", "peak_gpu_bytes": 8e9},
+                    {"method": "bnb", "backend": "bitsandbytes", "peak_gpu_bytes": 1e9}]}
+    rows = gpu_comparison(res)
+    assert [(r["method"], r["backend"]) for r in rows] == [("gptq", "gptqmodel"),
+                                                           ("awq", "gptqmodel")]
+    # One fp16 layer (0.4 GB) + Hessians + 2 copies of 128 x 2048 x 4096 fp16 hidden states.
+    assert 4e9 < rows[0]["predicted_bytes"] < 8e9
+    assert rows[0]["ratio"] == pytest.approx(rows[0]["predicted_bytes"] / 4e9, rel=1e-2)
