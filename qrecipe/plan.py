@@ -203,10 +203,12 @@ def main(argv: List[str]) -> int:
                     "only: no weights are downloaded or read.",
         epilog="MODEL: a hub id (org/name; only config.json is fetched), a local folder with "
                "config.json, a .gguf file (or pkg://PACKAGE/FILE.gguf), or a shipped model "
-               "config name (" + ", ".join(sorted(p.stem for p in _model_confs())) + "). "
+               "config name (" + ", ".join(sorted(p.stem for p in _model_confs()
+                                               if p.stem != "local")) + "). "
                "PROFILE: " + ", ".join([*PROFILES, "cpu (this machine)", "cpu_<N>gb"]) + ". "
                "Sizes are decimal GB (1e9 bytes).")
-    ap.add_argument("model", metavar="MODEL")
+    ap.add_argument("model", metavar="MODEL",
+                    help="hub id, local folder, .gguf file or shipped model config (below)")
     ap.add_argument("hardware", nargs="?", default="hardware=cpu", metavar="hardware=PROFILE",
                     help="device to plan for (default: cpu, this machine's RAM)")
     ap.add_argument("--context", type=int, default=2048, help="tokens of context (default 2048)")

@@ -61,6 +61,8 @@ def _ratio(pred: Optional[int], meas: Optional[int]) -> str:
 
 
 def run_section(out: Path, metrics: Dict[str, Any]) -> List[str]:
+    if not (out / "recipe.lock.yaml").is_file():
+        return []  # not a run directory the runner wrote
     c = compare(out, metrics)
     lines = ["## Plan against measurement", "",
              f"`qrecipe plan` for this model on `{c['plan']['hardware']['name']}` (context "

