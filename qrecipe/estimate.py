@@ -41,8 +41,9 @@ CPU_PROCESS_BYTES = {"gptqmodel": 0.68e9, "llmcompressor": 0.58e9, "bitsandbytes
 # Copies of the hidden state a backend keeps per calibration token while it quantizes one layer.
 # The layer's inputs and outputs (2); AWQ also keeps the inputs of each linear group it scales.
 # On SmolLM2 (CPU) GPTQ's peak RSS was 44 MB above RTN's for 32 x 512 tokens: about one copy.
+# llm-compressor offloads them to the CPU between layers (sequential_offload_device="cpu").
 CALIB_COPIES = {"cuda": {("gptq", "gptqmodel"): 2, ("awq", "gptqmodel"): 6,
-                         ("gptq", "llmcompressor"): 2},
+                         ("gptq", "llmcompressor"): 0},
                 "cpu": {("gptq", "gptqmodel"): 2, ("awq", "gptqmodel"): 6,
                         ("gptq", "llmcompressor"): 2}}
 
@@ -152,7 +153,8 @@ def quantize_work_bytes(s: ModelShape, method: str, backend: str, device: str,
     solve = 8 * max(a * a for a, _ in ls) if method == "gptq" else 0
     copies = CALIB_COPIES[device].get((method, backend), 0)
     calib = num_samples * seq_len * s.hidden * work_dtype_bytes * copies
-    one = seq_len * (2 * s.hidden + 3 * s.intermediate) * work_dtype_bytes if copies else 0
+    one = seq_len * (2 * s.hidden + 3 * s.intermediate) * work_dtype_bytes \
+        if method in ("gptq", "awq") else 0
     return layer + hess + solve + calib + one
 
 
