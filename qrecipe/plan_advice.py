@@ -110,6 +110,14 @@ def recipes_advice(plan: dict, model_args: str, hw_args: str) -> List[Dict[str, 
                 extra.append(f"calibration.num_samples={q}")
                 note = "the calibration activations do not fit; fewer rows do"
                 fits = True
+        if not fits and plan["hardware"]["device"] == "cuda" and rec["method"] != "bnb":
+            peak = _peak(rec, row, st)
+            if peak is not None and peak[0] <= usable:  # quantizing fits; inference does not
+                extra.append(f"hardware.device_map=auto "
+                             f"hardware.max_memory.0={int(usable / 2 ** 30)}GiB")
+                note = "the quantized model does not fit this GPU: evaluation offloads " \
+                       "layers to CPU RAM (slow)"
+                fits = True
         cmd = f"python -m qrecipe +recipe={rec['recipe']} {model_args} {hw_args} " + " ".join(extra)
         out.append({**rec, "fits": fits, "near_miss": bool(extra) and fits,
                     "command": " ".join(cmd.split()), "note": note})
