@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 
 # name -> (module, one-line description)
 COMMANDS: Dict[str, Tuple[str, str]] = {
-    "plan": ("qrecipe.plan", "will MODEL fit this hardware, in which format, how long, which recipe"),
+    "plan": ("qrecipe.plan", "will MODEL fit this hardware; formats, time, recipe"),
 }
 
 

@@ -151,8 +151,8 @@ def render(plan: Dict[str, Any]) -> str:
     host = {q["backend"]: q["host_bytes"] for r in plan["rows"].values()
             for q in r["quantize"] if q.get("host_bytes")}
     if host:
-        out += ["host RAM while quantizing on the GPU (the offloaded model and the process; at most): "
-                + ", ".join(f"{b} {_g(v)} GB" for b, v in sorted(host.items())), ""]
+        out += ["host RAM while quantizing on the GPU (the offloaded model and the process; "
+                "at most): " + ", ".join(f"{b} {_g(v)} GB" for b, v in sorted(host.items())), ""]
     if plan.get("measured") is not None:
         out += _measured_lines(plan["measured"])
     else:
