@@ -24,7 +24,11 @@ from typing import Dict, List, Optional
 from .errors import QRecipeError
 
 GiB, GB = 1024 ** 3, 10 ** 9
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+_PKG = Path(__file__).resolve().parent
+# The wheel carries benchmarks/results inside the package; a checkout has it at the repo root.
+RESULTS = next((p for p in (_PKG / "benchmarks" / "results",
+                            _PKG.parent / "benchmarks" / "results") if p.is_dir()),
+               _PKG.parent / "benchmarks" / "results")
 GPU_RESERVE = 1 * GB  # CUDA context, cuBLAS workspace, allocator slack
 CPU_RESERVE = 1 * GB  # the OS and everything else running
 
