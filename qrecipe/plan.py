@@ -23,6 +23,7 @@ from .shapes import ModelShape, read_shape
 
 GB = 1e9
 BITS = {"fp32": 32, "fp16": 16, "int8": 8, "nf4": 4, "w8": 8, "w4": 4, "w3": 3, "w2": 2}
+USER_GPUS = ("t4_16gb", "rtx4090_24gb", "a100_40gb", "a100_80gb", "h100_80gb")
 MAIN_METHOD = {"gptqmodel": "gptq", "llmcompressor": "gptq", "bitsandbytes": "bnb"}
 
 
@@ -44,7 +45,8 @@ def build(shape: ModelShape, hw: str = "cpu", context: int = 2048, batch: int = 
             "quantize_peak_bytes": {q["backend"]: q["peak_bytes"] for q in quant
                                     if q["method"] == MAIN_METHOD[q["backend"]]},
             "quantize": quant,
-            "fits": inf <= p.usable_bytes, "margin_bytes": p.usable_bytes - inf}
+            "fits": inf <= p.usable_bytes, "margin_bytes": p.usable_bytes - inf,
+            "margin_bytes_by_profile": {n: PROFILES[n].usable_bytes - inf for n in USER_GPUS}}
     if "nf4" in rows:
         rows["nf4"]["weights_bytes_no_double_quant"] = est.weights_bytes(
             shape, "nf4", group, double_quant=False)
@@ -120,6 +122,15 @@ def table(plan: Dict[str, Any], markdown: bool = False) -> List[str]:
     return ["  ".join(c.ljust(w[i]) for i, c in enumerate(x)).rstrip() for x in [head] + body]
 
 
+def profiles_table(plan: Dict[str, Any]) -> List[str]:
+    head = ["format", *USER_GPUS]
+    body = [[fmt, *(f"{r['margin_bytes_by_profile'][n] / GB:+.1f}" for n in USER_GPUS)]
+            for fmt, r in plan["rows"].items()]
+    w = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    return ["  ".join(c.rjust(w[i]) if i else c.ljust(w[i]) for i, c in enumerate(x))
+            for x in [head] + body]
+
+
 def _dur(sec: Optional[float]) -> str:
     if sec is None:
         return "?"
@@ -143,6 +154,8 @@ def render(plan: Dict[str, Any]) -> str:
                     f"{m['intermediate']}): the backends reject it; plan with --group-size "
                     f"{ok[0] if ok else -1}", ""]
     out += table(plan) + [""]
+    out += ["inference margin GB on each GPU profile (negative: does not fit):"]
+    out += profiles_table(plan) + [""]
     out += ["quantize peak: GPU memory on a GPU profile (model offloaded to host RAM, one layer "
             "on the GPU), process RSS on a CPU. Time sources:"]
     seen = sorted({f"  {q['method']}/{q['backend']}: {q['time_source']}"

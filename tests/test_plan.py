@@ -44,8 +44,23 @@ def test_llama2_13b_on_16gb_fp16_does_not_fit_4bit_does():
     assert p["hardware"]["name"] == "t4_16gb"
     assert not rows["fp16"]["fits"] and rows["fp16"]["margin_bytes"] < 0
     assert rows["w4"]["fits"] and rows["nf4"]["fits"] and rows["w4"]["margin_bytes"] > 0
-    # ...and on an 80 GB GPU fp16 fits as well.
+    # ...and on an 80 GB GPU fp16 fits as well; every row also has its margin on each GPU.
     assert plan(FIX / "llama2_13b", "hardware=h100_80gb")["rows"]["fp16"]["fits"]
+    by = rows["fp16"]["margin_bytes_by_profile"]
+    assert by["t4_16gb"] < 0 and by["rtx4090_24gb"] < 0 and by["a100_40gb"] > 0
+    assert by["t4_16gb"] == rows["fp16"]["margin_bytes"]
+
+
+def test_cpu_times_scale_the_measured_runs_and_name_their_source():
+    rows = plan("smollm2_135m", "--group-size", "64", "--samples", "32")["rows"]
+    q = {(x["method"], x["backend"]): x for x in rows["w4"]["quantize"]}
+    # The measured run itself: 4.39 s a layer x 30 layers at 32 x 512 tokens.
+    assert q["gptq", "gptqmodel"]["seconds"] == pytest.approx(4.39 * 30, rel=1e-3)
+    assert "cpu_smollm2.json" in q["gptq", "gptqmodel"]["time_source"]
+    twice = plan("smollm2_135m", "--group-size", "64", "--samples", "64")["rows"]["w4"]
+    assert twice["quantize"][0]["seconds"] == pytest.approx(2 * 4.39 * 30, rel=1e-3)
+    gpu = plan("smollm2_135m", "hardware=t4_16gb")["rows"]["w4"]["quantize"][0]
+    assert gpu["seconds"] is None or "gpu_bench" in gpu["time_source"]
 
 
 def test_json_interface_is_stable():
