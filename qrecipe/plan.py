@@ -5,8 +5,9 @@ start from. Reads metadata only (config.json or a GGUF header); never a weight, 
 `--json` is a stable interface: {"model", "hardware", "settings", "rows", "advice", "recipes"}
 where rows is an object keyed by fp32, fp16, int8, nf4, w8, w4, w3, w2, each with weights_bytes,
 inference_bytes, kv_cache_bytes, disk_bytes, quantize_peak_bytes {backend: bytes} (GPTQ for
-gptqmodel/llm-compressor), quantize [{method, backend, peak_bytes, seconds, time_source}], fits
-and margin_bytes (against the profile's usable memory).
+gptqmodel/llm-compressor), quantize [{method, backend, peak_bytes, host_bytes, seconds,
+time_source}], fits and margin_bytes (against the profile's usable memory), and
+margin_bytes_by_profile (every GPU profile users have); with --from, "measured" (ranked runs).
 """
 from __future__ import annotations
 

@@ -157,8 +157,11 @@ def test_user_errors_are_one_line(args, needle):
     assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr
 
 
-def test_plan_never_imports_torch():
-    code = ("import sys, runpy; sys.argv=['qrecipe','plan','smollm2_135m','--json'];\n"
+@pytest.mark.parametrize("args", [["smollm2_135m", "--json"],
+                                  [str(FIX / "llama2_7b"), "hardware=h100_80gb", "--from",
+                                   str(FIX)]])
+def test_plan_never_imports_torch(args):
+    code = (f"import sys, runpy; sys.argv=['qrecipe','plan',*{args!r}];\n"
             "import atexit; atexit.register(lambda: print('TORCH_LOADED' if 'torch' in "
             "sys.modules else 'NO_TORCH', file=sys.stderr))\n"
             "runpy.run_module('qrecipe', run_name='__main__')")
