@@ -20,8 +20,8 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "validate": ("qrecipe.cmd_validate", "check a recipe (name or file) without loading weights"),
     "verify": ("qrecipe.cmd_verify", "check a run directory against its manifest.json"),
     "reproduce": ("qrecipe.cmd_reproduce", "re-run a finished run from its lock and compare"),
-
     "resume": ("qrecipe.resume", "finish an interrupted run in its directory"),
+    "plan": ("qrecipe.plan", "will MODEL fit this hardware; formats, time, recipe"),
 }
 
 

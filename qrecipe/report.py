@@ -168,7 +168,9 @@ def write_run_report(out: Path, metrics: Dict[str, Any], fps: Dict[str, Any]) ->
     lines += ["## Time and memory", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["time_s"].items()]
     peak = (metrics.get("peak_rss_bytes") or {}).get("quantize")
-    lines += ["", f"Peak RSS while quantizing: {_mb(peak)} MB.", "", "## Fingerprints", "",
+    lines += ["", f"Peak RSS while quantizing: {_mb(peak)} MB.", ""]
+    lines += _plan_lines(out, metrics)
+    lines += ["## Fingerprints", "",
               "```json", json.dumps(fps, indent=2, sort_keys=True), "```", "",
               "Repeat: `python -m qrecipe --config-dir <this dir> --config-name recipe.lock`", ""]
     (out / "report.md").write_text("\n".join(lines))
@@ -188,6 +190,13 @@ def _load_snippet(metrics: Dict[str, Any]) -> List[str]:
             f'model = AutoModelForCausalLM.from_pretrained("model", {kw}device_map="auto")',
             "```", "", f"Kernel: `{shown}`" + (f" (layers: {ran})" if ran else "") + ".",
             ""]
+def _plan_lines(out: Path, metrics: Dict[str, Any]) -> List[str]:
+    """`qrecipe plan`'s table next to what this run measured (qrecipe/plan_report.py)."""
+    try:
+        from .plan_report import run_section
+        return run_section(out, metrics)
+    except Exception as e:  # a comparison only: it never fails a finished run
+        return [f"(plan not available: {type(e).__name__}: {e})", ""]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

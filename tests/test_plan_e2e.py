@@ -1,0 +1,33 @@
+"""`qrecipe plan` against real runs on SmolLM2: the runs test_e2e.py already makes (one run
+per recipe per session, shared through run_recipe), so this costs no extra quantization."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_e2e import run_recipe
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("key,fmt", [("gptq", "w4"), ("nf4", "nf4"), ("int8", "int8"),
+                                     ("rtn", "w4")])
+def test_plan_predicts_what_the_run_measures(key, fmt, tmp_path_factory):
+    from qrecipe.plan_report import compare
+
+    out, _ = run_recipe(key, tmp_path_factory)
+    m = json.loads((out / "metrics.json").read_text())
+    c = compare(out, m)
+    assert c["format"] == fmt and c["fp_format"] == "fp32"
+    (fp, fp_meas), (q, q_meas), (disk, disk_meas), (peak, peak_meas) = \
+        [(p, meas) for _, p, meas in c["pairs"]]
+    # In-memory footprint within 10% (fp32 and the quantized format), disk within 10%,
+    # peak memory while quantizing (process RSS on this CPU) within 25%.
+    assert fp == pytest.approx(fp_meas, rel=0.10)
+    assert q == pytest.approx(q_meas, rel=0.10)
+    assert disk == pytest.approx(disk_meas, rel=0.10)
+    assert peak == pytest.approx(peak_meas, rel=0.25)
+    # The same comparison is a section of the run's report.md.
+    report = (out / "report.md").read_text()
+    assert "## Plan against measurement" in report and f"| {fmt} footprint |" in report
