@@ -206,7 +206,7 @@ def test_near_miss_calibration_override_uses_the_recipes_own_rows():
 
 def _fake_run(d, method, bits, delta, footprint_mb):
     (d / ".hydra").mkdir(parents=True)  # what marks a run directory (report.find_runs)
-    (d / "manifest.json").write_text("{}")
+    (d / "manifest.json").write_text(json.dumps({"complete": True}))  # outputs.run_state
     (d / "metrics.json").write_text(json.dumps({
         "recipe": "r", "method": method, "backend": "gptqmodel", "bits": bits,
         "group_size": 64, "eval": {"quantized": {"ppl": 30 + delta}, "fp": {"ppl": 30.0},
