@@ -5,7 +5,7 @@ The defaults sweep (benchmarks/defaults_sweep.sh) judges every candidate default
 run's model/ exactly as the runner does (plain transformers) and scores it on TEXT. Results go to
 OUT (JSON) and a markdown table on stdout; run directories are never modified.
 
-    python3 benchmarks/score_texts.py outputs/bench/defaults --out outputs/bench/heldout.json
+    PYTHONPATH=. python3 benchmarks/score_texts.py outputs/bench/defaults --out outputs/bench/heldout.json
 """
 from __future__ import annotations
 

@@ -123,3 +123,22 @@ def test_method_sweep_reports_accuracy_retention_and_plot(tmp_path, tiny_model_d
     m = json.loads((run / "metrics.json").read_text())["eval"]["tasks"]
     assert m["settings"]["limit"] == 8 and set(m) >= {"fp", "quantized", "retention"}
     assert "Task accuracy (lm-evaluation-harness)" in (run / "report.md").read_text()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_full_local_task_on_smollm2_method_sweep(tmp_path):
+    """Acceptance 2 at full size: the shipped recipes' methods on SmolLM2 with all 304 items."""
+    root = tmp_path / "sweep"
+    p = run_cli(["-m", "+recipe=smollm2_gptq_w4", "method=gptq,awq,rtn,bnb",
+                 "calibration.num_samples=8", "eval.speed=false", "eval.tasks=[qrecipe_mc]",
+                 f"hydra.sweep.dir={root}"], timeout=5400)
+    assert p.returncode == 0, p.stderr[-4000:]
+    rows = {r["method"]: r for r in csv.DictReader(open(root / "summary.csv"))}
+    assert set(rows) == {"gptq", "awq", "rtn", "bnb"}
+    for r in rows.values():
+        fp = float(r["fp_acc:qrecipe_mc"])
+        assert fp > 0.5  # SmolLM2 knows most of these; chance is 0.25
+        assert 0.25 < float(r["acc:qrecipe_mc"]) and 0 < float(r["acc_stderr:qrecipe_mc"]) < 0.05
+        assert 0.5 < float(r["retention:qrecipe_mc"]) < 1.2
+    assert (root / "accuracy.png").stat().st_size > 10_000
