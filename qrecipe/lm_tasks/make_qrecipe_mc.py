@@ -122,6 +122,8 @@ def items(rng: random.Random):
 def main() -> None:
     rng = random.Random(0)
     rows = items(rng)
+    # Categories interleaved: eval.limit=N (lm-eval takes the first N) is then a fair sample.
+    rng.shuffle(rows)
     with OUT.open("w", encoding="utf-8") as f:
         for i, r in enumerate(rows):
             f.write(json.dumps({"id": i, **r}, sort_keys=True) + "\n")
