@@ -40,7 +40,7 @@ class GPTQMethod(MethodConfig):
     name: str = "gptq"
     backend: str = "gptqmodel"
     desc_act: bool = False  # act-order: quantize columns by decreasing activation
-    sym: bool = True
+    sym: bool = False  # measured (docs/benchmarks.md); conf/method/gptq.yaml says the same
     damp_percent: float = 0.01
     true_sequential: bool = True
 
@@ -56,7 +56,7 @@ class AWQMethod(MethodConfig):
 class RTNMethod(MethodConfig):
     name: str = "rtn"
     backend: str = "gptqmodel"
-    sym: bool = True
+    sym: bool = False
 
 
 @dataclass
