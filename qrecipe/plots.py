@@ -101,8 +101,8 @@ def _accuracy(plt, root: Path, done: List[Dict[str, Any]]) -> Path:
         for x, y, r in zip(xs, ys, done):
             ret = r.get(f"retention:{t}")
             if ret is not None:
-                ax.annotate(f"{100 * ret:.0f}%", (x, y), ha="center", fontsize=7,
-                            xytext=(0, 3), textcoords="offset points")
+                ax.annotate(f"{100 * ret:.1f}%", (x, y / 2), ha="center", fontsize=8,
+                            color="white", fontweight="bold")
         fp = next((r.get(f"fp_acc:{t}") for r in done if r.get(f"fp_acc:{t}")), None)
         if fp:
             ax.axhline(fp, linestyle="--", color=f"C{i}", alpha=0.6, label=f"{t} fp ({fp:.3f})")
