@@ -36,11 +36,14 @@ class TextSpec:
     name: str | None
     split: str
     text_field: str
+    # jsonl/json records holding this field instead of text_field are chat conversations
+    # (OpenAI `messages`), rendered with the tokenizer's chat template (qrecipe/calibration.py).
+    messages_field: str | None = None
 
     @classmethod
     def from_cfg(cls, section: str, cfg) -> "TextSpec":
         return cls(section, cfg.source, cfg.get("path"), cfg.get("name"), cfg.split,
-                   cfg.text_field)
+                   cfg.text_field, cfg.get("messages_field"))
 
     def local_file(self) -> Path:
         return resolve_path(self.path, key=f"{self.section}.path")
@@ -105,13 +108,13 @@ def _check_utf8(p: Path, spec: TextSpec, limit: int = 1 << 20) -> None:
                            hint="convert the file to UTF-8 text") from None
 
 
-def load_text(spec: TextSpec) -> str:
+def load_text(spec: TextSpec, tokenizer=None) -> str:
     check_spec(spec)
     if spec.source == "pydoc":
         from pydoc_data.topics import topics
         rows = [topics[k] for k in sorted(topics)]
     elif spec.source == "local":
-        rows = _local_rows(spec)
+        rows = _local_rows(spec, tokenizer)
     else:
         rows = _hub_rows(spec)
     text = "\n\n".join(r for r in rows if r is not None)
@@ -121,7 +124,7 @@ def load_text(spec: TextSpec) -> str:
     return text
 
 
-def _local_rows(spec: TextSpec) -> List[str]:
+def _local_rows(spec: TextSpec, tokenizer=None) -> List[str]:
     p = spec.local_file()
     suffix = p.suffix.lower()
     if suffix in (".txt", ".md"):
@@ -155,6 +158,10 @@ def _local_rows(spec: TextSpec) -> List[str]:
         if isinstance(r, str):
             rows.append(r)
         elif isinstance(r, dict):
+            if spec.messages_field and spec.messages_field in r and spec.text_field not in r:
+                from .calibration import render_chat
+                rows.append(render_chat(r[spec.messages_field], tokenizer, spec))
+                continue
             if spec.text_field not in r:
                 raise _no_field(spec, sorted(r))
             rows.append(str(r[spec.text_field]))
@@ -184,7 +191,7 @@ def token_ids(spec: TextSpec, tokenizer, tokenizer_fp: str, cache: Cache):
     """The whole text as one 1-D LongTensor of token ids, cached by (tokenizer, text)."""
     import torch
 
-    text = load_text(spec)
+    text = load_text(spec, tokenizer)
     key = sha256_text(f"{tokenizer_fp}\n{sha256_text(text)}")
     hit = cache.load_tensor("tokens", key)
     if hit is not None:

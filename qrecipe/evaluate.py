@@ -21,7 +21,24 @@ def protocol(eval_cfg, spec_desc: str, ids_fp: str, n_tokens: int) -> Dict[str, 
     return {"dataset": spec_desc, "seq_len": eval_cfg.seq_len, "stride": eval_cfg.stride,
             "windows": len(windows), "text_tokens": n_tokens,
             "scored_tokens": _scored_tokens(windows, eval_cfg.seq_len, eval_cfg.stride),
-            "token_ids_sha256": ids_fp}
+            "token_ids_sha256": ids_fp,
+            "paper_protocol": paper_protocol(eval_cfg, spec_desc, windows)}
+
+
+# The GPTQ / AWQ papers' WikiText-2 perplexity: wikitext-2-raw-v1 test joined by "\n\n", windows
+# of 2048 tokens, stride 2048, every window of the test set. Recorded (and flagged in report.md)
+# only when this run's protocol is exactly that one.
+PAPER_SEQ_LEN = 2048
+
+
+def paper_protocol(eval_cfg, spec_desc: str, windows) -> str | None:
+    wikitext = ("wikitext2_raw_test.txt" in spec_desc
+                or spec_desc.startswith("hub:wikitext/wikitext-2-raw-v1/test"))
+    if (wikitext and eval_cfg.seq_len == PAPER_SEQ_LEN and eval_cfg.stride == PAPER_SEQ_LEN
+            and not eval_cfg.max_windows):
+        return (f"GPTQ/AWQ papers' WikiText-2 protocol (seq {PAPER_SEQ_LEN}, full test set, "
+                f"stride {PAPER_SEQ_LEN}, {len(windows)} windows): comparable with their tables.")
+    return None
 
 
 def _window_starts(n: int, seq_len: int, stride: int, max_windows):

@@ -1,5 +1,6 @@
-"""The sweep's three charts, from the summary rows: perplexity vs bits per method, memory per
-configuration, and the perplexity/size Pareto front. Agg backend: no display needed."""
+"""The sweep's charts, from the summary rows: perplexity vs bits per method, memory per
+configuration, the perplexity/size Pareto front, and task accuracy with retention when the runs
+measured it (eval.tasks). Agg backend: no display needed."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -81,7 +82,36 @@ def write_plots(root: Path, rows: List[Dict[str, Any]]) -> List[Path]:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     paths.append(_save(fig, root / "pareto.png"))
+    if any(k.startswith("acc:") for r in done for k in r):
+        paths.append(_accuracy(plt, root, done))
     return paths
+
+
+def _accuracy(plt, root: Path, done: List[Dict[str, Any]]) -> Path:
+    """4. Task accuracy per configuration (lm-eval), with stderr bars and the fp accuracy, and
+    the retention (quantized / fp) written on each bar."""
+    tasks = sorted({k.split(":", 1)[1] for r in done for k in r if k.startswith("acc:")})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(done) + 2), 4.5))
+    width = 0.8 / len(tasks)
+    for i, t in enumerate(tasks):
+        xs = [j + (i - (len(tasks) - 1) / 2) * width for j in range(len(done))]
+        ys = [r.get(f"acc:{t}") or 0 for r in done]
+        ax.bar(xs, ys, width, yerr=[r.get(f"acc_stderr:{t}") or 0 for r in done], capsize=3,
+               label=t)
+        for x, y, r in zip(xs, ys, done):
+            ret = r.get(f"retention:{t}")
+            if ret is not None:
+                ax.annotate(f"{100 * ret:.1f}%", (x, y / 2), ha="center", fontsize=8,
+                            color="white", fontweight="bold")
+        fp = next((r.get(f"fp_acc:{t}") for r in done if r.get(f"fp_acc:{t}")), None)
+        if fp:
+            ax.axhline(fp, linestyle="--", color=f"C{i}", alpha=0.6, label=f"{t} fp ({fp:.3f})")
+    ax.set_xticks(range(len(done)))
+    ax.set_xticklabels([_label(r) for r in done], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy (higher is better)")
+    ax.set_title("Task accuracy (lm-eval) and retention vs unquantized")
+    ax.legend(fontsize=8)
+    return _save(fig, root / "accuracy.png")
 
 
 def _yscale(ax, values) -> None:

@@ -72,6 +72,8 @@ def run_row(run_dir: Path, name: Optional[str] = None) -> Dict[str, Any]:
         prefill_tok_s=_r((q.get("speed") or {}).get("prefill_tokens_per_s"), 1),
         decode_tok_s=_r((q.get("speed") or {}).get("decode_tokens_per_s"), 1),
         gpu=env.get("cuda_visible_devices"))
+    from .tasks import summary_columns  # per-task accuracy, stderr, retention (lm-eval)
+    row.update(summary_columns(metrics))
     return row
 
 
@@ -105,7 +107,8 @@ def write_summary(root: Path, runs: List[Path], plots: bool = True) -> List[Dict
                              r["group_size"] or 0, r["run"]))
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        extra = sorted({k for r in rows for k in r} - set(COLUMNS))  # task columns
+        w = csv.DictWriter(f, fieldnames=COLUMNS + extra, restval="")
         w.writeheader()
         w.writerows(rows)
     (root / "summary.md").write_text(summary_markdown(rows))
@@ -118,9 +121,11 @@ def write_summary(root: Path, runs: List[Path], plots: bool = True) -> List[Dict
 def summary_markdown(rows: List[Dict[str, Any]]) -> str:
     cols = ["run", "status", "method", "backend", "bits", "group_size", "ppl", "delta_ppl",
             "size_mb", "footprint_mb", "quantize_s", "peak_rss_mb", "decode_tok_s"]
+    cols += sorted({k for r in rows for k in r if k.startswith(("acc:", "acc_stderr:",
+                                                                  "retention:"))})
     fmt = lambda v: "" if v is None else str(v)  # noqa: E731
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
     fp = next((r["fp_ppl"] for r in rows if r["fp_ppl"] is not None), None)
     head = "# Sweep summary\n\n"
     if fp is not None:
@@ -161,7 +166,11 @@ def write_run_report(out: Path, metrics: Dict[str, Any], fps: Dict[str, Any]) ->
                              f"{_r(s.get('decode_tokens_per_s'), 1)} |")
         if "delta_ppl" in ev:
             lines += ["", f"Δppl vs fp: **{ev['delta_ppl']:+.4f}**"]
-        lines.append("")
+        lines += ["", p.get("paper_protocol") or "Not the GPTQ/AWQ papers' WikiText-2 protocol "
+                  "(seq 2048, full test set, stride 2048): do not compare with their tables.", ""]
+        if ev.get("tasks"):
+            from .tasks import report_lines as task_lines
+            lines += task_lines(ev["tasks"])
     lines += _load_snippet(metrics)
     from .recipe_meta import report_lines
     lines += report_lines(metrics.get("expectations"))

@@ -197,16 +197,9 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
     rows = None
     if plan.support.needs_calibration:
         with stages.stage("calibrate"), resources.oom_guard("calibrate", cfg):
-            spec = data.TextSpec.from_cfg("calibration", cfg.calibration)
-            c = cfg.calibration
-            ids = data.token_ids(spec, tokenizer, tok_fp, cache)
-            rows = data.calibration_rows(ids, c.num_samples, c.seq_len, c.seed,
-                                         overlap=c.get("overlap", True))
-            fps["calibration"] = {"source": spec.describe(), "text_tokens": int(ids.numel()),
-                                  "rows": len(rows), "seq_len": c.seq_len, "seed": c.seed,
-                                  "token_ids_sha256": data.rows_fingerprint(rows)}
-            log.info("calibration: %d x %d tokens, sha256 %s", len(rows), c.seq_len,
-                     fps["calibration"]["token_ids_sha256"][:16])
+            # one source or a weighted mix; chat jsonl through the chat template
+            from .calibration import build
+            rows, fps["calibration"] = build(cfg.calibration, tokenizer, tok_fp, cache)
 
     model_out = out / "model"
     reused = []
@@ -356,6 +349,11 @@ def _evaluate(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, mod
     res["quantized"] = quant
     if "fp" in res:
         res["delta_ppl"] = quant["ppl"] - res["fp"]["ppl"]
+    if e.get("tasks"):  # task accuracy through lm-evaluation-harness (qrecipe/tasks.py)
+        from . import tasks
+        res["tasks"] = tasks.evaluate_tasks(
+            e, cfg.seed, q_model, tokenizer, model_fp, dtype, cache,
+            lambda: models.load_causal_lm(model_dir, dtype, **place))
     return res
 
 

@@ -44,7 +44,7 @@ class GPTQMethod(MethodConfig):
     name: str = "gptq"
     backend: str = "gptqmodel"
     desc_act: bool = False  # act-order: quantize columns by decreasing activation
-    sym: bool = True
+    sym: bool = False  # measured (docs/benchmarks.md); conf/method/gptq.yaml says the same
     damp_percent: float = 0.01
     true_sequential: bool = True
 
@@ -60,7 +60,7 @@ class AWQMethod(MethodConfig):
 class RTNMethod(MethodConfig):
     name: str = "rtn"
     backend: str = "gptqmodel"
-    sym: bool = True
+    sym: bool = False
 
 
 @dataclass
@@ -92,6 +92,12 @@ class CalibrationConfig:
     seed: int = 0
     # false: samples never share tokens (num_samples x seq_len must fit in the text).
     overlap: bool = True
+    # Local chat / instruction data: a jsonl whose records hold `messages` (OpenAI format:
+    # [{"role": ..., "content": ...}]) is rendered with the tokenizer's chat template.
+    messages_field: str = "messages"
+    # Several sources in one calibration set: each entry holds the fields above (source, path,
+    # ...) and a `weight`; num_samples is split by weight (e.g. 0.7 user chats, 0.3 generic text).
+    mix: List[Dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -137,6 +143,12 @@ class EvalConfig:
     speed: bool = True  # prefill / decode tokens per second of the saved model
     speed_prompt_len: int = 128
     speed_new_tokens: int = 32
+    # Task accuracy through lm-evaluation-harness (qrecipe/tasks.py): lm-eval task names, or
+    # qrecipe_mc (the multiple-choice task shipped inside the package, offline). Empty: none.
+    tasks: List[str] = field(default_factory=list)
+    limit: Optional[float] = None  # items per task (a count, or a fraction below 1); null: all
+    num_fewshot: Optional[int] = None  # null: each task's own default
+    task_batch_size: int = 8
 
 
 @dataclass

@@ -39,16 +39,15 @@ def validate(cfg) -> Plan:
         raise QRecipeError("unknown dtype", key="model.dtype", value=cfg.model.dtype,
                            allowed=DTYPES)
     if support.needs_calibration:
-        check_spec(TextSpec.from_cfg("calibration", cfg.calibration))
-        for k in ("num_samples", "seq_len"):
-            if cfg.calibration[k] < 1:
-                raise QRecipeError("must be at least 1", key=f"calibration.{k}",
-                                   value=cfg.calibration[k])
+        from .calibration import check as check_calibration
+        check_calibration(cfg.calibration)
     if cfg.eval.enabled:
         check_spec(TextSpec.from_cfg("eval", cfg.eval))
         for k in ("seq_len", "stride", "batch_size"):
             if cfg.eval[k] < 1:
                 raise QRecipeError("must be at least 1", key=f"eval.{k}", value=cfg.eval[k])
+        from .tasks import check as check_tasks
+        check_tasks(cfg.eval)
     backend.check_installed()
     backend.preflight(cfg.method.name, cfg.bits.width, cfg.bits.group_size, cfg.hardware.device)
     info = _describe(cfg.model)  # metadata only; raises for a missing file or unknown source
@@ -143,5 +142,8 @@ def resolve_paths(cfg) -> None:
         p = cfg[section].get("path")
         if cfg[section].source == "local" and p:
             cfg[section].path = absolute(p)
+    for m in cfg.calibration.get("mix") or []:  # mixed sources: the same rule per entry
+        if m.get("source", cfg.calibration.source) == "local" and m.get("path"):
+            m.path = absolute(m.path)
     if cfg.model.source in ("local", "gguf"):
         cfg.model.path = absolute(cfg.model.path)

@@ -15,7 +15,7 @@ import pytest
 from conftest import DATA, ROOT
 
 OFFLINE = sorted(p.stem for p in (ROOT / "recipes").glob("smollm2_*.yaml"))
-SHIPPED_TEXTS = ("wikitext2_raw_test.txt", "jargon_file_4.4.7.txt")
+SHIPPED_TEXTS = ("wikitext2_raw_test.txt", "jargon_file_4.4.7.txt", "devils_dictionary.txt")
 
 
 def _clean_env(**extra) -> dict:
