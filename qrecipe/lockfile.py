@@ -18,6 +18,7 @@ def check_lock(path: Path) -> DictConfig:
     cfg, _ = load_recipe(path, lock=True)
     body = OmegaConf.to_container(cfg, resolve=False)
     body.pop("defaults", None)
+    body.pop("hydra", None)  # outputs.LOCK_HYDRA, checked by load_recipe: not part of the schema
     version = body.get("schema_version", 0)  # locks from before the field existed: 0
     where = (f"{path} (schema version {version}; this qrecipe reads version {SCHEMA_VERSION})")
     method = (body.get("method") or {}).get("name")

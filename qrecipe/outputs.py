@@ -43,12 +43,9 @@ def write_json(path: Path, data: Any) -> None:
 
 
 # Hydra settings a lock needs to re-run safely into an existing directory (qrecipe/rundir.py).
-_LOCK_HYDRA = """hydra:
-  output_subdir: ${qrecipe_hydra_subdir:${hydra.runtime.output_dir}}
-  callbacks:
-    output_check:
-      _target_: qrecipe.rundir.OutputCheck
-"""
+# The one hydra: block a lock may hold: recipe_safety accepts exactly this, nothing else.
+LOCK_HYDRA = {"output_subdir": "${qrecipe_hydra_subdir:${hydra.runtime.output_dir}}",
+              "callbacks": {"output_check": {"_target_": "qrecipe.rundir.OutputCheck"}}}
 
 
 def write_lock(out: Path, cfg: DictConfig) -> Path:
@@ -59,7 +56,8 @@ def write_lock(out: Path, cfg: DictConfig) -> Path:
     text = ("# Frozen by qrecipe: every value resolved. Repeat this run with\n"
             f"#   python -m qrecipe --config-dir {out} --config-name recipe.lock\n"
             "defaults:\n  - qrecipe_schema\n  - override hydra/job_logging: qrecipe\n"
-            "  - _self_\n\n" + OmegaConf.to_yaml(OmegaConf.create(body)) + _LOCK_HYDRA)
+            "  - _self_\n\n" + OmegaConf.to_yaml(OmegaConf.create(body))
+            + OmegaConf.to_yaml(OmegaConf.create({"hydra": LOCK_HYDRA})))
     path = out / LOCK
     path.write_text(text)
     return path

@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import QRecipeError
+from .outputs import LOCK_HYDRA  # the one hydra: block a lock may hold
 
 INSTANTIATE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 ALLOWED_HYDRA = "hydra.sweeper.params"
@@ -76,6 +77,8 @@ def check(path: Path, cfg: DictConfig, head: Dict[str, Optional[str]], lock: boo
     defaults = raw.pop("defaults", [])
     _check_defaults(path, defaults, lock)
     hydra = raw.pop("hydra", None)
+    if lock and hydra == LOCK_HYDRA:
+        hydra = None  # qrecipe's own run-directory guard, written by outputs.write_lock
     if hydra is not None:
         _check_hydra(path, hydra)
         raw["hydra"] = hydra
