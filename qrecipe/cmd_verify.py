@@ -10,7 +10,7 @@ from typing import Dict, List
 
 from .errors import QRecipeError
 from .fingerprint import sha256_file
-from .outputs import MANIFEST, _artifacts
+from .outputs import MANIFEST, _artifacts, run_state
 
 
 def check(run_dir: Path) -> Dict[str, List[str]]:
@@ -20,6 +20,11 @@ def check(run_dir: Path) -> Dict[str, List[str]]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise QRecipeError("not a directory", key="DIR", value=str(run_dir))
+    state = run_state(run_dir)
+    if state.status == "incomplete":
+        raise QRecipeError("an unfinished run (stages done: "
+                           f"{', '.join(state.stages) or 'none'}): nothing to verify yet",
+                           key="DIR", value=str(run_dir), hint=f"qrecipe resume {run_dir}")
     try:
         files = json.loads((run_dir / MANIFEST).read_text())["files"]
     except (OSError, ValueError, KeyError):
