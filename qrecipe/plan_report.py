@@ -109,9 +109,20 @@ def gpu_comparison(result: Dict[str, Any], fmt: str = "w4") -> List[Dict[str, An
     return out
 
 
-if __name__ == "__main__":  # python -m qrecipe.plan_report benchmarks/results/gpu_bench_h100.json
+def main(argv=None) -> int:
+    import argparse
     import json
-    import sys
-    for row in gpu_comparison(json.loads(Path(sys.argv[1]).read_text())):
+    ap = argparse.ArgumentParser(prog="python -m qrecipe.plan_report",
+                                 description="Predicted (qrecipe plan) against measured peak GPU "
+                                             "memory while quantizing, per row of a GPU benchmark "
+                                             "JSON (benchmarks/gpu_bench.py).")
+    ap.add_argument("json", type=Path, help="e.g. benchmarks/results/gpu_bench_h100.json")
+    a = ap.parse_args(argv)
+    for row in gpu_comparison(json.loads(a.json.read_text())):
         print(f"{row['method']}/{row['backend']}: predicted {row['predicted_bytes'] / _MB:.0f} "
               f"MB, measured {row['measured_bytes'] / _MB:.0f} MB, ratio {row['ratio']}")
+    return 0
+
+
+if __name__ == "__main__":  # python -m qrecipe.plan_report benchmarks/results/gpu_bench_h100.json
+    raise SystemExit(main())

@@ -259,7 +259,7 @@ def test_config_only_commands_do_not_import_torch(argv):
 
 # ---- metadata ----------------------------------------------------------------------------
 
-def _metrics(ppl=44.2, windows=8, size_mb=166.8):
+def _metrics(ppl=40.98, windows=8, size_mb=166.8):
     return {"eval": {"quantized": {"ppl": ppl}, "delta_ppl": ppl - 30.64,
                      "protocol": {"dataset": "file:pkg://qrecipe/texts/wikitext2_raw_test.txt",
                                   "seq_len": 512, "stride": 512, "windows": windows}},
@@ -279,7 +279,7 @@ def test_expectations_met_missed_and_not_comparable():
     assert other["status"] == "met"  # size still comparable; ppl on another protocol is not
     ppl = next(c for c in other["checks"] if c["metric"] == "ppl")
     assert ppl["status"] == "not comparable" and "windows 2" in ppl["why"]
-    assert "| ppl | 44.2 | ±0.1 | 45.0 | missed |" in "\n".join(report_lines(bad))
+    assert "| ppl | 40.98 | ±0.1 | 45.0 | missed |" in "\n".join(report_lines(bad))
     over = check_expectations(meta, _metrics(), ["+recipe=smollm2_rtn_w4", "bits=w8",
                                                  "eval.max_windows=8", "hydra.run.dir=x"])
     assert over["status"] == "not comparable"
