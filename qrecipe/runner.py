@@ -18,13 +18,14 @@ import traceback
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from . import data, filehash, interrupt, models, outputs, resources, rundir, stages as markers
+from . import eval_stage, filehash, interrupt, models, outputs, resources, rundir
+from . import stages as markers
 from .backends import QuantizeRequest, QuantizeResult
 from .cache import Cache
 from .errors import QRecipeError
-from .fingerprint import hash_files, sha256_text
+from .fingerprint import hash_files
 from .gpus import assigned_gpus
 from .interrupt import sigterm_raises
 from .layerlog import layer_log
@@ -237,7 +238,7 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
             reused.append("evaluate")
         else:
             with stages.stage("evaluate"):
-                metrics["eval"] = _evaluate(cfg, model_dir, model_out, tokenizer, tok_fp,
+                metrics["eval"] = eval_stage.run(cfg, model_dir, model_out, tokenizer, tok_fp,
                                             model_fp, dtype, cache, fps)
             markers.mark(out, "evaluate", {
                 "eval": metrics["eval"], "seconds": stages.seconds["evaluate"],
@@ -297,64 +298,6 @@ def _quantize(cfg, out: Path, plan, stages: Stages, model_dir: Path, rows, fps, 
             "per_layer": layers.rows})
     markers.clear(out, ".checkpoints")
     return result, layers.rows
-
-
-def _evaluate(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, model_fp: str,
-              dtype: str, cache: Cache, fps: Dict[str, Any]) -> Dict[str, Any]:
-    from . import evaluate
-
-    e = cfg.eval
-    spec = data.TextSpec.from_cfg("eval", e)
-    ids = data.token_ids(spec, tokenizer, tok_fp, cache)
-    ids_fp = data.rows_fingerprint([ids])
-    proto = evaluate.protocol(e, spec.describe(), ids_fp, int(ids.numel()))
-    fps["eval_token_ids_sha256"] = ids_fp
-    hw = cfg.hardware
-    place = dict(device=hw.device, device_map=hw.device_map,
-                 max_memory=OmegaConf.to_container(hw.max_memory) if hw.max_memory else None)
-    res: Dict[str, Any] = {"protocol": proto}
-
-    if e.baseline:
-        # Keyed by what determines the number: weights, protocol (incl. token ids), dtype, and
-        # the speed settings, so a sweep evaluates the fp model once, not once per job.
-        key = sha256_text(OmegaConf.to_yaml(OmegaConf.create({
-            "model": model_fp, "protocol": proto, "dtype": dtype, "device": hw.device,
-            "speed": [e.speed, e.speed_prompt_len, e.speed_new_tokens]})))
-        base = cache.load_json("baselines", key)
-        if base is None:
-            fp_model = models.load_causal_lm(model_dir, dtype, **place)
-            base = evaluate.perplexity(fp_model, ids, e, "fp")
-            base["footprint_bytes"] = evaluate.footprint_bytes(fp_model)
-            if e.speed:
-                base["speed"] = evaluate.generation_speed(fp_model, ids, e.speed_prompt_len,
-                                                          e.speed_new_tokens)
-            del fp_model
-            cache.save_json("baselines", key, base)
-        else:
-            log.info("perplexity (fp): %.4f from cache", base["ppl"])
-        res["fp"] = base
-
-    # Reload the saved checkpoint exactly as a user would (plain transformers, dtype from the
-    # checkpoint): the number in metrics.json is the number a reloaded model gives.
-    from .kernels import loaded_kernels
-    q_model = models.load_causal_lm(model_out, "auto", **place, kernel=hw.get("kernel", "auto"),
-                                    allow_jit=bool(hw.get("allow_jit", False)))
-    res["kernel"] = {"requested": hw.get("kernel", "auto"), "resolved": q_model.qrecipe_kernel,
-                     "loaded_modules": loaded_kernels(q_model)}
-    quant = evaluate.perplexity(q_model, ids, e, "quantized")
-    quant["footprint_bytes"] = evaluate.footprint_bytes(q_model)
-    if e.speed:
-        quant["speed"] = evaluate.generation_speed(q_model, ids, e.speed_prompt_len,
-                                                   e.speed_new_tokens)
-    res["quantized"] = quant
-    if "fp" in res:
-        res["delta_ppl"] = quant["ppl"] - res["fp"]["ppl"]
-    if e.get("tasks"):  # task accuracy through lm-evaluation-harness (qrecipe/tasks.py)
-        from . import tasks
-        res["tasks"] = tasks.evaluate_tasks(
-            e, cfg.seed, q_model, tokenizer, model_fp, dtype, cache,
-            lambda: models.load_causal_lm(model_dir, dtype, **place))
-    return res
 
 
 def _set_threads(hw) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 log = logging.getLogger(__name__)
 
