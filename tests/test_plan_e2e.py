@@ -11,18 +11,20 @@ from test_e2e import run_recipe
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.parametrize("key,fmt", [("gptq", "w4"), ("nf4", "nf4"), ("int8", "int8"),
-                                     ("rtn", "w4")])
-def test_plan_predicts_what_the_run_measures(key, fmt, tmp_path_factory):
+# smollm2_gptq_w4 loads the model in bfloat16 (docs/benchmarks.md, issue 12): its fp baseline is
+# the plan's 16-bit row; the other recipes run in fp32.
+@pytest.mark.parametrize("key,fmt,fp_fmt", [("gptq", "w4", "fp16"), ("nf4", "nf4", "fp32"),
+                                            ("int8", "int8", "fp32"), ("rtn", "w4", "fp32")])
+def test_plan_predicts_what_the_run_measures(key, fmt, fp_fmt, tmp_path_factory):
     from qrecipe.plan_report import compare
 
     out, _ = run_recipe(key, tmp_path_factory)
     m = json.loads((out / "metrics.json").read_text())
     c = compare(out, m)
-    assert c["format"] == fmt and c["fp_format"] == "fp32"
+    assert c["format"] == fmt and c["fp_format"] == fp_fmt
     (fp, fp_meas), (q, q_meas), (disk, disk_meas), (peak, peak_meas) = \
         [(p, meas) for _, p, meas in c["pairs"]]
-    # In-memory footprint within 10% (fp32 and the quantized format), disk within 10%,
+    # In-memory footprint within 10% (fp and the quantized format), disk within 10%,
     # peak memory while quantizing (process RSS on this CPU) within 25%.
     assert fp == pytest.approx(fp_meas, rel=0.10)
     assert q == pytest.approx(q_meas, rel=0.10)
