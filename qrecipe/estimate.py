@@ -178,7 +178,11 @@ def quantize_peak_bytes(s: ModelShape, fmt: str, method: str, backend: str, devi
     layer = quantize_work_bytes(s, method, backend, device, num_samples, seq_len, work)
     if device == "cuda":
         return layer
-    return int(CPU_PROCESS_BYTES[backend]) + total_params(s) * work + layer
+    # Loaded in another dtype than stored (e.g. a float32 checkpoint in bfloat16): the
+    # memory-mapped source stays resident beside the cast copy (SmolLM2 GPTQ bf16, measured:
+    # docs/benchmarks.md, issue 10).
+    source = total_params(s) * DTYPE_BYTES[s.stored_dtype] if s.stored_dtype else 0
+    return int(CPU_PROCESS_BYTES[backend]) + total_params(s) * work + source + layer
 
 
 def host_bytes(s: ModelShape, backend: str) -> int:

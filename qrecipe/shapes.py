@@ -43,6 +43,9 @@ class ModelShape:
     tied: bool
     dtype: str  # what unquantized tensors are held in (config torch_dtype; GGUF -> float32)
     attention_bias: bool = False
+    # the checkpoint's own dtype on disk ("" = dtype): loading it in another dtype keeps the
+    # memory-mapped source resident beside the cast copy (estimate.quantize_peak_bytes)
+    stored_dtype: str = ""
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -118,11 +121,12 @@ def from_config(conf: Dict[str, Any], name: str, source: str = "local",
 
     hidden, heads = need("hidden_size"), need("num_attention_heads")
     head_dim = conf.get("head_dim") or hidden // heads
-    dt = dtype or conf.get("torch_dtype") or conf.get("dtype") or "float32"
+    stored = str(conf.get("torch_dtype") or conf.get("dtype") or "float32")
     return _shape(name, source, mt, hidden, need("intermediate_size"),
                   need("num_hidden_layers"), heads, conf.get("num_key_value_heads") or heads,
                   int(head_dim), need("vocab_size"), bool(conf.get("tie_word_embeddings", False)),
-                  str(dt), bool(conf.get("attention_bias") or mt == "qwen2"))
+                  str(dtype or stored), bool(conf.get("attention_bias") or mt == "qwen2"),
+                  stored)
 
 
 def _reject_unmodelled(conf: Dict[str, Any], name: str) -> None:
@@ -157,11 +161,12 @@ def _from_gguf(path: str, size: int, mtime_ns: int, name: str,
     return _shape(name, "gguf", arch, hidden, field("feed_forward_length"), field("block_count"),
                   heads, field("attention.head_count_kv", heads),
                   field("attention.key_length", hidden // heads), vocab,
-                  "output.weight" not in names, dtype or "float32", "blk.0.attn_q.bias" in names)
+                  "output.weight" not in names, dtype or "float32", "blk.0.attn_q.bias" in names,
+                  "float32")
 
 
 def _shape(name, source, mt, hidden, inter, layers, heads, kv, hd, vocab, tied, dtype,
-           bias) -> ModelShape:
+           bias, stored: str = "") -> ModelShape:
     if dtype not in DTYPE_BYTES:
         raise QRecipeError("unknown dtype", key="dtype", value=dtype, allowed=DTYPE_BYTES)
     if heads % kv:
@@ -169,4 +174,5 @@ def _shape(name, source, mt, hidden, inter, layers, heads, kv, hd, vocab, tied, 
                            key="num_key_value_heads", value=kv, hint=f"model {name}")
     return ModelShape(name=name, source=source, model_type=mt, hidden=hidden,
                       intermediate=inter, layers=layers, heads=heads, kv_heads=kv, head_dim=hd,
-                      vocab=vocab, tied=tied, dtype=dtype, attention_bias=bias)
+                      vocab=vocab, tied=tied, dtype=dtype, attention_bias=bias,
+                      stored_dtype="" if stored == dtype else stored)
