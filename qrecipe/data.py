@@ -88,8 +88,8 @@ def _check_first_record(p: Path, spec: TextSpec) -> None:
     except ValueError as e:
         raise QRecipeError(f"not valid JSON ({str(e)[:120]})", key=f"{spec.section}.path",
                            value=spec.path) from None
-    chat = spec.messages_field and spec.messages_field in rec if isinstance(rec, dict) else False
-    if isinstance(rec, dict) and spec.text_field not in rec and not chat:
+    # a chat record (messages_field) stands in for the text field (calibration.py renders it)
+    if isinstance(rec, dict) and spec.text_field not in rec and spec.messages_field not in rec:
         raise _no_field(spec, sorted(rec))
 
 
