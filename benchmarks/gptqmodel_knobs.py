@@ -1,14 +1,22 @@
-"""One gptqmodel GPTQ quantize per variant (fresh process each), same model and rows: which of
-qrecipe's settings costs or saves time against GPTQModel's defaults.
+"""One gptqmodel quantize per variant (fresh process each), same model and rows: which setting
+costs or saves time against GPTQModel's defaults, for GPTQ or AWQ.
 
-    python benchmarks/gptqmodel_knobs.py MODEL_DIR ROWS.pt [variant ...]
+    python benchmarks/gptqmodel_knobs.py MODEL_DIR ROWS.pt [--method awq] [--rows 64] \
+        [--profile VARIANT] [--json OUT] [variant ...]
+
+--profile runs that variant's quantize() under cProfile and prints the 40 functions with the most
+cumulative time (CUDA work shows up at the Python call that waits for it: .item(), .cpu(), ...).
 """
+import argparse
 import json
 import os
 import subprocess
 import sys
 import time
 
+# qrecipe's h100_80gb profile, as its gptqmodel adapter passes it (qrecipe/backends/gptqmodel_backend.py)
+_Q = {"pack_impl": "gpu", "offload_to_disk": False}
+_QG = {**_Q, "damp_percent": 0.01, "act_group_aware": True, "true_sequential": True, "sym": False}
 VARIANTS = {  # name: (QuantizeConfig kwargs, quantize() kwargs, env)
     "default": ({}, {}, {}),
     "batch8": ({}, {"batch_size": 8}, {}),
@@ -19,38 +27,91 @@ VARIANTS = {  # name: (QuantizeConfig kwargs, quantize() kwargs, env)
     "sort_none": ({}, {"calibration_sort": None}, {}),
     "damp001_gar": ({"damp_percent": 0.01, "act_group_aware": True, "true_sequential": True},
                     {}, {}),
+    # qrecipe's settings, then one change at a time on top of them
+    "qrecipe": (_QG, {"batch_size": 8, "calibration_sort": None}, {}),
+    "q_b16": (_QG, {"batch_size": 16, "calibration_sort": None}, {}),
+    "q_b32": (_QG, {"batch_size": 32, "calibration_sort": None}, {}),
+    "q_not_seq": ({**_QG, "true_sequential": False}, {"batch_size": 8, "calibration_sort": None},
+                  {}),
+    "q_gc_stage": ({**_QG, "gc_mode": "on_stage_end"}, {"batch_size": 8, "calibration_sort": None},
+                   {}),
+    # AWQ: qrecipe's adapter (zero point, gemm layout, torch packer)
+    "awq_default": ({}, {}, {}),
+    "awq_qrecipe": ({**_Q, "sym": False}, {"batch_size": 8, "calibration_sort": None,
+                                          "backend": "awq_torch"}, {}),
+    "awq_unchunked": ({**_Q, "sym": False, "scale_search_chunked_activations": False},
+                      {"batch_size": 8, "calibration_sort": None, "backend": "awq_torch"}, {}),
+    "awq_unchunked_b32": ({**_Q, "sym": False, "scale_search_chunked_activations": False},
+                          {"batch_size": 32, "calibration_sort": None, "backend": "awq_torch"}, {}),
+    "awq_gc_stage": ({**_Q, "sym": False, "gc_mode": "on_stage_end"},
+                     {"batch_size": 8, "calibration_sort": None, "backend": "awq_torch"}, {}),
 }
 
 
-def one(model_dir, rows_path, name):
+def one(model_dir, rows_path, name, method, n_rows, profile):
     import torch
     from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
     qkw, kw, _ = VARIANTS[name]
-    rows = torch.load(rows_path)
+    rows = torch.load(rows_path)[:n_rows or None]
     data = [{"input_ids": r.tolist(), "attention_mask": [1] * len(r)} for r in rows]
     if "backend" in kw:
         kw = {**kw, "backend": BACKEND(kw["backend"])}
-    m = GPTQModel.load(model_dir, QuantizeConfig(bits=4, group_size=128, **qkw))
+    extra = {"method": "awq", "format": "gemm"} if method == "awq" else {}
+    m = GPTQModel.load(model_dir, QuantizeConfig(bits=4, group_size=128, **extra, **qkw),
+                       dtype=torch.float16)
     t0 = time.perf_counter()
-    m.quantize(data, **kw)
-    print("RESULT", json.dumps({"variant": name, "quantize_s": time.perf_counter() - t0,
-                               "config": {k: str(getattr(m.quantize_config, k, None)) for k in (
-                                   "pack_impl", "offload_to_disk", "damp_percent",
-                                   "act_group_aware", "true_sequential")}}), flush=True)
+    if profile:
+        import cProfile
+        import io
+        import pstats
+        pr = cProfile.Profile()
+        pr.runcall(m.quantize, data, **kw)
+        s = io.StringIO()
+        st = pstats.Stats(pr, stream=s).strip_dirs()
+        st.sort_stats("cumulative").print_stats(45)
+        st.sort_stats("tottime").print_stats(25)
+        print(s.getvalue(), flush=True)
+    else:
+        m.quantize(data, **kw)
+    gpu = torch.cuda.is_available()
+    if gpu:
+        torch.cuda.synchronize()
+    print("RESULT", json.dumps({"variant": name, "method": method, "rows": len(rows),
+                               "profiled": profile, "quantize_s": time.perf_counter() - t0,
+                               "peak_gpu_gib": gpu and torch.cuda.max_memory_allocated() / 2**30}),
+          flush=True)
 
 
-if __name__ == "__main__":
-    if sys.argv[1] == "--one":
-        one(*sys.argv[2:5])
-        sys.exit()
-    model_dir, rows = sys.argv[1:3]
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model_dir")
+    ap.add_argument("rows")
+    ap.add_argument("variants", nargs="*")
+    ap.add_argument("--method", default="gptq", choices=("gptq", "awq"))
+    ap.add_argument("--rows-n", type=int, default=0, help="use the first N rows (0: all)")
+    ap.add_argument("--profile", default="")
+    ap.add_argument("--json", default="")
+    ap.add_argument("--one", action="store_true")
+    a = ap.parse_intermixed_args()
+    if a.one:
+        return one(a.model_dir, a.rows, a.variants[0], a.method, a.rows_n, a.profile == "1")
     out = []
-    for name in sys.argv[3:] or list(VARIANTS):
+    for name in a.variants or list(VARIANTS):
         env = {**os.environ, **VARIANTS[name][2]}
-        p = subprocess.run([sys.executable, __file__, "--one", model_dir, rows, name], env=env,
-                           capture_output=True, text=True)
-        line = [l for l in p.stdout.splitlines() if l.startswith("RESULT")]
+        cmd = [sys.executable, __file__, a.model_dir, a.rows, name, "--one", "--method", a.method,
+               "--rows-n", str(a.rows_n), "--profile", "1" if name == a.profile else ""]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if name == a.profile:
+            print(p.stdout[-30000:], flush=True)
+        line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")]
         r = json.loads(line[0][7:]) if line else {"variant": name, "error": p.stderr[-800:]}
         print(r, flush=True)
         out.append(r)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(out, f, indent=1)
     print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -32,6 +32,7 @@ class Kernel:
     download: bool = False  # fetches sources at build time (fails offline)
     min_cc: float = 0.0  # lowest CUDA compute capability
     dtypes: Tuple[str, ...] = ("float16", "bfloat16")
+    zero_points: bool = True  # runs asymmetric checkpoints (sym=False); gptq Marlin does not
     note: str = ""
 
 
@@ -47,7 +48,8 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
         _k("torch", "torch", ("cpu", "cuda"),
            note="TorchLinear: dequantize + matmul, plain torch; no build"),
         _k("triton", "triton", note="TritonV2Linear: Triton JIT (no nvcc, no download)"),
-        _k("marlin", "marlin", jit=True, min_cc=8.0, note="MarlinLinear: nvcc-built (~2 min once)"),
+        _k("marlin", "marlin", jit=True, min_cc=8.0, zero_points=False,
+           note="MarlinLinear: nvcc-built (~2 min once); symmetric checkpoints only"),
         _k("exllama_v2", "exllama_v2", jit=True, note="ExllamaV2Linear: nvcc-built (~35 s once)"),
         _k("machete", "machete", jit=True, download=True, min_cc=9.0,
            note="MacheteLinear: nvcc-built and downloads CUTLASS (fails offline)"),
@@ -74,8 +76,10 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
 # `auto` on CUDA without JIT. Measured on the H100 (docs/benchmarks.md, GPU path): see there.
 _AUTO_NO_JIT = {"gptq": "torch", "awq": "torch", "compressed-tensors": "compressed",
                 "bitsandbytes": "bitsandbytes"}
-# `auto` on CUDA when allow_jit: the compiled GEMV/GEMM kernels, built once into the cache.
-_AUTO_JIT = {"gptq": "marlin", "awq": "marlin"}
+# `auto` on CUDA when allow_jit: the compiled GEMV/GEMM kernels, built once into the cache, in
+# order. gptqmodel's GPTQ Marlin refuses zero points (SUPPORTS_SYM = [True]), so an asymmetric
+# GPTQ checkpoint (qrecipe's default, sym: false) gets ExLlamaV2, which takes both.
+_AUTO_JIT = {"gptq": ("marlin", "exllama_v2"), "awq": ("marlin",)}
 
 
 def names(fmt: Optional[str] = None) -> Tuple[str, ...]:
@@ -95,19 +99,22 @@ def get(fmt: str, name: str) -> Kernel:
 
 
 def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False,
-            cc: Optional[float] = None, dtype: Optional[str] = None) -> Kernel:
+            cc: Optional[float] = None, dtype: Optional[str] = None,
+            sym: Optional[bool] = None) -> Kernel:
     """The kernel a checkpoint of `fmt` runs with on `device` (cc: CUDA compute capability, None
-    when unknown). Raises QRecipeError for an unknown name, one that does not run here, or one
-    that needs a compile while allow_jit is false."""
+    when unknown; sym: the checkpoint's symmetry, None when not known). Raises QRecipeError for
+    an unknown name, one that does not run here, or one that needs a compile while allow_jit is
+    false."""
     if fmt not in KERNELS:
         raise QRecipeError("no kernel table for this checkpoint format", key="format",
                            value=fmt, allowed=FORMATS)
     if kernel == "auto":
         table = _AUTO_JIT if allow_jit else {}
-        for name in ([table[fmt]] if device == "cuda" and fmt in table else []) + \
-                [_AUTO_NO_JIT[fmt]]:
+        # the compiled kernels were measured on Hopper (docs); below Ampere auto keeps no-build
+        jit_ok = device == "cuda" and (cc is None or cc >= 8.0)
+        for name in list(table.get(fmt, ()) if jit_ok else ()) + [_AUTO_NO_JIT[fmt]]:
             k = get(fmt, name)
-            if _fits(k, device, cc, dtype) is None:
+            if _fits(k, device, cc, dtype, sym) is None:
                 return k
         return get(fmt, _AUTO_NO_JIT[fmt])
     try:
@@ -115,31 +122,34 @@ def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False
     except KeyError:
         raise QRecipeError(f"unknown kernel for {fmt} checkpoints", key="hardware.kernel",
                            value=kernel, allowed=names(fmt)) from None
-    why = _fits(k, device, cc, dtype)
+    why = _fits(k, device, cc, dtype, sym)
     if why:
         raise QRecipeError(f"kernel {kernel} {why}", key="hardware.kernel", value=kernel,
-                           allowed=_usable(fmt, device, cc, allow_jit, dtype))
+                           allowed=_usable(fmt, device, cc, allow_jit, dtype, sym))
     if k.jit and not allow_jit:
         raise QRecipeError(f"kernel {kernel} is compiled with nvcc on first use"
                            + (" and downloads CUTLASS" if k.download else ""),
                            key="hardware.kernel", value=kernel,
-                           allowed=_usable(fmt, device, cc, False, dtype),
+                           allowed=_usable(fmt, device, cc, False, dtype, sym),
                            hint="set hardware.allow_jit=true to build it once into the cache")
     return k
 
 
-def _fits(k: Kernel, device: str, cc: Optional[float], dtype: Optional[str]) -> Optional[str]:
+def _fits(k: Kernel, device: str, cc: Optional[float], dtype: Optional[str],
+          sym: Optional[bool] = None) -> Optional[str]:
     if device not in k.devices:
         return f"does not run on {device}"
     if device == "cuda" and cc is not None and cc < k.min_cc:
         return f"needs compute capability >= {k.min_cc} (this GPU: {cc})"
     if dtype and dtype not in ("auto", "float32") and dtype not in k.dtypes:
         return f"does not run in {dtype}"
+    if sym is False and not k.zero_points:
+        return "runs symmetric checkpoints only (this one has zero points: sym false)"
     return None
 
 
-def _usable(fmt: str, device: str, cc, allow_jit: bool, dtype) -> str:
-    ok = [k.name for k in KERNELS[fmt] if _fits(k, device, cc, dtype) is None
+def _usable(fmt: str, device: str, cc, allow_jit: bool, dtype, sym=None) -> str:
+    ok = [k.name for k in KERNELS[fmt] if _fits(k, device, cc, dtype, sym) is None
           and (allow_jit or not k.jit)]
     return ", ".join(["auto"] + ok)
 

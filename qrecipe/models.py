@@ -180,7 +180,8 @@ def load_causal_lm(path: Path, dtype: str = "float32", device: str = "cpu",
     k = None
     if fmt in kernels.KERNELS:
         saved = json.loads((Path(path) / "config.json").read_text())["quantization_config"]
-        k = kernels.resolve(fmt, device, kernel, allow_jit, cc=_compute_capability(device))
+        k = kernels.resolve(fmt, device, kernel, allow_jit, cc=_compute_capability(device),
+                            sym=saved.get("sym"))
         qc = kernels.quantization_config(fmt, k, saved)
         if qc is not None:
             extra["quantization_config"] = qc

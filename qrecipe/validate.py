@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from .backends import BACKENDS, Backend, MethodSupport
 from .data import TextSpec, check_spec
@@ -34,7 +35,7 @@ def validate(cfg) -> Plan:
     backend = BACKENDS.get(cfg.method.backend)()
     support = _method_support(backend, cfg.method.name)
     _check_bits(cfg.bits, support, cfg.method.name, backend.name)
-    _check_hardware(cfg.hardware, support, cfg.method.name, backend.name)
+    _check_hardware(cfg.hardware, support, cfg.method.name, backend.name, _sym(cfg.method))
     if cfg.model.dtype not in DTYPES:
         raise QRecipeError("unknown dtype", key="model.dtype", value=cfg.model.dtype,
                            allowed=DTYPES)
@@ -90,7 +91,15 @@ def _check_bits(bits, support: MethodSupport, method: str, backend: str) -> None
                            allowed=f"{', '.join(map(str, support.group_sizes))} (-1: per channel)")
 
 
-def _check_hardware(hw, support: MethodSupport, method: str, backend: str) -> None:
+def _sym(method) -> Optional[bool]:
+    """Whether the checkpoint will be symmetric (a kernel without zero points needs it)."""
+    if method.name == "awq":
+        return not bool(method.get("zero_point", True))
+    return bool(method.sym) if method.get("sym") is not None else None
+
+
+def _check_hardware(hw, support: MethodSupport, method: str, backend: str,
+                    sym: Optional[bool] = None) -> None:
     if hw.device not in DEVICES:
         raise QRecipeError("unknown device", key="hardware.device", value=hw.device,
                            allowed=DEVICES)
@@ -102,7 +111,8 @@ def _check_hardware(hw, support: MethodSupport, method: str, backend: str) -> No
     kernel, allow_jit = hw.get("kernel", "auto"), bool(hw.get("allow_jit", False))
     kernels.check(kernel, allow_jit)
     if kernel != "auto":
-        kernels.resolve(kernels.format_of(backend, method), hw.device, kernel, allow_jit)
+        kernels.resolve(kernels.format_of(backend, method), hw.device, kernel, allow_jit,
+                        sym=sym)
     if hw.device == "cuda":
         import torch
         if not torch.cuda.is_available():

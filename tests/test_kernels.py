@@ -27,6 +27,23 @@ def test_auto_with_jit_picks_marlin_on_ampere_and_newer_only():
     assert kernels.resolve("gptq", "cpu", "auto", allow_jit=True).name == "torch"
 
 
+def test_asymmetric_gptq_never_gets_marlin():
+    # gptqmodel's GPTQ Marlin refuses zero points (measured on the H100: ValueError at reload);
+    # qrecipe's GPTQ default is asymmetric, so auto picks ExLlamaV2 there, and AWQ Marlin
+    # (which takes zero points) stays.
+    assert kernels.resolve("gptq", "cuda", "auto", allow_jit=True, cc=9.0,
+                           sym=False).name == "exllama_v2"
+    assert kernels.resolve("gptq", "cuda", "auto", allow_jit=True, cc=9.0,
+                           sym=True).name == "marlin"
+    assert kernels.resolve("awq", "cuda", "auto", allow_jit=True, cc=9.0,
+                           sym=False).name == "marlin"
+    assert kernels.resolve("gptq", "cuda", "auto", allow_jit=False, cc=9.0,
+                           sym=False).name == "torch"
+    with pytest.raises(QRecipeError) as e:
+        kernels.resolve("gptq", "cuda", "marlin", allow_jit=True, cc=9.0, sym=False)
+    assert "symmetric checkpoints only" in str(e.value) and "exllama_v2" in str(e.value)
+
+
 def test_jit_kernel_refused_without_allow_jit():
     with pytest.raises(QRecipeError) as e:
         kernels.resolve("gptq", "cuda", "marlin", allow_jit=False, cc=9.0)

@@ -47,6 +47,7 @@ def _speed(req: QuantizeRequest) -> Dict[str, Any]:
         os.environ.setdefault("GPTQMODEL_DISABLE_GPTQ_CUDA", "1")
     return {"batch_size": max(1, int(get("calib_batch_size", 1))),
             "offload_to_disk": bool(get("offload_to_disk", True)),
+            "stream_activations": bool(get("stream_activations", True)),
             "pack_impl": "gpu" if cuda else "cpu",
             "block_update": cuda and os.environ.get("GPTQMODEL_DISABLE_GPTQ_CUDA") != "1"}
 
@@ -172,7 +173,8 @@ class GPTQModelBackend(Backend):
             backend = BACKEND.GPTQ_TORCH
         elif m.name == "awq":
             qcfg = QuantizeConfig(**common, method="awq", format="gemm",
-                                  sym=not bool(m.zero_point))
+                                  sym=not bool(m.zero_point),
+                                  scale_search_chunked_activations=hw["stream_activations"])
             # AUTO picks AWQ_GEMM, CUDA-only ("AWQ: CUDA is not available" on CPU); the torch
             # kernel packs the same gemm layout on any device.
             backend = BACKEND.AWQ_TORCH
@@ -252,7 +254,8 @@ class GPTQModelBackend(Backend):
                            fallback=(f"{q.fallback.strategy.value}<{q.fallback.threshold}"
                                      if q.fallback else None))
         if m.name == "awq":
-            details["zero_point"] = not q.sym
+            details.update(zero_point=not q.sym,
+                           stream_activations=bool(q.scale_search_chunked_activations))
         del model
         import gc
         gc.collect()

@@ -56,6 +56,8 @@ class LLMCompressorBackend(Backend):
 
         weights = _weight_args(req)
         recipe = _recipe(req, weights)
+        import time
+        t_load = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(str(req.model_dir),
                                                      dtype=getattr(torch, req.dtype))
         model.eval()
@@ -74,8 +76,8 @@ class LLMCompressorBackend(Backend):
                           shuffle_calibration_samples=False,
                           batch_size=max(1, int((req.hardware or {}).get("calib_batch_size", 1))))
 
-        import time
         t0 = time.perf_counter()
+        t_load = t0 - t_load
         with _cpu_safe_pinning() as pin_patched:
             oneshot(model=model, recipe=recipe, **kwargs)
         t_oneshot = time.perf_counter() - t0
@@ -84,6 +86,7 @@ class LLMCompressorBackend(Backend):
         # save_compressed=True: llm-compressor's wrapped save_pretrained packs the int weights
         # (otherwise it would save fake-quantized dense fp weights at full size).
         model.save_pretrained(str(req.out_dir), save_compressed=True)
+        t_save = time.perf_counter() - t0 - t_oneshot
 
         # Report the scheme as written to config.json (observer and actorder resolved by the
         # library), not as requested.
@@ -103,7 +106,8 @@ class LLMCompressorBackend(Backend):
             "calibration_rows": len(rows) if rows else 0,
             "calibration_seq_len": max(len(r) for r in rows) if rows else 0,
             "versions": self.package_versions(),
-            "seconds": {"quantize": round(t_oneshot, 2)},
+            "seconds": {"load": round(t_load, 2), "quantize": round(t_oneshot, 2),
+                        "save": round(t_save, 2)},
             "calib_batch_size": kwargs.get("batch_size"),
         }
         if method == "gptq":

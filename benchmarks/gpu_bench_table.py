@@ -1,0 +1,148 @@
+"""Ratios and tables of a benchmarks/gpu_bench.py JSON (also: python gpu_bench_table.py FILE.json
+prints the tables of a saved run).
+
+Definitions (per row):
+- per layer s: mean of the per-layer times the library's own layer events give (qrecipe's layer log
+  observes them in both runners): from the first layer's forward to each layer's completion.
+- lib s: the backend library's own calls, load + quantize + save, timed around those calls.
+- own s: the job's process time (interpreter start to exit) minus lib s: imports, data, and for
+  qrecipe its validation, fingerprints, locks and reports.
+- qrecipe overhead: own s of the qrecipe job minus own s of the backend-default script on the same
+  method and backend: what qrecipe adds over calling the library directly.
+- cold: what a first run on a fresh machine pays on top: the process time plus the one-time JIT
+  builds of the extensions that job uses (each built once, in a prebuild process, and timed).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+# gptqmodel JIT extensions each job builds on a fresh machine (gptqmodel 7.6 sources; the packer
+# is the C++ one of pack_impl="cpu", its default; qrecipe packs on the GPU in torch)
+BUILDS = {("gptq", "gptqmodel", "backend_default"): ("gptq_block", "pack_block_cpu"),
+          ("gptq", "gptqmodel", "qrecipe"): ("gptq_block",),
+          ("rtn", "gptqmodel", "qrecipe"): (),
+          ("awq", "gptqmodel", "backend_default"): ("awq",),
+          ("awq", "gptqmodel", "qrecipe"): ()}
+
+
+def lib_total(r) -> float:
+    return sum(v for k, v in (r.get("lib_s") or {}).items() if k in ("load", "quantize", "save"))
+
+
+def per_layer(r):
+    pl = r.get("per_layer") or []
+    return sum(pl) / len(pl) if pl else None
+
+
+def derive(doc) -> None:
+    builds = {b["ext"]: b.get("build_s") for b in doc.get("prebuild", []) if b.get("ok")}
+    for r in doc["rows"]:
+        if "error" in r:
+            continue
+        r["per_layer_s"] = per_layer(r)
+        if r.get("lib_s") and "process_s" in r:
+            r["own_s"] = r["process_s"] - lib_total(r)
+        need = BUILDS.get((r["method"], r["backend"], r["runner"]), ())
+        if need and all(builds.get(e) for e in need):
+            r["cold_process_s"] = r["process_s"] + sum(builds[e] for e in need)
+            r["cold_builds"] = {e: round(builds[e], 1) for e in need}
+    doc["ratios"] = ratios(doc)
+
+
+def _find(rows, method, backend, runner):
+    return next((r for r in rows if (r["method"], r["backend"], r["runner"]) ==
+                 (method, backend, runner) and "error" not in r), None)
+
+
+def ratios(doc) -> dict:
+    rows, out = doc["rows"], {}
+    layers = doc["shape"]["layers"]
+    for method, backend in sorted({(r["method"], r["backend"]) for r in rows}):
+        q, d = _find(rows, method, backend, "qrecipe"), _find(rows, method, backend,
+                                                              "backend_default")
+        if not (q and d):
+            continue
+        key = f"{method}/{backend}"
+        if q.get("per_layer_s") and d.get("per_layer_s"):
+            out[f"{key}: per layer, qrecipe / default"] = round(q["per_layer_s"] /
+                                                                d["per_layer_s"], 3)
+        out[f"{key}: process, qrecipe / default"] = round(q["process_s"] / d["process_s"], 3)
+        if q.get("cold_process_s") and d.get("cold_process_s"):
+            out[f"{key}: cold process, qrecipe / default"] = round(
+                q["cold_process_s"] / d["cold_process_s"], 3)
+        if "own_s" in q and "own_s" in d:
+            added = q["own_s"] - d["own_s"]
+            out[f"{key}: qrecipe overhead s (own s, qrecipe - default)"] = round(added, 1)
+            if q.get("per_layer_s"):
+                # the same job with 32 layers: the library's time grows by a layer's time per layer
+                lib32 = lib_total(q) + (32 - layers) * q["per_layer_s"]
+                out[f"{key}: qrecipe overhead share, 32 layers (projected)"] = round(
+                    max(added, 0) / (lib32 + max(added, 0)), 3)
+    awq = _find(rows, "awq", "gptqmodel", "qrecipe")
+    if awq and awq.get("per_layer_s"):
+        out["awq/gptqmodel: qrecipe, 32 layers, minutes (projected)"] = round(
+            (awq["process_s"] + (32 - layers) * awq["per_layer_s"]) / 60, 1)
+    fp = next((s for s in doc.get("speed", []) if s["kernel"] == "fp16" and "b1" in s), None)
+    if fp:
+        for s in doc["speed"]:
+            if s["kernel"] != "fp16" and "b1" in s:
+                for b in ("b1", "b8"):
+                    out[f"{s['method']}/{s['kernel']}/{b}: decode vs fp16"] = round(
+                        s[b]["decode_tokens_per_s"] / fp[b]["decode_tokens_per_s"], 3)
+        if fp.get("weights_bytes"):
+            # bandwidth bound: every weight byte read once per token at ~3.0 TB/s (H100 SXM)
+            bound_ms = fp["weights_bytes"] / 3.0e12 * 1000
+            doc["fp16_bound_ms_per_token"] = bound_ms
+            out["fp16/b1: ms per token over the bandwidth bound"] = round(
+                fp["b1"]["decode_ms_per_step"] / bound_ms, 2)
+    return out
+
+
+def _f(v, fmt="{:.2f}"):
+    return "" if v is None else fmt.format(v)
+
+
+def markdown(doc) -> str:
+    head = ("| method | backend | runner | per layer s | lib s (load/quantize/save) | process s "
+            "| own s | cold process s (builds) | peak GPU GiB | disk MB | reload + generate | "
+            "kernel |")
+    lines = [head, "|" + "---|" * 12]
+    for r in doc["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['method']} | {r['backend']} | {r['runner']} | failed: "
+                         f"{r['error']} | | | | | | | | |")
+            continue
+        lib = r.get("lib_s") or {}
+        libs = "/".join(_f(lib.get(k), "{:.1f}") for k in ("load", "quantize", "save"))
+        cold = _f(r.get("cold_process_s"), "{:.1f}")
+        if r.get("cold_builds"):
+            cold += " (" + ", ".join(f"{k} {v}" for k, v in r["cold_builds"].items()) + ")"
+        lines.append(
+            f"| {r['method']} | {r['backend']} | {r['runner']} | {_f(r.get('per_layer_s'))} | "
+            f"{libs} | {_f(r.get('process_s'), '{:.1f}')} | {_f(r.get('own_s'), '{:.1f}')} | "
+            f"{cold} | {_f(r.get('peak_gpu_bytes', 0) / 2**30)} | "
+            f"{_f(r.get('disk_bytes', 0) / 1e6, '{:.0f}')} | {r.get('reload', '')} | "
+            f"{r.get('kernel', '')} |")
+    lines += ["", "| checkpoint | kernel | layers loaded as | load s | b1 prefill tok/s | "
+              "b1 decode tok/s | b8 prefill tok/s | b8 decode tok/s |", "|" + "---|" * 8]
+    for s in doc.get("speed", []):
+        if "b1" not in s:
+            lines.append(f"| {s['method']} | {s['kernel']} | failed: {s.get('error')} "
+                         "| | | | | |")
+            continue
+        mods = ", ".join(f"{k} x{v}" for k, v in (s.get("loaded_modules") or {}).items())
+        cells = [f"{s[b][k]:,.0f}" + (f" ({s[b]['decode_path']})" if k.startswith("decode")
+                                      else "")
+                 for b in ("b1", "b8") for k in ("prefill_tokens_per_s", "decode_tokens_per_s")]
+        lines.append(f"| {s['method']} | {s['kernel']} | {mods} | {s['load_s']:.1f} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "| ratio | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in doc.get("ratios", {}).items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    d = json.load(open(sys.argv[1]))
+    derive(d)
+    print(markdown(d))
