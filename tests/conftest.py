@@ -54,8 +54,10 @@ def _test_tokenizer():
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
 
 
-def make_random_llama(d: Path, hidden: int, intermediate: int, dtype=None) -> Path:
-    """A 2-layer random Llama with the test tokenizer, saved in d. Never for quality claims."""
+def make_random_llama(d: Path, hidden: int, intermediate: int, dtype=None,
+                      init_std: float | None = None) -> Path:
+    """A 2-layer random Llama with the test tokenizer, saved in d. Never for quality claims.
+    init_std: the weights' normal std (transformers' initializer_range; default 0.02)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -64,7 +66,8 @@ def make_random_llama(d: Path, hidden: int, intermediate: int, dtype=None) -> Pa
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate,
                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
                       max_position_embeddings=1024, tie_word_embeddings=True,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      **({} if init_std is None else {"initializer_range": init_std}))
     model = LlamaForCausalLM(cfg)
     (model.to(dtype) if dtype is not None else model).save_pretrained(d)
     tok.save_pretrained(d)

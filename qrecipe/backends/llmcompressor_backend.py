@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from typing import Any, Dict, Iterator, List
 
 from ..errors import QRecipeError
@@ -78,7 +79,8 @@ class LLMCompressorBackend(Backend):
 
         t0 = time.perf_counter()
         t_load = t0 - t_load
-        with _cpu_safe_pinning() as pin_patched:
+        with _cpu_safe_pinning() as pin_patched, \
+                _fp32_awq_loss(method == "awq" and req.dtype == "float16") as loss_patched:
             oneshot(model=model, recipe=recipe, **kwargs)
         t_oneshot = time.perf_counter() - t0
 
@@ -117,7 +119,7 @@ class LLMCompressorBackend(Backend):
                            true_sequential="per decoder layer")
         if method == "awq":
             details.update(zero_point=bool(req.method.zero_point), duo_scaling=True, n_grid=20,
-                           cpu_pin_memory_patch=pin_patched)
+                           cpu_pin_memory_patch=pin_patched, fp32_loss_patch=loss_patched)
         if used_device != req.device:
             details["note"] = f"llm-compressor ran on {used_device} (it uses any visible accelerator)"
         return QuantizeResult(format="compressed-tensors", details=details)
@@ -214,3 +216,54 @@ def _cpu_safe_pinning() -> Iterator[bool]:
     finally:
         IntermediatesCache.pin_memory = original
 
+
+class _Float32View(Sequence):
+    """A list of tensors read back as float32 where they are float16, one item at a time (no
+    second copy of all the calibration outputs at once)."""
+
+    def __init__(self, tensors: List[Any]):
+        self._tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def __getitem__(self, i):
+        import torch
+
+        t = self._tensors[i]
+        return t.float() if t.dtype == torch.float16 else t
+
+
+@contextlib.contextmanager
+def _fp32_awq_loss(active: bool) -> Iterator[bool]:
+    """Make AWQ's scale search work on float16 models: sum its loss in float32.
+
+    llm-compressor 0.14.0.1's AWQModifier._compute_loss
+    (llmcompressor/modifiers/transform/awq/base.py:792-794) adds up
+    ``F.mse_loss(fp16_batch, int_w_batch, reduction="sum")`` per calibration batch, a scalar in
+    the outputs' dtype. In float16 it is inf as soon as one batch's summed squared error passes
+    65504 (e.g. 8 rows x 512 tokens x 4096 channels at a mean squared error of 0.004); every grid
+    point then scores inf, ``inf < inf`` never picks one (base.py:724) and base.py:730-737 raises
+    "No finite loss was found in best scales grid search", whose text blames NaN in the forward
+    pass although the forward is finite (base.py:524-535 would have skipped a non-finite one).
+    Measured on the random Llama-2-7B-shaped benchmark model (docs/benchmarks.md). Upcasting the
+    outputs to float32 for that sum removes the overflow (and the sum's fp16 rounding, so a
+    near-tie between grid points may resolve differently); the forward passes and the grid are
+    unchanged. Applied for float16 AWQ only (bfloat16 and float32 cannot overflow there), for
+    the oneshot call only, and always restored.
+    """
+    if not active:
+        yield False
+        return
+    from llmcompressor.modifiers.transform.awq import AWQModifier
+
+    original = AWQModifier._compute_loss
+
+    def _compute_loss(self, fp16_outputs, int_w_outputs):
+        return original(self, _Float32View(fp16_outputs), _Float32View(int_w_outputs))
+
+    AWQModifier._compute_loss = _compute_loss
+    try:
+        yield True
+    finally:
+        AWQModifier._compute_loss = original
