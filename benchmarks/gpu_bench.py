@@ -37,19 +37,21 @@ JOBS = [
     ("bnb4", "bitsandbytes", "qrecipe", ()),
     ("bnb8", "bitsandbytes", "qrecipe", ()),
     ("awq", "gptqmodel", "qrecipe", ()),
-    ("awq", "llmcompressor", "qrecipe", ()),
     ("gptq", "gptqmodel", "backend_default", ("gptq_block", "pack_block_cpu")),
     ("gptq", "gptqmodel", "qrecipe", ("gptq_block",)),
     ("rtn", "gptqmodel", "qrecipe", ()),
     ("awq", "gptqmodel", "backend_default", ("awq",)),
-    ("speed", None, None, ("marlin_fp16",)),
+    ("awq", "llmcompressor", "qrecipe", ()),
+    ("speed", None, None, ("marlin_fp16", "exllamav2")),
+    # after the speed table: rows whose checkpoints are not reloaded (skipped past --budget)
     ("bnb4", "bitsandbytes", "backend_default", ()),
     ("bnb8", "bitsandbytes", "backend_default", ()),
     ("awq", "llmcompressor", "backend_default", ()),
 ]
-PREBUILD = ("gptq_block", "pack_block_cpu", "awq", "marlin_fp16")
+PREBUILD = ("gptq_block", "pack_block_cpu", "awq", "marlin_fp16", "exllamav2")
 # Kernels whose reload + speed is measured, per checkpoint format (qrecipe/kernels.py names).
-SPEED_KERNELS = {"gptq": ("torch", "marlin"), "awq": ("torch", "marlin"),
+# gptq: qrecipe's default is asymmetric, which gptqmodel's GPTQ Marlin refuses (qrecipe/kernels.py)
+SPEED_KERNELS = {"gptq": ("torch", "exllama_v2"), "awq": ("torch", "marlin"),
                  "compressed-tensors": ("compressed", "dequantized"),
                  "bitsandbytes": ("bitsandbytes",)}
 FORMAT = {("gptq", "gptqmodel"): "gptq", ("rtn", "gptqmodel"): "gptq",
@@ -147,7 +149,7 @@ def main() -> None:
         if "model_dir" in r:
             row["disk_bytes"] = sum(f.stat().st_size for f in Path(r["model_dir"]).rglob("*")
                                     if f.is_file())
-            if runner == "qrecipe" and method != "rtn":  # rtn: the gptq format and kernels
+            if runner == "qrecipe":
                 checkpoints.append((method if backend != "llmcompressor" else f"{method}-llmc",
                                     FORMAT[(method, backend)], r["model_dir"]))
         if r.get("rows_sha256") and r["rows_sha256"] != doc["calibration"]["rows_sha256"]:
@@ -165,7 +167,9 @@ def main() -> None:
 
 def speed(checkpoints, model_dir, rows_path, work, env, timeout) -> list:
     targets = [("fp16", "fp16", str(model_dir))]
-    targets += [(m, k, d) for m, fmt, d in checkpoints for k in SPEED_KERNELS[fmt]]
+    # rtn writes the gptq format: its reload is checked with the one kernel auto picks
+    targets += [(m, k, d) for m, fmt, d in checkpoints
+                for k in (SPEED_KERNELS[fmt] if m != "rtn" else SPEED_KERNELS[fmt][-1:])]
     proc, t0 = start_child({"name": "speed", "runner": "speed", "targets": targets,
                             "rows": str(rows_path)}, work, env)
     r = finish_child("speed", proc, t0, work, timeout)
@@ -179,20 +183,23 @@ def speed(checkpoints, model_dir, rows_path, work, env, timeout) -> list:
 
 def link_reloads(doc) -> None:
     """Each qrecipe row gets its checkpoint's reload result with the kernel qrecipe's `auto`
-    picks on this machine (h100_80gb: allow_jit, so marlin for gptq/awq)."""
-    auto = {"gptq": "marlin", "awq": "marlin", "compressed-tensors": "compressed",
-            "bitsandbytes": "bitsandbytes"}
+    picks on this machine with the h100_80gb profile (allow_jit on)."""
+    import torch
+    from qrecipe import kernels
+    cc = float("{}.{}".format(*torch.cuda.get_device_capability()))
     for row in doc["rows"]:
         if row["runner"] != "qrecipe" or "error" in row:
             continue
         fmt = FORMAT[(row["method"], row["backend"])]
-        label = "gptq" if row["method"] == "rtn" else (
-            row["method"] if row["backend"] != "llmcompressor" else f"{row['method']}-llmc")
+        saved = json.loads((Path(row["model_dir"]) / "config.json").read_text()).get(
+            "quantization_config", {})
+        auto = kernels.resolve(fmt, "cuda", "auto", True, cc=cc, sym=saved.get("sym")).name
+        label = row["method"] if row["backend"] != "llmcompressor" else f"{row['method']}-llmc"
         s = next((s for s in doc.get("speed", []) if s["method"] == label
-                  and s["kernel"] == auto[fmt]), None)
+                  and s["kernel"] == auto), None)
+        row["kernel"] = auto
         if s:
             row["reload"] = "ok" if s.get("reload_ok") else f"failed: {s.get('error')}"
-            row["kernel"] = auto[fmt]
 
 
 def setup(a, model_dir: Path, rows_path: Path, work: Path) -> dict:
