@@ -6,7 +6,7 @@ same calibration rows; then reload + speed of every checkpoint format per kernel
 
 One invocation, made to fit one 10-minute device command: builds a Llama-shaped random fp16 model
 (benchmarks/random_llama.py; never for quality claims), cuts the calibration rows once with
-qrecipe's own sampler, starts the one-time gptqmodel JIT builds in background processes (each
+qrecipe's own sampler, queues the one-time gptqmodel JIT builds in a background process (each
 timed: the "cold" cost), and runs every job in a fresh process (gpu_bench_jobs.py) once the builds
 it uses are done (so its time is the warm one; cold = warm + its builds). Jobs that need no build
 run first, while the builds compile. Reload + speed of every checkpoint runs in one process at the
@@ -48,7 +48,7 @@ JOBS = [
     ("bnb8", "bitsandbytes", "backend_default", ()),
     ("awq", "llmcompressor", "backend_default", ()),
 ]
-PREBUILD = ("gptq_block", "pack_block_cpu", "awq", "marlin_fp16", "exllamav2")
+PREBUILD = ("gptq_block", "pack_block_cpu", "awq", "exllamav2", "marlin_fp16")  # order of need
 # Kernels whose reload + speed is measured, per checkpoint format (qrecipe/kernels.py names).
 # gptq: qrecipe's default is asymmetric, which gptqmodel's GPTQ Marlin refuses (qrecipe/kernels.py)
 SPEED_KERNELS = {"gptq": ("torch", "exllama_v2"), "awq": ("torch", "marlin"),
@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--budget", type=float, default=570, help="skip jobs that start later (s)")
-    ap.add_argument("--build-jobs", type=int, default=4, help="nvcc jobs per background build")
+    ap.add_argument("--build-jobs", type=int, default=10, help="nvcc jobs of the background build")
     a = ap.parse_args()
     t_start = time.perf_counter()
     work = Path(a.work)
@@ -107,8 +107,7 @@ def main() -> None:
     env = {"GPTQMODEL_TORCH_EXTENSIONS_DIR": str(work / "ext"),
            "GPTQMODEL_CACHE_DIR": str(work / "gcache"), "GPTQMODEL_OFFLINE": "1",
            "TRITON_CACHE_DIR": str(work / "triton"), "QRECIPE_CACHE": str(work / "qcache")}
-    builds = {e: start_child({"name": f"build-{e}", "runner": "prebuild", "ext": e}, work,
-                             {**env, "MAX_JOBS": str(a.build_jobs)}) for e in PREBUILD}
+    builds = BuildQueue(work, {**env, "MAX_JOBS": str(a.build_jobs)})
     model_dir, rows_path = work / "fp16", work / "rows.pt"
     doc = setup(a, model_dir, rows_path, work)
     out_json = Path(a.out)
@@ -119,9 +118,8 @@ def main() -> None:
 
     def wait_builds(names):
         for e in names:
-            if e in builds:
-                proc, t0 = builds.pop(e)
-                r = finish_child(f"build-{e}", proc, t0, work, 600)
+            r = builds.wait(e)
+            if r is not None:
                 doc["prebuild"].append({"ext": e, **r})
                 print(f"  build {e}: {r.get('build_s', r.get('error'))}", flush=True)
 
@@ -136,7 +134,7 @@ def main() -> None:
         print(f"[{time.perf_counter() - t_start:5.0f}s] {label} ...", flush=True)
         if method == "speed":
             doc["speed"] = speed(checkpoints, model_dir, rows_path, work, env,
-                                 a.budget + 25 - (time.perf_counter() - t_start))
+                                 a.budget + 45 - (time.perf_counter() - t_start))
             save()
             continue
         spec = {"name": label, "method": method, "backend": backend, "runner": runner,
@@ -158,11 +156,37 @@ def main() -> None:
               flush=True)
         doc["rows"].append(row)
         save()
-    wait_builds(list(builds))
+    wait_builds(PREBUILD)
     link_reloads(doc)
     derive(doc)
     save()
     print(markdown(doc))
+
+
+class BuildQueue:
+    """The one-time JIT builds, one after another in PREBUILD order (each with --build-jobs nvcc
+    jobs, so several cores stay free for the timed jobs), in a background thread; wait(name)
+    returns a build's result once, when it is done."""
+
+    def __init__(self, work: Path, env: dict):
+        import threading
+        self.results, self.events = {}, {e: threading.Event() for e in PREBUILD}
+        self._given = set()
+        threading.Thread(target=self._run, args=(work, env), daemon=True).start()
+
+    def _run(self, work, env):
+        for e in PREBUILD:
+            proc, t0 = start_child({"name": f"build-{e}", "runner": "prebuild", "ext": e},
+                                   work, env)
+            self.results[e] = finish_child(f"build-{e}", proc, t0, work, 900)
+            self.events[e].set()
+
+    def wait(self, name):
+        if name not in self.events or name in self._given:
+            return None
+        self.events[name].wait()
+        self._given.add(name)
+        return self.results[name]
 
 
 def speed(checkpoints, model_dir, rows_path, work, env, timeout) -> list:

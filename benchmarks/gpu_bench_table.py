@@ -79,10 +79,11 @@ def ratios(doc) -> dict:
                 lib32 = lib_total(q) + (32 - layers) * q["per_layer_s"]
                 out[f"{key}: qrecipe overhead share, 32 layers (projected)"] = round(
                     max(added, 0) / (lib32 + max(added, 0)), 3)
-    awq = _find(rows, "awq", "gptqmodel", "qrecipe")
-    if awq and awq.get("per_layer_s"):
-        out["awq/gptqmodel: qrecipe, 32 layers, minutes (projected)"] = round(
-            (awq["process_s"] + (32 - layers) * awq["per_layer_s"]) / 60, 1)
+    for backend in ("gptqmodel", "llmcompressor"):  # the goal: AWQ, 32 layers, < 10 min
+        awq = _find(rows, "awq", backend, "qrecipe")
+        if awq and awq.get("per_layer_s"):
+            out[f"awq/{backend}: qrecipe, 32 layers, minutes (projected)"] = round(
+                (awq["process_s"] + (32 - layers) * awq["per_layer_s"]) / 60, 1)
     fp = next((s for s in doc.get("speed", []) if s["kernel"] == "fp16" and "b1" in s), None)
     if fp:
         for s in doc["speed"]:

@@ -31,6 +31,7 @@ CASES = [  # method, backend, bits, kernel, class name expected in the reloaded 
     ("awq", "gptqmodel", "w4", "triton", "AwqGEMMTritonLinear"),
     ("gptq", "llmcompressor", "w4", "compressed", "compressed-tensors"),
     ("gptq", "llmcompressor", "w4", "dequantized", None),
+    ("awq", "llmcompressor", "w4", "compressed", "compressed-tensors"),
     ("bnb", "bitsandbytes", "w4", "auto", "Linear4bit"),
     ("bnb", "bitsandbytes", "w8", "auto", "Linear8bitLt"),
 ]
@@ -83,3 +84,22 @@ def test_jit_kernel_refused_without_allow_jit(gpu_model_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "hardware.kernel='marlin': kernel marlin is compiled with nvcc" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_asymmetric_gptq_reloads_with_exllama_when_jit_is_allowed(gpu_model_dir, tmp_path):
+    """qrecipe's GPTQ default has zero points, which gptqmodel's GPTQ Marlin refuses (a
+    ValueError at reload, measured on the H100); `auto` with allow_jit picks ExLlamaV2."""
+    from qrecipe.runner import run_job
+    cfg = compose(["method=gptq", "method.sym=false", "bits=w4", "bits.group_size=128",
+                   "model=local", f"model.path={gpu_model_dir}", "calibration=local",
+                   "calibration.num_samples=16", "calibration.seq_len=128",
+                   "hardware=h100_80gb", "hardware.dtype=float16", "hardware.assign_gpus=false",
+                   f"cache.dir={tmp_path / 'cache'}", "eval.max_windows=2", "eval.seq_len=128",
+                   "eval.stride=128", "eval.baseline=false", "eval.speed=true",
+                   "eval.speed_prompt_len=16", "eval.speed_new_tokens=8"])
+    out = tmp_path / "run"
+    assert run_job(cfg, out) == "ok", (out / "error.json").read_text()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["kernel"]["resolved"] == "exllama_v2"
+    assert any("ExllamaV2" in name for name in m["kernel"]["loaded_modules"])
+    assert m["eval"]["quantized"]["speed"]["decode_tokens_per_s"] > 0
