@@ -44,6 +44,7 @@ def job_qrecipe(spec) -> dict:
     d = m["quantize_details"]
     fps = json.loads((out / "fingerprints.json").read_text())
     return {"wall_s": wall, "stages_s": m["time_s"], "lib_s": d.get("seconds") or {},
+            "qrecipe_overhead": m.get("overhead"),  # metrics.json's own split of the wall
             "per_layer": [r["seconds"] for r in m.get("per_layer") or []],
             "rows_sha256": fps.get("calibration", {}).get("token_ids_sha256"),
             "model_dir": str(out / "model"),

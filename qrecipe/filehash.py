@@ -6,17 +6,28 @@ back by a user), so a changed file is hashed again; an unchanged one is read fro
 digest itself is the same sha256 a fresh read gives: fingerprints do not change. Used only while
 `memo(root)` is active (the runner points it into the qrecipe cache); small files are always
 hashed (cheaper than the lookup).
+
+While the memo is active, the process also keeps the digests it has already computed keyed by
+the same identity without the path, so no file is read twice in one run: renaming a directory
+(model.partial/ -> model/) changes its files' paths but not their inode, size, mtime or ctime,
+so the manifest reuses the save stage's digests. Two threads asking for the same file wait for
+one read. `remember` records a digest computed while the file was written (qrecipe/canonical.py).
 """
 from __future__ import annotations
 
 import json
 import os
+import threading
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 _ROOT: Optional[Path] = None
 MIN_BYTES = 1 << 20
+_LOCK = threading.Lock()
+_SEEN: Dict[Tuple, str] = {}  # this process's digests, by _version(identity)
+_INFLIGHT: Dict[Tuple, Future] = {}
 
 
 @contextmanager
@@ -27,6 +38,8 @@ def memo(root: Path) -> Iterator[None]:
         yield
     finally:
         _ROOT = old
+        with _LOCK:
+            _SEEN.clear()
 
 
 def _identity(path: Path) -> dict:
@@ -35,25 +48,85 @@ def _identity(path: Path) -> dict:
             "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "device": st.st_dev}
 
 
+def _version(ident: dict) -> Tuple:
+    return (ident["device"], ident["inode"], ident["size"], ident["mtime_ns"], ident["ctime_ns"])
+
+
+def _entry(root: Path, ident: dict) -> Path:
+    import hashlib
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+    return root / key[:2] / f"{key}.json"
+
+
 def digest(path: Path, compute: Callable[[Path], str]) -> str:
     """compute(path), or the memo's digest of this exact version of the file."""
-    if _ROOT is None or os.path.getsize(path) < MIN_BYTES:
+    root = _ROOT  # fixed for this call: a background thread may outlive the memo block
+    if root is None or os.path.getsize(path) < MIN_BYTES:
         return compute(path)
-    import hashlib
+    while True:
+        ident = _identity(path)
+        version = _version(ident)
+        with _LOCK:
+            seen = _SEEN.get(version)
+            pending = _INFLIGHT.get(version)
+            if seen is None and pending is None:
+                mine = _INFLIGHT[version] = Future()
+        if seen is not None:
+            # stored under this path too: a later run (a resume) finds it in the memo
+            _store(_entry(root, ident), ident, seen)
+            return seen
+        if pending is None:
+            return _compute(path, _entry(root, ident), ident, version, compute, mine)
+        try:
+            return pending.result()
+        except Exception as e:  # noqa: BLE001
+            from .fingerprint import Cancelled
+            if not isinstance(e, Cancelled):
+                raise
+            # the thread reading it gave up (its job no longer wanted it); this one still does
 
-    ident = _identity(path)
-    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
-    entry = _ROOT / key[:2] / f"{key}.json"
+
+def _compute(path: Path, entry: Path, ident: dict, version: Tuple, compute, mine: Future) -> str:
     try:
-        saved = json.loads(entry.read_text())
-        if saved.get("identity") == ident:
-            return saved["sha256"]
-    except (OSError, ValueError, KeyError):
-        pass
-    value = compute(path)
-    if _identity(path) == ident:  # not rewritten while it was read
-        _write(entry, {"identity": ident, "sha256": value})
+        value = None
+        try:
+            saved = json.loads(entry.read_text())
+            if saved.get("identity") == ident:
+                value = saved["sha256"]
+        except (OSError, ValueError, KeyError):
+            pass
+        if value is None:
+            value = compute(path)
+            if _identity(path) == ident:  # not rewritten while it was read
+                _write(entry, {"identity": ident, "sha256": value})
+                with _LOCK:
+                    _SEEN[version] = value
+        else:
+            with _LOCK:
+                _SEEN[version] = value
+    except BaseException as e:
+        with _LOCK:
+            _INFLIGHT.pop(version, None)
+        mine.set_exception(e)
+        raise
+    with _LOCK:
+        _INFLIGHT.pop(version, None)
+    mine.set_result(value)
     return value
+
+
+def remember(path: Path, sha256: str) -> None:
+    """Record the digest of a file this process has just written and hashed on the way (the
+    bytes went through hashlib as they were written). Only while the memo is active."""
+    if _ROOT is None or os.path.getsize(path) < MIN_BYTES:
+        return
+    with _LOCK:
+        _SEEN[_version(_identity(path))] = sha256
+
+
+def _store(entry: Path, ident: dict, sha256: str) -> None:
+    if not entry.is_file():
+        _write(entry, {"identity": ident, "sha256": sha256})
 
 
 def _write(entry: Path, data: dict) -> None:

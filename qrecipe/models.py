@@ -100,9 +100,10 @@ def _hub_file(cfg, filename: str) -> str:
                                 "model.source=local / gguf offline") from None
 
 
-def fingerprint(cfg) -> str:
+def fingerprint(cfg, stop=None) -> str:
     """sha256 naming the exact input weights. Hub models: the repo id and its resolved commit
-    (a content hash kept by the hub); files on disk: their bytes."""
+    (a content hash kept by the hub); files on disk: their bytes (`stop`: see
+    fingerprint.Background)."""
     if cfg.source == "hub":
         from huggingface_hub import HfApi
         try:
@@ -112,13 +113,14 @@ def fingerprint(cfg) -> str:
         return sha256_text(f"hub:{cfg.path}@{sha}")
     p = _check_exists(cfg)
     if cfg.source == "gguf":
-        return hash_files([p])
+        return hash_files([p], stop)
     files = sorted(f for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".json"))
-    return hash_files(files)
+    return hash_files(files, stop)
 
 
-def materialize(cfg, cache_dir: Path, model_fp: str) -> Path:
-    """A plain transformers directory (weights + tokenizer) of the unquantized model."""
+def materialize(cfg, cache_dir: Path, model_fp) -> Path:
+    """A plain transformers directory (weights + tokenizer) of the unquantized model. model_fp()
+    gives the input's fingerprint (called for a GGUF model only: it names the cached copy)."""
     if cfg.source == "local":
         return _check_exists(cfg)
     if cfg.source == "hub":
@@ -132,7 +134,7 @@ def materialize(cfg, cache_dir: Path, model_fp: str) -> Path:
         snap = Path(snapshot_download(cfg.path, revision=cfg.revision, allow_patterns=patterns))
         check_model_dir(snap, allow_pickle)
         return snap
-    dest = cache_dir / "models" / model_fp[:16]
+    dest = cache_dir / "models" / model_fp()[:16]
     if (dest / "config.json").is_file():
         log.info("model: reusing dequantized GGUF at %s", dest)
         return dest
@@ -202,5 +204,7 @@ def _compute_capability(device: str) -> Optional[float]:
 
 
 def load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
+    from .overhead import timed_import
+    with timed_import("transformers"):  # the import, not qrecipe's work (metrics `overhead`)
+        from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(path)

@@ -47,7 +47,9 @@ class Stages:
     """Times every stage; the quantize stage also records peak RSS and peak GPU memory."""
 
     def __init__(self) -> None:
+        self.started = time.perf_counter()  # the job's wall clock (metrics.json `overhead`)
         self.seconds: Dict[str, float] = {}
+        self.spans: Dict[str, float] = {}  # steps inside stages, timed by span()
         self.peak_rss: Dict[str, int] = {}
         self.peak_gpu: Dict[str, int] = {}
         self._gpu_seen = 0  # peak of the current stage before gpu_window() reset the counter
@@ -72,6 +74,15 @@ class Stages:
             yield
         self.seconds[name] = round(time.perf_counter() - t0, 3)
         log.info("   %s done in %.1fs", name, self.seconds[name])
+
+    @contextmanager
+    def span(self, name: str):
+        """Seconds of one step inside a stage (summed when repeated), e.g. a hash."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spans[name] = round(self.spans.get(name, 0.0) + time.perf_counter() - t0, 3)
 
     def gpu_window(self):
         """Peak GPU bytes since the last call (per-layer lines); None without CUDA. The stage's

@@ -122,3 +122,14 @@ def oom_guard(stage: str, cfg):
                            key="calibration", value=f"num_samples={c.num_samples}, "
                            f"seq_len={c.seq_len}, device={cfg.hardware.device}",
                            hint=LOWER) from None
+
+
+def set_threads(hw) -> None:
+    """CPU threads for torch and gptqmodel: hardware.num_threads, or every core."""
+    n = hw.num_threads or os.cpu_count() or 1
+    # gptqmodel sizes its CPU worker pool from this variable; it must be set before its import.
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(n))
+    from .overhead import timed_import
+    with timed_import("torch"):  # the import, not qrecipe's work (metrics.json `overhead`)
+        import torch
+    torch.set_num_threads(n)

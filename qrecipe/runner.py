@@ -20,12 +20,12 @@ from typing import Any, Dict, Tuple
 
 from omegaconf import DictConfig
 
-from . import eval_stage, filehash, interrupt, models, outputs, resources, rundir
+from . import eval_stage, filehash, interrupt, models, outputs, overhead, resources, rundir
 from . import stages as markers
 from .backends import QuantizeRequest, QuantizeResult
 from .cache import Cache
 from .errors import QRecipeError
-from .fingerprint import hash_files
+from .fingerprint import Background, hash_files
 from .gpus import assigned_gpus
 from .interrupt import sigterm_raises
 from .layerlog import layer_log
@@ -166,34 +166,38 @@ def _run_stages(cfg: DictConfig, out: Path, job: _Job) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if not (out / outputs.LOCK).is_file():
         outputs.write_lock(out, cfg)
-    _set_threads(cfg.hardware)
-    if cfg.cache.enabled:
-        cache = Cache(Path(cfg.cache.dir))
-    else:
-        # Caching off means nothing is reused, the dequantized GGUF included: the job works in a
-        # fresh, private cache that is deleted when it ends.
-        cache = Cache(Path(tempfile.mkdtemp(prefix="qrecipe-nocache-")))
+    # Caching off means nothing is reused, the dequantized GGUF included: the job works in a
+    # fresh, private cache that is deleted when it ends.
+    cache = Cache(Path(cfg.cache.dir) if cfg.cache.enabled
+                  else Path(tempfile.mkdtemp(prefix="qrecipe-nocache-")))
     try:
         with filehash.memo(cache.root / "file-sha256"):  # a big checkpoint is hashed once
-            _pipeline(cfg, out, plan, stages, cache)
+            # The input's sha256 is read now, beside the imports and the backend's work; it is
+            # first needed after quantizing (GGUF: to materialize).
+            model_fp = Background(lambda stop: models.fingerprint(cfg.model, stop), "qrecipe-fp")
+            try:
+                resources.set_threads(cfg.hardware)
+                _pipeline(cfg, out, plan, stages, cache, model_fp)
+            finally:
+                model_fp.cancel()  # a failed job stops reading (done: no effect)
         job.done = True
     finally:
         if not cfg.cache.enabled:
             shutil.rmtree(cache.root, ignore_errors=True)
 
 
-def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) -> None:
+def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache,
+              model_fp: Background) -> None:
     dtype = cfg.hardware.dtype or cfg.model.dtype
     device = cfg.hardware.device
     from .kernels import configure_jit_cache
     configure_jit_cache(cache.root)  # before any gptqmodel import: one build per machine
 
     with stages.stage("load"):
-        model_fp = models.fingerprint(cfg.model)
-        model_dir = models.materialize(cfg.model, cache.root, model_fp)
+        model_dir = models.materialize(cfg.model, cache.root, model_fp.result)
         tokenizer = models.load_tokenizer(model_dir)
         tok_fp = hash_files(p for p in model_dir.iterdir() if p.name.startswith("tokenizer"))
-    fps: Dict[str, Any] = {"model_weights_sha256": model_fp, "tokenizer_sha256": tok_fp}
+    fps: Dict[str, Any] = {"tokenizer_sha256": tok_fp}  # + the input's, once it is needed
 
     rows = None
     if plan.support.needs_calibration:
@@ -239,7 +243,7 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
         else:
             with stages.stage("evaluate"):
                 metrics["eval"] = eval_stage.run(cfg, model_dir, model_out, tokenizer, tok_fp,
-                                            model_fp, dtype, cache, fps)
+                                                 model_fp.result(), dtype, cache, fps)
             markers.mark(out, "evaluate", {
                 "eval": metrics["eval"], "seconds": stages.seconds["evaluate"],
                 "eval_token_ids_sha256": fps["eval_token_ids_sha256"],
@@ -249,7 +253,9 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache) ->
         metrics["size"]["fp_footprint_bytes"] = (metrics["eval"].get("fp") or {}).get(
             "footprint_bytes")
         metrics["kernel"] = metrics["eval"].pop("kernel")
+    fps["model_weights_sha256"] = model_fp.result()
     metrics["time_s"] = stages.seconds
+    metrics["overhead"] = overhead.breakdown(stages, result.details, reused, model_fp)
     metrics["peak_rss_bytes"] = stages.peak_rss
     metrics["peak_gpu_bytes"] = stages.peak_gpu
     metrics["cache_hits"] = cache.hits
@@ -288,7 +294,8 @@ def _quantize(cfg, out: Path, plan, stages: Stages, model_dir: Path, rows, fps, 
             hardware=cfg.hardware, seed=cfg.seed, checkpoint_dir=ckpt))
     with stages.stage("save"):
         tokenizer.save_pretrained(partial)
-        fps["quantized_weights_sha256"] = markers.weights_sha256(partial)
+        with stages.span("hash_output"):  # its shards side by side; the manifest reuses it
+            fps["quantized_weights_sha256"] = markers.weights_sha256(partial)
         os.rename(partial, model_out)
         markers.mark(out, "quantize", {
             "format": result.format, "details": result.details,
@@ -299,10 +306,3 @@ def _quantize(cfg, out: Path, plan, stages: Stages, model_dir: Path, rows, fps, 
     markers.clear(out, ".checkpoints")
     return result, layers.rows
 
-
-def _set_threads(hw) -> None:
-    n = hw.num_threads or os.cpu_count() or 1
-    # gptqmodel sizes its CPU worker pool from this variable; it must be set before its import.
-    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(n))
-    import torch
-    torch.set_num_threads(n)

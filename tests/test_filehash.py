@@ -3,6 +3,7 @@ digest for a changed file."""
 from __future__ import annotations
 
 import os
+import time
 
 from qrecipe import filehash
 from qrecipe.fingerprint import _sha256_read, hash_files, sha256_file
@@ -66,3 +67,68 @@ def test_small_files_and_a_broken_entry(tmp_path):
         for entry in memo.rglob("*.json"):
             entry.write_text("not json")
         assert sha256_file(big) == _sha256_read(big)
+
+
+def test_a_renamed_directory_is_not_hashed_again(tmp_path, monkeypatch):
+    """model.partial/ -> model/ keeps every file's inode, size, mtime and ctime: the manifest
+    reuses the save stage's digests instead of reading the weights a second time."""
+    from qrecipe import fingerprint
+    d = tmp_path / "model.partial"
+    d.mkdir()
+    f = d / "model.safetensors"
+    _write(f, b"w")
+    reads = []
+    real = fingerprint._sha256_read
+    monkeypatch.setattr(fingerprint, "_sha256_read", lambda p, stop=None: reads.append(p) or
+                        real(p, stop))
+    with filehash.memo(tmp_path / "memo"):
+        first = sha256_file(f)
+        d.rename(tmp_path / "model")
+        assert sha256_file(tmp_path / "model" / "model.safetensors") == first
+        assert len(reads) == 1
+        time.sleep(0.05)  # file times tick coarsely (a few ms): a rewrite must be seen as one
+        _write(tmp_path / "model" / "model.safetensors", b"v")  # rewritten: read again
+        assert sha256_file(tmp_path / "model" / "model.safetensors") == _sha256_read(
+            tmp_path / "model" / "model.safetensors") != first
+    assert len(reads) == 2
+    with filehash.memo(tmp_path / "memo"):  # a new run (empty in-process table): the memo
+        assert sha256_file(tmp_path / "model" / "model.safetensors") != first
+    assert len(reads) == 2
+
+
+def test_remember_is_used_only_for_that_exact_file_version(tmp_path):
+    f = tmp_path / "w.safetensors"
+    _write(f, b"a")
+    filehash.remember(f, "not used: no memo active")
+    assert sha256_file(f) == _sha256_read(f)
+    with filehash.memo(tmp_path / "memo"):
+        filehash.remember(f, "recorded")
+        assert sha256_file(f) == "recorded"
+        st = os.stat(f)
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # another version now
+        assert sha256_file(f) == _sha256_read(f)
+
+
+def test_two_threads_asking_for_one_file_read_it_once(tmp_path, monkeypatch):
+    import threading
+
+    from qrecipe import fingerprint
+    f = tmp_path / "w.bin"
+    _write(f, b"t")
+    reads = []
+    real = fingerprint._sha256_read
+
+    def slow(p, stop=None):
+        reads.append(p)
+        time.sleep(0.3)
+        return real(p, stop)
+
+    monkeypatch.setattr(fingerprint, "_sha256_read", slow)
+    got = []
+    with filehash.memo(tmp_path / "memo"):
+        threads = [threading.Thread(target=lambda: got.append(sha256_file(f))) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert got == [_sha256_read(f)] * 3 and len(reads) == 1

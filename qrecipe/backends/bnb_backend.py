@@ -36,8 +36,11 @@ class BitsAndBytesBackend(Backend):
         if req.bits not in (4, 8):
             raise QRecipeError("bitsandbytes quantizes to 4 or 8 bits", key="bits.width",
                                value=req.bits, allowed=(4, 8))
+        import time
+        t_import = time.perf_counter()  # 0 when already imported (a sweep's later jobs)
         import torch
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        t_import = time.perf_counter() - t_import
 
         if req.device == "cuda" and not torch.cuda.is_available():
             raise QRecipeError("no CUDA device is visible", key="hardware.device",
@@ -57,15 +60,21 @@ class BitsAndBytesBackend(Backend):
 
         # An explicit single-device map: bnb quantizes each weight as it is placed, on that
         # device (CPU kernels on "cpu"); "auto" could split layers across devices or offload.
+        t0 = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(
             str(req.model_dir), quantization_config=qconfig,
             dtype=_torch_dtype(torch, req.dtype, "model.dtype"), device_map={"": req.device})
+        t1 = time.perf_counter()
         req.out_dir.mkdir(parents=True, exist_ok=True)
         # save_pretrained writes the packed weights + quant state and the quantization_config,
         # so a plain from_pretrained(out_dir) rebuilds the bnb layers without the config again.
         model.save_pretrained(str(req.out_dir))
+        t2 = time.perf_counter()
 
         details = self._details(model, req)
+        # the libraries' own time; bnb quantizes each weight as it is loaded, so "load" holds it
+        details["seconds"] = {"import": round(t_import, 2), "load": round(t1 - t0, 2),
+                              "save": round(t2 - t1, 2)}
         return QuantizeResult(format="bitsandbytes", details=details)
 
     def _details(self, model: Any, req: QuantizeRequest) -> Dict[str, Any]:

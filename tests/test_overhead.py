@@ -1,0 +1,76 @@
+"""qrecipe's own overhead on the tiny random Llama (GPTQ via gptqmodel, CPU, in-process): the
+fingerprints are the bytes' sha256 as before (the input's is now read on a background thread),
+metrics.json splits the wall time, and a failed background hash fails the job."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+
+import pytest
+
+from conftest import compose
+
+pytestmark = pytest.mark.e2e
+
+
+def _args(tiny, method="gptq"):
+    return [f"method={method}", "model=local", f"model.path={tiny}", "bits.group_size=32",
+            "calibration.num_samples=8", "calibration.seq_len=64", "eval=none"]
+
+
+def _old_hash_files(paths):
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).hexdigest().encode()
+                 + b"\n")
+    return h.hexdigest()
+
+
+def test_fingerprints_and_overhead_block(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from qrecipe.outputs import verify_manifest
+    from qrecipe.runner import run_job
+
+    out = tmp_path / "run"
+    assert run_job(compose(_args(tiny_model_dir)), out) == "ok"
+    fps = json.loads((out / "fingerprints.json").read_text())
+    inputs = [p for p in tiny_model_dir.iterdir() if p.suffix in (".safetensors", ".bin", ".json")]
+    assert fps["model_weights_sha256"] == _old_hash_files(inputs)
+    weights = sorted((out / "model").glob("*.safetensors"))
+    assert fps["quantized_weights_sha256"] == _old_hash_files(weights)
+    assert verify_manifest(out) == []  # every digest the manifest reused is the file's own
+    # gptqmodel wrote its shard in safetensors' canonical layout (no rewrite needed)
+    ref = tmp_path / "ref.safetensors"
+    for w in weights:
+        save_file(load_file(str(w)), str(ref), metadata={"format": "pt"})
+        assert ref.read_bytes() == w.read_bytes()
+
+    m = json.loads((out / "metrics.json").read_text())
+    o = m["overhead"]
+    assert set(o["backend_s"]) == {"import", "load", "quantize", "save"}
+    assert "canonicalize" in o["qrecipe_s"] and m["quantize_details"]["layer_checkpoints"]
+    parts = sum(o["imports_s"].values()) + sum(o["backend_s"].values()) + o["evaluate_s"]
+    assert o["qrecipe_own_s"] == pytest.approx(o["wall_s"] - parts, abs=0.01)
+    assert 0 < o["qrecipe_own_s"] < o["wall_s"]
+    assert o["wall_s"] <= sum(m["time_s"].values()) + 30
+    assert o["hashing_s"]["input"] is not None and o["hashing_s"]["input_waited"] >= 0
+    assert o["hashing_s"]["output"] < 5
+
+
+def test_a_failing_input_hash_fails_the_job(tiny_model_dir, tmp_path, monkeypatch):
+    """The input's sha256 runs on a background thread; its error still ends the job as an
+    error (here an I/O error: a crash with its traceback), never a complete run."""
+    from qrecipe import models
+    from qrecipe.runner import run_job
+
+    def broken(cfg, stop=None):
+        raise OSError(errno.EIO, "Input/output error", str(tiny_model_dir / "model.safetensors"))
+
+    monkeypatch.setattr(models, "fingerprint", broken)
+    out = tmp_path / "run"
+    assert run_job(compose(_args(tiny_model_dir, "rtn")), out) == "crash"
+    err = json.loads((out / "error.json").read_text())
+    assert "Input/output error" in err["error"]
+    assert not (out / "manifest.json").exists() and not (out / "fingerprints.json").exists()
