@@ -4,12 +4,12 @@ metrics.json splits the wall time, and a failed background hash fails the job.""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 
 import pytest
 
 from conftest import compose
+from test_fingerprint import _old_hash_files
 
 pytestmark = pytest.mark.e2e
 
@@ -17,14 +17,6 @@ pytestmark = pytest.mark.e2e
 def _args(tiny, method="gptq"):
     return [f"method={method}", "model=local", f"model.path={tiny}", "bits.group_size=32",
             "calibration.num_samples=8", "calibration.seq_len=64", "eval=none"]
-
-
-def _old_hash_files(paths):
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.name.encode() + b"\0" + hashlib.sha256(p.read_bytes()).hexdigest().encode()
-                 + b"\n")
-    return h.hexdigest()
 
 
 def test_fingerprints_and_overhead_block(tiny_model_dir, tmp_path):
