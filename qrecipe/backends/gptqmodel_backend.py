@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterator, List
 
 from ..errors import QRecipeError
 from .base import BACKENDS, Backend, MethodSupport, QuantizeRequest, QuantizeResult
+from .gptqmodel_gc import collect_after_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -223,9 +224,12 @@ class GPTQModelBackend(Backend):
         ckpt = _layer_checkpoint(model, req)
         # Rows are unpadded and equal-length, so a batch > 1 only changes the float summation
         # order of the Hessians; calibration_sort=None keeps the runner's (seeded) row order.
+        # Each checkpoint commit leaves a CPU copy of the next layer's inputs in a reference
+        # cycle (gptqmodel_gc.py): collected after every commit, or host RAM grows per layer.
         try:
-            model.quantize(rows, batch_size=hw["batch_size"], backend=backend,
-                           calibration_sort=None, **({"checkpoint": ckpt} if ckpt else {}))
+            with collect_after_checkpoints() as gc_seconds:
+                model.quantize(rows, batch_size=hw["batch_size"], backend=backend,
+                               calibration_sort=None, **({"checkpoint": ckpt} if ckpt else {}))
         except Exception as e:
             if type(e).__name__ not in ("CheckpointError", "CheckpointCorrupt"):
                 raise  # CheckpointStopped (a signal, committed) is an interruption: the runner's
@@ -261,6 +265,7 @@ class GPTQModelBackend(Backend):
             "pack_backend": backend.value,
             "pack_kernel": getattr(getattr(model, "qlinear_kernel", None), "__name__", None),
             "layer_checkpoints": bool(ckpt),
+            "checkpoint_gc_seconds": round(sum(gc_seconds), 2),
             "calibration_rows": len(rows) if rows else 0,
             "calibration_seq_len": len(rows[0]["input_ids"]) if rows else 0,
             "cpu_workers": int(os.environ["GPTQMODEL_CPU_WORKERS"]),
