@@ -38,6 +38,11 @@ METHODS: Dict[str, List[Tuple[str, str]]] = {
 # transformers, the backend's imports and the tokenizer (measured with psutil after importing
 # them on the project's CPU machine, 2026-11-25; docs/benchmarks.md).
 CPU_PROCESS_BYTES = {"gptqmodel": 0.68e9, "llmcompressor": 0.58e9, "bitsandbytes": 0.43e9}
+# gptqmodel on CPU under qrecipe: its adapter collects and trims the heap when the per-layer
+# checkpoint starts (backends/gptqmodel_gc.py), so what loading left behind (import garbage, the
+# source copy of a cast) is back with the OS before the first layer. Fitted to the SmolLM2 runs
+# measured after that change (GPTQ bf16 1.11 GB, RTN fp32 0.97-1.0 GB; docs/benchmarks.md).
+CPU_PROCESS_TRIMMED_BYTES = 0.55e9
 # Copies of the hidden state a backend keeps per calibration token while it quantizes one layer.
 # The layer's inputs and outputs (2); AWQ also keeps the inputs of each linear group it scales.
 # On SmolLM2 (CPU) GPTQ's peak RSS was 44 MB above RTN's for 32 x 512 tokens: about one copy.
@@ -178,9 +183,11 @@ def quantize_peak_bytes(s: ModelShape, fmt: str, method: str, backend: str, devi
     layer = quantize_work_bytes(s, method, backend, device, num_samples, seq_len, work)
     if device == "cuda":
         return layer
+    if backend == "gptqmodel":  # the load's leftovers are trimmed (CPU_PROCESS_TRIMMED_BYTES)
+        return int(CPU_PROCESS_TRIMMED_BYTES) + total_params(s) * work + layer
     # Loaded in another dtype than stored (e.g. a float32 checkpoint in bfloat16): the
-    # memory-mapped source stays resident beside the cast copy (SmolLM2 GPTQ bf16, measured:
-    # docs/benchmarks.md, issue 10).
+    # memory-mapped source stays resident beside the cast copy (measured on SmolLM2 GPTQ bf16
+    # before gptqmodel's runs were trimmed: docs/benchmarks.md, issue 10).
     source = total_params(s) * DTYPE_BYTES[s.stored_dtype] if s.stored_dtype else 0
     return int(CPU_PROCESS_BYTES[backend]) + total_params(s) * work + source + layer
 
