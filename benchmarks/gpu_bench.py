@@ -134,7 +134,8 @@ def main() -> None:
         print(f"[{time.perf_counter() - t_start:5.0f}s] {label} ...", flush=True)
         if method == "speed":
             doc["speed"] = speed(checkpoints, model_dir, rows_path, work, env,
-                                 a.budget + 45 - (time.perf_counter() - t_start))
+                                 a.budget + 45 - (time.perf_counter() - t_start),
+                                 doc["device_cc"])
             save()
             continue
         spec = {"name": label, "method": method, "backend": backend, "runner": runner,
@@ -189,11 +190,8 @@ class BuildQueue:
         return self.results[name]
 
 
-def speed(checkpoints, model_dir, rows_path, work, env, timeout) -> list:
-    targets = [("fp16", "fp16", str(model_dir))]
-    # rtn writes the gptq format: its reload is checked with the one kernel auto picks
-    targets += [(m, k, d) for m, fmt, d in checkpoints
-                for k in (SPEED_KERNELS[fmt] if m != "rtn" else SPEED_KERNELS[fmt][-1:])]
+def speed(checkpoints, model_dir, rows_path, work, env, timeout, cc) -> list:
+    targets = speed_targets(checkpoints, model_dir, cc)
     proc, t0 = start_child({"name": "speed", "runner": "speed", "targets": targets,
                             "rows": str(rows_path)}, work, env)
     r = finish_child("speed", proc, t0, work, timeout)
@@ -205,19 +203,34 @@ def speed(checkpoints, model_dir, rows_path, work, env, timeout) -> list:
                    for m, k, _ in targets[len(done):]]
 
 
-def link_reloads(doc) -> None:
-    """Each qrecipe row gets its checkpoint's reload result with the kernel qrecipe's `auto`
-    picks on this machine with the h100_80gb profile (allow_jit on)."""
-    import torch
+def speed_targets(checkpoints, model_dir, cc) -> list:
+    """fp16, then every checkpoint with the kernel qrecipe's `auto` picks (the reload column:
+    a time limit cuts the extra kernels first), then its other kernels."""
+    targets, extra = [("fp16", "fp16", str(model_dir))], []
+    for m, fmt, d in checkpoints:
+        auto = auto_kernel(fmt, d, cc)
+        targets.append((m, auto, d))
+        # rtn writes the gptq format: its reload is checked with the one kernel auto picks
+        extra += [(m, k, d) for k in SPEED_KERNELS[fmt] if k != auto and m != "rtn"]
+    return targets + extra
+
+
+def auto_kernel(fmt: str, model_dir, cc: float) -> str:
+    """The kernel qrecipe's `auto` picks for this checkpoint on this GPU with the h100_80gb
+    profile (allow_jit on); asymmetric GPTQ rules Marlin out (qrecipe/kernels.py)."""
     from qrecipe import kernels
-    cc = float("{}.{}".format(*torch.cuda.get_device_capability()))
+    saved = json.loads((Path(model_dir) / "config.json").read_text()).get(
+        "quantization_config", {})
+    return kernels.resolve(fmt, "cuda", "auto", True, cc=cc, sym=saved.get("sym")).name
+
+
+def link_reloads(doc) -> None:
+    """Each qrecipe row gets its checkpoint's reload result with the kernel `auto` picks."""
     for row in doc["rows"]:
         if row["runner"] != "qrecipe" or "error" in row:
             continue
-        fmt = FORMAT[(row["method"], row["backend"])]
-        saved = json.loads((Path(row["model_dir"]) / "config.json").read_text()).get(
-            "quantization_config", {})
-        auto = kernels.resolve(fmt, "cuda", "auto", True, cc=cc, sym=saved.get("sym")).name
+        auto = auto_kernel(FORMAT[(row["method"], row["backend"])], row["model_dir"],
+                           doc["device_cc"])
         label = row["method"] if row["backend"] != "llmcompressor" else f"{row['method']}-llmc"
         s = next((s for s in doc.get("speed", []) if s["method"] == label
                   and s["kernel"] == auto), None)
@@ -235,6 +248,7 @@ def setup(a, model_dir: Path, rows_path: Path, work: Path) -> dict:
                         str(a.layers)], check=True)
     hidden, inter, heads, kv = SHAPES[a.shape]
     return {"device": torch.cuda.get_device_name(),
+            "device_cc": float("{}.{}".format(*torch.cuda.get_device_capability())),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "versions": _versions(),
             "command": " ".join([Path(sys.executable).name] + sys.argv),
             "shape": {"name": a.shape, "hidden": hidden, "intermediate": inter,
