@@ -2,10 +2,13 @@
 costs or saves time against GPTQModel's defaults, for GPTQ or AWQ.
 
     python benchmarks/gptqmodel_knobs.py MODEL_DIR ROWS.pt [--method awq] [--rows 64] \
-        [--profile VARIANT] [--json OUT] [variant ...]
+        [--profile VARIANT] [--timeline VARIANT] [--json OUT] [variant ...]
 
 --profile runs that variant's quantize() under cProfile and prints the 40 functions with the most
 cumulative time (CUDA work shows up at the Python call that waits for it: .item(), .cpu(), ...).
+--timeline runs it under torch.profiler instead and reports how much of the wall the GPU was busy
+(the union of its kernels' intervals), the kernel count and the kernels and host ops that took
+the most time: the question behind GPTQ's per-layer seconds is whether the GPU works or waits.
 """
 import argparse
 import json
@@ -48,7 +51,33 @@ VARIANTS = {  # name: (QuantizeConfig kwargs, quantize() kwargs, env)
 }
 
 
-def one(model_dir, rows_path, name, method, n_rows, profile):
+def timeline(fn) -> dict:
+    """fn() under torch.profiler: wall, GPU busy seconds (merged kernel intervals), top ops."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    t0 = time.perf_counter()
+    with profile(activities=acts) as prof:
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                   if e.device_type == DeviceType.CUDA)
+    busy, end = 0.0, float("-inf")
+    for a, b in spans:  # union of intervals, in microseconds
+        busy += max(0.0, b - max(a, end))
+        end = max(end, b)
+    avg = prof.key_averages()
+    top = lambda key: [(e.key[:70], e.count, round(getattr(e, key) / 1e6, 3))  # noqa: E731
+                       for e in sorted(avg, key=lambda e: -getattr(e, key))[:15]]
+    return {"wall_s": wall, "gpu_busy_s": busy / 1e6, "gpu_busy_share": busy / 1e6 / wall,
+            "gpu_kernels": len(spans), "top_gpu_s": top("self_device_time_total"),
+            "top_host_s": top("self_cpu_time_total")}
+
+
+def one(model_dir, rows_path, name, method, n_rows, profile, timeline_it=False):
     import torch
     from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
     qkw, kw, _ = VARIANTS[name]
@@ -60,7 +89,9 @@ def one(model_dir, rows_path, name, method, n_rows, profile):
     m = GPTQModel.load(model_dir, QuantizeConfig(bits=4, group_size=128, **extra, **qkw),
                        dtype=torch.float16)
     t0 = time.perf_counter()
-    if profile:
+    if timeline_it:
+        print("TIMELINE", json.dumps(timeline(lambda: m.quantize(data, **kw))), flush=True)
+    elif profile:
         import cProfile
         import io
         import pstats
@@ -90,21 +121,27 @@ def main():
     ap.add_argument("--method", default="gptq", choices=("gptq", "awq"))
     ap.add_argument("--rows-n", type=int, default=0, help="use the first N rows (0: all)")
     ap.add_argument("--profile", default="")
+    ap.add_argument("--timeline", default="")
     ap.add_argument("--json", default="")
     ap.add_argument("--one", action="store_true")
     a = ap.parse_intermixed_args()
     if a.one:
-        return one(a.model_dir, a.rows, a.variants[0], a.method, a.rows_n, a.profile == "1")
+        return one(a.model_dir, a.rows, a.variants[0], a.method, a.rows_n, a.profile == "1",
+                   a.timeline == "1")
     out = []
     for name in a.variants or list(VARIANTS):
         env = {**os.environ, **VARIANTS[name][2]}
         cmd = [sys.executable, __file__, a.model_dir, a.rows, name, "--one", "--method", a.method,
-               "--rows-n", str(a.rows_n), "--profile", "1" if name == a.profile else ""]
+               "--rows-n", str(a.rows_n), "--profile", "1" if name == a.profile else "",
+               "--timeline", "1" if name == a.timeline else ""]
         p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if name == a.profile:
+        if name in (a.profile, a.timeline):
             print(p.stdout[-30000:], flush=True)
         line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT")]
         r = json.loads(line[0][7:]) if line else {"variant": name, "error": p.stderr[-800:]}
+        tl = [ln for ln in p.stdout.splitlines() if ln.startswith("TIMELINE")]
+        if tl:
+            r["timeline"] = json.loads(tl[0][9:])
         print(r, flush=True)
         out.append(r)
         if a.json:
