@@ -2,6 +2,11 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 RECIPE ?= smollm2_gptq_w4
+# Test processes (pytest-xdist): CI has 2 cores. Each worker keeps its own test cache, so every
+# extra worker dequantizes SmolLM2 and scores its fp baseline again; --dist loadfile keeps a
+# file's tests (and its module fixtures) on one worker. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: setup demo test test-fast test-all sweep-demo clean
 
@@ -15,15 +20,16 @@ setup:
 demo: setup
 	$(PYTHON) -m qrecipe +recipe=$(RECIPE)
 
-# Everything but the slowest end-to-end run (AWQ on SmolLM2, ~6 min): about 20 min on 2 cores.
+# Everything but the slowest end-to-end run (AWQ on SmolLM2, ~6 min): about 22 min on 2 cores
+# with 2 workers (32 min in one process: the tests leave the second core idle most of the time).
 test: setup
-	$(PYTHON) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 test-all: setup
-	$(PYTHON) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: setup
-	$(PYTHON) -m pytest -q -m "not e2e" tests
+	$(PYTEST) -m "not e2e" tests
 
 sweep-demo: setup
 	$(PYTHON) -m qrecipe -m +recipe=smollm2_gptq_w4 bits=w2,w3,w4,w8
