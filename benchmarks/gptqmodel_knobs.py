@@ -70,8 +70,10 @@ def timeline(fn) -> dict:
         busy += max(0.0, b - max(a, end))
         end = max(end, b)
     avg = prof.key_averages()
-    top = lambda key: [(e.key[:70], e.count, round(getattr(e, key) / 1e6, 3))  # noqa: E731
-                       for e in sorted(avg, key=lambda e: -getattr(e, key))[:15]]
+
+    def top(key):  # the 15 ops with the most `key` time: (name, calls, seconds)
+        return [(e.key[:70], e.count, round(getattr(e, key) / 1e6, 3))
+                for e in sorted(avg, key=lambda e: -getattr(e, key))[:15]]
     return {"wall_s": wall, "gpu_busy_s": busy / 1e6, "gpu_busy_share": busy / 1e6 / wall,
             "gpu_kernels": len(spans), "top_gpu_s": top("self_device_time_total"),
             "top_host_s": top("self_cpu_time_total")}
