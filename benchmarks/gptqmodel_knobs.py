@@ -9,6 +9,10 @@ cumulative time (CUDA work shows up at the Python call that waits for it: .item(
 --timeline runs it under torch.profiler instead and reports how much of the wall the GPU was busy
 (the union of its kernels' intervals), the kernel count and the kernels and host ops that took
 the most time: the question behind GPTQ's per-layer seconds is whether the GPU works or waits.
+Every result also carries gptqmodel's own region timer totals (seconds summed over its worker
+threads), timers around GPTQ.quantize / process_batch / hessian_inverse, and the sum of the
+modules' GPTQ losses on the calibration rows (whether a setting changed the result).
+Model and rows as gpu_bench.py builds them: benchmarks/bench_inputs.py.
 """
 import argparse
 import json
@@ -17,7 +21,8 @@ import subprocess
 import sys
 import time
 
-# qrecipe's h100_80gb profile, as its gptqmodel adapter passes it (qrecipe/backends/gptqmodel_backend.py)
+# qrecipe's h100_80gb profile, as its gptqmodel adapter passes it (qrecipe/backends/gptqmodel_backend.py);
+# q_b32_hmm is the whole profile (with hardware.tensor_core_hessian)
 _Q = {"pack_impl": "gpu", "offload_to_disk": False}
 _QG = {**_Q, "damp_percent": 0.01, "act_group_aware": True, "true_sequential": True, "sym": False}
 VARIANTS = {  # name: (QuantizeConfig kwargs, quantize() kwargs, env)
@@ -38,6 +43,10 @@ VARIANTS = {  # name: (QuantizeConfig kwargs, quantize() kwargs, env)
                   {}),
     "q_gc_stage": ({**_QG, "gc_mode": "on_stage_end"}, {"batch_size": 8, "calibration_sort": None},
                    {}),
+    # the Hessians X^T X on tensor cores in the activations' dtype, float32 out
+    # (qrecipe/backends/gptqmodel_hessian.py); loss_sum says whether the GPTQ error moved
+    "q_b32_hmm": (_QG, {"batch_size": 32, "calibration_sort": None}, {"QRECIPE_KNOB_HMM": "1"}),
+
     # AWQ: qrecipe's adapter (zero point, gemm layout, torch packer)
     "awq_default": ({}, {}, {}),
     "awq_qrecipe": ({**_Q, "sym": False}, {"batch_size": 8, "calibration_sort": None,
@@ -79,10 +88,51 @@ def timeline(fn) -> dict:
             "top_host_s": top("self_cpu_time_total")}
 
 
+# gptqmodel functions whose host seconds (summed over its worker threads) the result reports
+_TIMED = (("gptqmodel.quantization.gptq", "GPTQ", "quantize"),
+          ("gptqmodel.quantization.gptq", "GPTQ", "process_batch"),
+          ("gptqmodel.quantization.gptq", "GPTQ", "hessian_inverse"),
+          ("gptqmodel.quantization.gptq", "GPTQ", "finalize_hessian"))
+
+
+def instrument() -> dict:
+    """Wrap _TIMED with timers; GPTQ.quantize's per-module loss (the GPTQ error on the
+    calibration rows) is kept too, to compare settings' quality on the same rows."""
+    import importlib
+    import threading
+    stats, lock = {"losses": {}}, threading.Lock()
+    for mod, cls, fn in _TIMED:
+        owner = getattr(importlib.import_module(mod), cls)
+        orig, key = getattr(owner, fn), f"{cls}.{fn}"
+
+        def wrapped(self, *a, _orig=orig, _key=key, **kw):
+            t0 = time.perf_counter()
+            out = _orig(self, *a, **kw)
+            with lock:
+                n, s = stats.get(_key, (0, 0.0))
+                stats[_key] = (n + 1, s + time.perf_counter() - t0)
+                if _key == "GPTQ.quantize" and isinstance(out, tuple) and len(out) > 5:
+                    stats["losses"][getattr(self, "name", "?")] = out[5]
+            return out
+        setattr(owner, fn, wrapped)
+    return stats
+
+
+def regions(model) -> dict:
+    """gptqmodel's own QuantizationRegionTimer totals: {region: [count, seconds]}."""
+    timer = getattr(model, "quant_region_timer", None)
+    return {k: [v["count"], round(v["total"], 3)] for k, v in
+            getattr(timer, "_stats", {}).items() if v["count"]}
+
+
 def one(model_dir, rows_path, name, method, n_rows, profile, timeline_it=False):
     import torch
     from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
     qkw, kw, _ = VARIANTS[name]
+    if os.environ.get("QRECIPE_KNOB_HMM"):
+        from qrecipe.backends.gptqmodel_hessian import tensor_core_hessian
+        tensor_core_hessian(True).__enter__()  # on for the rest of this one-variant process
+    stats = instrument()
     rows = torch.load(rows_path)[:n_rows or None]
     data = [{"input_ids": r.tolist(), "attention_mask": [1] * len(r)} for r in rows]
     if "backend" in kw:
@@ -109,9 +159,13 @@ def one(model_dir, rows_path, name, method, n_rows, profile, timeline_it=False):
     gpu = torch.cuda.is_available()
     if gpu:
         torch.cuda.synchronize()
+    losses = [v for v in stats.pop("losses").values() if isinstance(v, (int, float))]
     print("RESULT", json.dumps({"variant": name, "method": method, "rows": len(rows),
                                "profiled": profile, "quantize_s": time.perf_counter() - t0,
-                               "peak_gpu_gib": gpu and torch.cuda.max_memory_allocated() / 2**30}),
+                               "peak_gpu_gib": gpu and torch.cuda.max_memory_allocated() / 2**30,
+                               "loss_sum": sum(losses), "modules": len(losses),
+                               "timed_s": {k: [n, round(s, 3)] for k, (n, s) in stats.items()},
+                               "regions_s": regions(m)}),
           flush=True)
 
 

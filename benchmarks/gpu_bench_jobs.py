@@ -50,7 +50,7 @@ def job_qrecipe(spec) -> dict:
             "model_dir": str(out / "model"),
             "details": {k: d.get(k) for k in ("calib_batch_size", "pack_impl", "offload_to_disk",
                                               "stream_activations", "gptq_cuda_block_update",
-                                              "dtype", "pack_backend")}}
+                                              "tensor_core_hessian", "dtype", "pack_backend")}}
 
 
 def _observe_layers(backend: str, n_layers: int):

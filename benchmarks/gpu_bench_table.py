@@ -92,12 +92,21 @@ def ratios(doc) -> dict:
                     out[f"{s['method']}/{s['kernel']}/{b}: decode vs fp16"] = round(
                         s[b]["decode_tokens_per_s"] / fp[b]["decode_tokens_per_s"], 3)
         if fp.get("weights_bytes"):
-            # bandwidth bound: every weight byte read once per token at ~3.0 TB/s (H100 SXM)
-            bound_ms = fp["weights_bytes"] / 3.0e12 * 1000
+            # bandwidth bound: every weight byte read once per token at the card's copy rate
+            bound_ms = fp["weights_bytes"] / copy_rate(doc.get("device", "")) * 1000
             doc["fp16_bound_ms_per_token"] = bound_ms
             out["fp16/b1: ms per token over the bandwidth bound"] = round(
                 fp["b1"]["decode_ms_per_step"] / bound_ms, 2)
     return out
+
+
+# Sustained device-to-device copy rate, bytes/s, by card: H100 SXM ~3.0 TB/s (first device
+# sessions); H200 4.3 TB/s (8.6 GB copied in 2.0 ms through PyTorch, the device tool's KINDS.md).
+COPY_RATE = {"H200": 4.3e12, "H100": 3.0e12}
+
+
+def copy_rate(device: str) -> float:
+    return next((v for k, v in COPY_RATE.items() if k in device), COPY_RATE["H100"])
 
 
 def _f(v, fmt="{:.2f}"):

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterator, List
 from ..errors import QRecipeError
 from .base import BACKENDS, Backend, MethodSupport, QuantizeRequest, QuantizeResult
 from .gptqmodel_gc import collect_after_checkpoints
+from .gptqmodel_hessian import tensor_core_hessian
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def _speed(req: QuantizeRequest) -> Dict[str, Any]:
             "offload_to_disk": bool(get("offload_to_disk", True)),
             "stream_activations": bool(get("stream_activations", True)),
             "pack_impl": "gpu" if cuda else "cpu",
+            "tensor_core_hessian": cuda and bool(get("tensor_core_hessian", False)),
             "block_update": cuda and os.environ.get("GPTQMODEL_DISABLE_GPTQ_CUDA") != "1"}
 
 
@@ -224,10 +226,10 @@ class GPTQModelBackend(Backend):
         ckpt = _layer_checkpoint(model, req)
         # Rows are unpadded and equal-length, so a batch > 1 only changes the float summation
         # order of the Hessians; calibration_sort=None keeps the runner's (seeded) row order.
-        # Each checkpoint commit leaves a CPU copy of the next layer's inputs in a reference
-        # cycle (gptqmodel_gc.py): collected after every commit, or host RAM grows per layer.
+        # Each checkpoint commit leaves a reference cycle, collected (gptqmodel_gc.py).
         try:
-            with collect_after_checkpoints() as gc_seconds:
+            with collect_after_checkpoints() as gc_seconds, \
+                    tensor_core_hessian(hw["tensor_core_hessian"] and m.name == "gptq"):
                 model.quantize(rows, batch_size=hw["batch_size"], backend=backend,
                                calibration_sort=None, **({"checkpoint": ckpt} if ckpt else {}))
         except Exception as e:
@@ -281,6 +283,7 @@ class GPTQModelBackend(Backend):
         if m.name == "gptq":
             details.update(damp_percent=q.damp_percent, true_sequential=q.true_sequential,
                            act_group_aware=q.act_group_aware,
+                           tensor_core_hessian=hw["tensor_core_hessian"],
                            damp_auto_increment=q.damp_auto_increment,
                            # modules seeing < threshold of the tokens (MoE experts) fall back to
                            # RTN; never triggers on a dense model.

@@ -1,0 +1,61 @@
+"""GPTQ's Hessians (X^T X over the calibration tokens) on the GPU's tensor cores.
+
+gptqmodel 7.6 copies each fp16/bf16 activation batch to float32 and multiplies it in float32,
+under a guard that turns TF32 off: on Hopper that is a SIMT GEMM at ~1/15 of the tensor-core
+rate, and at 128 x 2048 calibration tokens the down_proj Hessian alone is ~6e13 FLOPs a layer.
+A float16 or bfloat16 product is exact in float32 (11 or 8 significant bits twice fit in 24), so
+one tensor-core GEMM of the activations as they are, accumulated and returned in float32
+(`torch.mm(..., out_dtype=float32)`), computes the same sums without the copy: only the order of
+the float32 additions differs. CPU runs, float32 models and chunked accumulation (hessian
+chunk_size / chunk_bytes set) keep gptqmodel's own path.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+_ORIGINAL = None  # gptqmodel's GPTQ.compute_hessian_xtx, once patched
+_ON = False  # read by gptqmodel's worker threads: set for the length of one quantize() call
+
+
+def fast_xtx_applies(matrix, qcfg) -> bool:
+    """Whether the tensor-core path replaces gptqmodel's for this activation batch."""
+    import torch
+    hess = getattr(qcfg, "hessian", None)
+    return (matrix.is_cuda and matrix.dtype in (torch.float16, torch.bfloat16)
+            and matrix.dim() == 2 and matrix.shape[0] > 0
+            and getattr(hess, "chunk_size", None) is None
+            and getattr(hess, "chunk_bytes", None) is None)
+
+
+def _install() -> None:
+    """Wrap gptqmodel's GPTQ.compute_hessian_xtx once per process; the wrapper does nothing
+    while _ON is false, so a sweep's later job without the setting gets gptqmodel's path."""
+    global _ORIGINAL
+    from gptqmodel.quantization.gptq import GPTQ
+    if _ORIGINAL is not None:
+        return
+    _ORIGINAL = GPTQ.compute_hessian_xtx
+
+    def compute_hessian_xtx(self, matrix):
+        if _ON and fast_xtx_applies(matrix, self.qcfg):
+            import torch
+            return torch.mm(matrix.T, matrix, out_dtype=torch.float32)
+        return _ORIGINAL(self, matrix)
+
+    GPTQ.compute_hessian_xtx = compute_hessian_xtx
+
+
+@contextmanager
+def tensor_core_hessian(on: bool) -> Iterator[None]:
+    """hardware.tensor_core_hessian for the length of one quantize() call."""
+    global _ON
+    if not on:
+        yield
+        return
+    _install()
+    _ON = True
+    try:
+        yield
+    finally:
+        _ON = False

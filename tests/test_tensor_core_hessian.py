@@ -1,0 +1,72 @@
+"""hardware.tensor_core_hessian (qrecipe/backends/gptqmodel_hessian.py): GPTQ's Hessians as one
+tensor-core GEMM of the fp16/bf16 activations with float32 output. On the CPU the setting must
+leave gptqmodel's own path (and its numbers) untouched; on a GPU the two paths must agree."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import compose
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("gptqmodel")
+
+
+def _gptq(hessian_chunk=None):
+    """A gptqmodel GPTQ task on a small Linear, as its processor builds one."""
+    from gptqmodel import QuantizeConfig
+    from gptqmodel.quantization.gptq import GPTQ
+    q = QuantizeConfig(bits=4, group_size=128)
+    if hessian_chunk:
+        q.hessian.chunk_size = hessian_chunk
+    return GPTQ(torch.nn.Linear(256, 64, bias=False), qcfg=q)
+
+
+def test_setting_is_opt_in():
+    """Off in every profile until it is measured on a real model on a GPU (docs/benchmarks.md:
+    a CPU stand-in of its error moved SmolLM2's perplexity); a user turns it on by name."""
+    for profile in ("cpu", "h100_80gb", "a100_80gb", "rtx4090_24gb", "t4_16gb"):
+        assert compose(["+recipe=smollm2_gptq_w4", f"hardware={profile}"]
+                       ).hardware.tensor_core_hessian is False
+    assert compose(["+recipe=smollm2_gptq_w4", "hardware=h100_80gb",
+                    "hardware.tensor_core_hessian=true"]).hardware.tensor_core_hessian is True
+
+
+def test_cpu_activations_keep_gptqmodels_path():
+    """fast_xtx_applies is false on the CPU, and with the setting on, the patched method gives
+    exactly gptqmodel's float32 result (the CPU has no tensor-core path to take)."""
+    from qrecipe.backends import gptqmodel_hessian as gh
+    task = _gptq()
+    x = torch.randn(96, 256).to(torch.bfloat16)
+    assert not gh.fast_xtx_applies(x, task.qcfg)
+    before = task.compute_hessian_xtx(x)
+    with gh.tensor_core_hessian(True):
+        assert gh._ON
+        during = task.compute_hessian_xtx(x)
+    assert not gh._ON  # off again once the quantize() call is over
+    assert torch.equal(before, during)
+    assert during.dtype == torch.float32
+
+
+def test_off_installs_nothing_and_chunked_accumulation_is_left_alone():
+    from qrecipe.backends import gptqmodel_hessian as gh
+    with gh.tensor_core_hessian(False):
+        assert not gh._ON
+    x = torch.randn(8, 256).to(torch.bfloat16)
+    assert not gh.fast_xtx_applies(x, _gptq(hessian_chunk=4).qcfg)  # a user's chunking wins
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_tensor_core_hessian_matches_float32_on_gpu(dtype):
+    """Same sums up to float32 addition order: measured max |error| / max |H| ~3.7e-4 on an
+    H200 at 65536 rows (docs/benchmarks.md); float32's own error there is ~1e-5."""
+    from qrecipe.backends import gptqmodel_hessian as gh
+    task = _gptq()
+    x = (torch.randn(4096, 256, device="cuda") * 2).to(dtype)
+    ref = x.double().T @ x.double()
+    assert gh.fast_xtx_applies(x, task.qcfg)
+    with gh.tensor_core_hessian(True):
+        h = task.compute_hessian_xtx(x)
+    assert h.dtype == torch.float32
+    assert ((h.double() - ref).abs().max() / ref.abs().max()).item() < 2e-3
