@@ -22,7 +22,7 @@ import sys
 import time
 
 # qrecipe's h100_80gb profile, as its gptqmodel adapter passes it (qrecipe/backends/gptqmodel_backend.py);
-# q_b32_hmm is the whole profile (with hardware.tensor_core_hessian)
+# q_b32 is the profile as shipped, q_b32_hmm adds the opt-in hardware.tensor_core_hessian
 _Q = {"pack_impl": "gpu", "offload_to_disk": False}
 _QG = {**_Q, "damp_percent": 0.01, "act_group_aware": True, "true_sequential": True, "sym": False}
 VARIANTS = {  # name: (QuantizeConfig kwargs, quantize() kwargs, env)
@@ -46,7 +46,6 @@ VARIANTS = {  # name: (QuantizeConfig kwargs, quantize() kwargs, env)
     # the Hessians X^T X on tensor cores in the activations' dtype, float32 out
     # (qrecipe/backends/gptqmodel_hessian.py); loss_sum says whether the GPTQ error moved
     "q_b32_hmm": (_QG, {"batch_size": 32, "calibration_sort": None}, {"QRECIPE_KNOB_HMM": "1"}),
-
     # AWQ: qrecipe's adapter (zero point, gemm layout, torch packer)
     "awq_default": ({}, {}, {}),
     "awq_qrecipe": ({**_Q, "sym": False}, {"batch_size": 8, "calibration_sort": None,

@@ -47,7 +47,7 @@ def test_cpu_activations_keep_gptqmodels_path():
     assert during.dtype == torch.float32
 
 
-def test_off_installs_nothing_and_chunked_accumulation_is_left_alone():
+def test_off_leaves_the_switch_off_and_chunked_accumulation_alone():
     from qrecipe.backends import gptqmodel_hessian as gh
     with gh.tensor_core_hessian(False):
         assert not gh._ON
@@ -59,8 +59,8 @@ def test_off_installs_nothing_and_chunked_accumulation_is_left_alone():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_tensor_core_hessian_matches_float32_on_gpu(dtype):
-    """Same sums up to float32 addition order: measured max |error| / max |H| ~3.7e-4 on an
-    H200 at 65536 rows (docs/benchmarks.md); float32's own error there is ~1e-5."""
+    """The same products, less exact sums: measured max |error| / max |H| ~3.7e-4 on an H200
+    at 65536 rows (docs/benchmarks.md), against ~1e-5 for float32; the bound leaves room."""
     from qrecipe.backends import gptqmodel_hessian as gh
     task = _gptq()
     x = (torch.randn(4096, 256, device="cuda") * 2).to(dtype)
