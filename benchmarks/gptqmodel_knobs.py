@@ -21,8 +21,9 @@ import subprocess
 import sys
 import time
 
-# qrecipe's h100_80gb profile, as its gptqmodel adapter passes it (qrecipe/backends/gptqmodel_backend.py);
-# q_b32 is the profile as shipped, q_b32_hmm adds the opt-in hardware.tensor_core_hessian
+# qrecipe's h100_80gb profile, as its gptqmodel adapter passes it (qrecipe/backends/gptqmodel_backend.py):
+# q_b32 is its settings before the sixth device session; q_b32_hmm adds hardware.tensor_core_hessian,
+# q_b32_fast hardware.fast_layer_loop, and q_b32_fast_hmm (both) is the profile as shipped since
 _Q = {"pack_impl": "gpu", "offload_to_disk": False}
 _QG = {**_Q, "damp_percent": 0.01, "act_group_aware": True, "true_sequential": True, "sym": False}
 VARIANTS = {  # name: (QuantizeConfig kwargs, quantize() kwargs, env)
@@ -46,6 +47,13 @@ VARIANTS = {  # name: (QuantizeConfig kwargs, quantize() kwargs, env)
     # the Hessians X^T X on tensor cores in the activations' dtype, float32 out
     # (qrecipe/backends/gptqmodel_hessian.py); loss_sum says whether the GPTQ error moved
     "q_b32_hmm": (_QG, {"batch_size": 32, "calibration_sort": None}, {"QRECIPE_KNOB_HMM": "1"}),
+    # the result-preserving layer-loop patches (qrecipe/backends/gptqmodel_fastloop.py) with the
+    # layer inputs kept on the GPU; `digest` must equal q_b32's (q_b32_hmm's for the _hmm one)
+    "q_b32_fast": ({**_QG, "calibration_data_device": "cuda:0"},
+                   {"batch_size": 32, "calibration_sort": None}, {"QRECIPE_KNOB_FAST": "1"}),
+    "q_b32_fast_hmm": ({**_QG, "calibration_data_device": "cuda:0"},
+                       {"batch_size": 32, "calibration_sort": None},
+                       {"QRECIPE_KNOB_FAST": "1", "QRECIPE_KNOB_HMM": "1"}),
     # AWQ: qrecipe's adapter (zero point, gemm layout, torch packer)
     "awq_default": ({}, {}, {}),
     "awq_qrecipe": ({**_Q, "sym": False}, {"batch_size": 8, "calibration_sort": None,
@@ -124,13 +132,35 @@ def regions(model) -> dict:
             getattr(timer, "_stats", {}).items() if v["count"]}
 
 
+def digest(model) -> str:
+    """sha256 of every packed tensor (qweight, qzeros, scales, g_idx) in name order: equal digests
+    mean byte-identical checkpoints."""
+    import hashlib
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        if v.is_meta:  # offload_to_disk: the packed layers live in files, not in the model
+            return None
+        if k.rsplit(".", 1)[-1] in ("qweight", "qzeros", "scales", "g_idx"):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().view(-1).view(dtype=__import__("torch").uint8)
+                     .numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def one(model_dir, rows_path, name, method, n_rows, profile, timeline_it=False):
     import torch
     from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
+    import contextlib
     qkw, kw, _ = VARIANTS[name]
+    # held until one() returns: a context manager entered without being kept is collected at
+    # once, and its generator's cleanup switches the patch off again
+    patches = contextlib.ExitStack()
     if os.environ.get("QRECIPE_KNOB_HMM"):
         from qrecipe.backends.gptqmodel_hessian import tensor_core_hessian
-        tensor_core_hessian(True).__enter__()  # on for the rest of this one-variant process
+        patches.enter_context(tensor_core_hessian(True))
+    if os.environ.get("QRECIPE_KNOB_FAST"):
+        from qrecipe.backends.gptqmodel_fastloop import fast_layer_loop
+        patches.enter_context(fast_layer_loop(True))
     stats = instrument()
     rows = torch.load(rows_path)[:n_rows or None]
     data = [{"input_ids": r.tolist(), "attention_mask": [1] * len(r)} for r in rows]
@@ -163,6 +193,7 @@ def one(model_dir, rows_path, name, method, n_rows, profile, timeline_it=False):
                                "profiled": profile, "quantize_s": time.perf_counter() - t0,
                                "peak_gpu_gib": gpu and torch.cuda.max_memory_allocated() / 2**30,
                                "loss_sum": sum(losses), "modules": len(losses),
+                               "digest": digest(m.model),
                                "timed_s": {k: [n, round(s, 3)] for k, (n, s) in stats.items()},
                                "regions_s": regions(m)}),
           flush=True)

@@ -50,7 +50,8 @@ def job_qrecipe(spec) -> dict:
             "model_dir": str(out / "model"),
             "details": {k: d.get(k) for k in ("calib_batch_size", "pack_impl", "offload_to_disk",
                                               "stream_activations", "gptq_cuda_block_update",
-                                              "tensor_core_hessian", "dtype", "pack_backend")}}
+                                              "tensor_core_hessian", "fast_layer_loop", "dtype",
+                                              "pack_backend")}}
 
 
 def _observe_layers(backend: str, n_layers: int):

@@ -123,13 +123,13 @@ def test_gptqmodel_writes_the_canonical_layout_itself(tmp_path, hooked):
     pytest.importorskip("gptqmodel")
     from gptqmodel.utils.model import TensorSource, streaming_state_dict_to_shards
 
-    from qrecipe.backends.gptqmodel_backend import _canonical_shards
+    from qrecipe.backends.gptqmodel_shards import canonical_shards
 
     t = {k: v for k, v in _tensors().items() if v.dtype != torch.bool}
     sd = {k: TensorSource(k, v.dtype, tuple(v.shape), v) for k, v in t.items()}
     out = tmp_path / "model"
     out.mkdir()
-    with _canonical_shards(hooked):
+    with canonical_shards(hooked):
         streaming_state_dict_to_shards(sd, save_dir=str(out), model_base_name="model",
                                        single_file_name="model.safetensors",
                                        metadata={"format": "pt"}, max_shard_size=None)

@@ -1,6 +1,7 @@
 """hardware.tensor_core_hessian (qrecipe/backends/gptqmodel_hessian.py): GPTQ's Hessians as one
 tensor-core GEMM of the fp16/bf16 activations with float32 output. On the CPU the setting must
-leave gptqmodel's own path (and its numbers) untouched; on a GPU the two paths must agree."""
+leave gptqmodel's own path (and its numbers) untouched; on a GPU the two paths must agree.
+Which profiles turn it (and hardware.fast_layer_loop) on is checked here too."""
 from __future__ import annotations
 
 import pytest
@@ -21,14 +22,20 @@ def _gptq(hessian_chunk=None):
     return GPTQ(torch.nn.Linear(256, 64, bias=False), qcfg=q)
 
 
-def test_setting_is_opt_in():
-    """Off in every profile until it is measured on a real model on a GPU (docs/benchmarks.md:
-    a CPU stand-in of its error moved SmolLM2's perplexity); a user turns it on by name."""
-    for profile in ("cpu", "h100_80gb", "a100_80gb", "rtx4090_24gb", "t4_16gb"):
-        assert compose(["+recipe=smollm2_gptq_w4", f"hardware={profile}"]
-                       ).hardware.tensor_core_hessian is False
-    assert compose(["+recipe=smollm2_gptq_w4", "hardware=h100_80gb",
-                    "hardware.tensor_core_hessian=true"]).hardware.tensor_core_hessian is True
+@pytest.mark.parametrize("profile,on", [("cpu", False), ("h100_80gb", True),
+                                        ("a100_80gb", True), ("rtx4090_24gb", False),
+                                        ("t4_16gb", False), ("gpu_24gb", False)])
+def test_profiles_turn_the_gpu_speed_settings_on_where_measured(profile, on):
+    """The 80 GB profiles, whose settings were measured on an H200 (docs/benchmarks.md, "Sixth
+    device session": SmolLM2's perplexity with tensor-core Hessians within 1%, the fast loop's
+    bytes identical); the small-memory profiles keep the layer inputs off the GPU. A user's
+    override wins either way."""
+    hw = compose(["+recipe=smollm2_gptq_w4", f"hardware={profile}"]).hardware
+    assert (hw.tensor_core_hessian, hw.fast_layer_loop) == (on, on)
+    hw = compose(["+recipe=smollm2_gptq_w4", f"hardware={profile}",
+                  f"hardware.tensor_core_hessian={not on}", f"hardware.fast_layer_loop={not on}"]
+                 ).hardware
+    assert (hw.tensor_core_hessian, hw.fast_layer_loop) == (not on, not on)
 
 
 def test_cpu_activations_keep_gptqmodels_path():

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 from ..errors import QRecipeError
 from .base import BACKENDS, Backend, MethodSupport, QuantizeRequest, QuantizeResult
+from .gptqmodel_fastloop import fast_layer_loop
 from .gptqmodel_gc import collect_after_checkpoints
 from .gptqmodel_hessian import tensor_core_hessian
+from .gptqmodel_shards import canonical_shards
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def _speed(req: QuantizeRequest) -> Dict[str, Any]:
             "stream_activations": bool(get("stream_activations", True)),
             "pack_impl": "gpu" if cuda else "cpu",
             "tensor_core_hessian": cuda and bool(get("tensor_core_hessian", False)),
+            "fast_layer_loop": cuda and bool(get("fast_layer_loop", False)),
             "block_update": cuda and os.environ.get("GPTQMODEL_DISABLE_GPTQ_CUDA") != "1"}
 
 
@@ -95,40 +97,6 @@ def _layer_checkpoint(model, req: QuantizeRequest):
         return None
     log.info("gptqmodel: per-layer checkpoints in %s", req.checkpoint_dir)
     return CheckpointConfig(path=str(req.checkpoint_dir), resume="auto")
-
-
-@contextmanager
-def _canonical_shards(enabled: bool) -> Iterator[None]:
-    """While gptqmodel 7.6 saves: each shard's tensors in safetensors' canonical order (it
-    writes them in registration order), so a multi-GB checkpoint is written once instead of
-    being written again by the canonical rewrite. The shards and the bytes written per tensor
-    are gptqmodel's own; canonicalize() checks the result. Without the private hook (another
-    gptqmodel), nothing is patched and the rewrite does the work."""
-    try:
-        from gptqmodel.utils import model as gm
-        write, dtype_name = gm._write_shard_file, gm._torch_dtype_to_safetensors
-    except (ImportError, AttributeError):
-        enabled = False
-    if not enabled:
-        yield
-        return
-    from ..canonical import canonical_order
-
-    def ordered(path, entries, metadata):
-        try:
-            order = canonical_order({e.name: dtype_name(e.torch_dtype) for e in entries})
-        except Exception:  # noqa: BLE001 - an unknown dtype: gptqmodel's order, then rewritten
-            order = None
-        if order is not None and len(order) == len(entries):
-            by_name = {e.name: e for e in entries}
-            entries = [by_name[n] for n in order]
-        return write(path, entries, metadata)
-
-    gm._write_shard_file = ordered
-    try:
-        yield
-    finally:
-        gm._write_shard_file = write
 
 
 @BACKENDS.register("gptqmodel")
@@ -224,11 +192,17 @@ class GPTQModelBackend(Backend):
         log.info("gptqmodel: %s w%d g%d on %s%s", m.name, req.bits, req.group_size, req.device,
                  f", {len(rows)} calibration rows" if rows else ", no calibration data")
         ckpt = _layer_checkpoint(model, req)
+        # measured (bytes and time) for GPTQ; a resumable run keeps gptqmodel's own placement
+        fast_loop = hw["fast_layer_loop"] and m.name == "gptq" and ckpt is None
+        if fast_loop:  # the layer inputs stay on the GPU (gptqmodel_fastloop.py)
+            from gptqmodel.utils.looper_helpers import _canonical_device
+            model.quantize_config.calibration_data_device = _canonical_device(
+                torch.device("cuda", torch.cuda.current_device()))
         # Rows are unpadded and equal-length, so a batch > 1 only changes the float summation
         # order of the Hessians; calibration_sort=None keeps the runner's (seeded) row order.
         # Each checkpoint commit leaves a reference cycle, collected (gptqmodel_gc.py).
         try:
-            with collect_after_checkpoints() as gc_seconds, \
+            with collect_after_checkpoints() as gc_seconds, fast_layer_loop(fast_loop), \
                     tensor_core_hessian(hw["tensor_core_hessian"] and m.name == "gptq"):
                 model.quantize(rows, batch_size=hw["batch_size"], backend=backend,
                                calibration_sort=None, **({"checkpoint": ckpt} if ckpt else {}))
@@ -242,7 +216,7 @@ class GPTQModelBackend(Backend):
                                hint="run qrecipe resume again: quantization starts over") from None
         t2 = time.perf_counter()
         req.out_dir.mkdir(parents=True, exist_ok=True)
-        with _canonical_shards(bool(ckpt)):
+        with canonical_shards(bool(ckpt)):
             model.save(str(req.out_dir))
         t3 = time.perf_counter()
         if ckpt:
@@ -284,6 +258,7 @@ class GPTQModelBackend(Backend):
             details.update(damp_percent=q.damp_percent, true_sequential=q.true_sequential,
                            act_group_aware=q.act_group_aware,
                            tensor_core_hessian=hw["tensor_core_hessian"],
+                           fast_layer_loop=fast_loop,
                            damp_auto_increment=q.damp_auto_increment,
                            # modules seeing < threshold of the tokens (MoE experts) fall back to
                            # RTN; never triggers on a dense model.
