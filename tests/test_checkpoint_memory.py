@@ -82,3 +82,28 @@ def test_no_activation_copies_survive_a_checkpoint_commit(tiny_model_dir, tmp_pa
     # the checkpoint identity (a hash of the calibration inputs), then one commit per layer
     assert len(left_over) == 3
     assert left_over == [0, 0, 0], "a checkpoint's CPU copies were not freed"
+
+
+def test_frozen_heap_still_collects_what_the_call_creates_and_unfreezes():
+    """frozen_heap (gptqmodel_gc.py) keeps full collections cheap by freezing what is alive when
+    quantize() starts; a cycle made inside the call must still be collected there, and the
+    freeze must end with the call, also when it raises."""
+    import weakref
+
+    from qrecipe.backends.gptqmodel_gc import frozen_heap
+
+    class Node:
+        pass
+
+    before = gc.get_freeze_count()
+    with _no_automatic_gc(), pytest.raises(RuntimeError):
+        with frozen_heap():
+            assert gc.get_freeze_count() > before  # the objects alive now are frozen
+            a, b = Node(), Node()
+            a.other, b.other = b, a  # a reference cycle made during the call
+            alive = weakref.ref(a)
+            del a, b
+            gc.collect()
+            assert alive() is None  # collected although everything older is frozen
+            raise RuntimeError("quantize() failed")
+    assert gc.get_freeze_count() == 0

@@ -1,4 +1,5 @@
-"""Free what gptqmodel 7.6's per-layer checkpoint leaves behind, after every commit.
+"""Garbage collection around gptqmodel 7.6's quantize(): free what its per-layer checkpoint
+leaves behind after every commit, and keep every full collection cheap (frozen_heap).
 
 Why: each commit serializes the next layer's inputs with ``ContinuationCodec.dumps``
 (gptqmodel/looper/continuation.py), which clones every tensor to CPU into a local dict
@@ -65,3 +66,20 @@ def collect_after_checkpoints() -> Iterator[List[float]]:
     finally:
         for name, method in originals.items():
             setattr(CheckpointExtension, name, method)
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """gc.freeze() for one quantize() call. The objects alive when it starts (torch's,
+    transformers' and gptqmodel's modules, the tokenizer, the rows: ~650k objects) move to the
+    permanent generation, so each full collection inside the call scans only what the call
+    created: the one after every checkpoint commit above, gptqmodel's own
+    torch_empty_cache(gc=True), the adapter's last one, and Python's automatic passes. Measured
+    on CPU (docs/benchmarks.md, "Full collections"): 0.41 s -> 0.01 s a collection. Objects
+    frozen here are never collected while frozen, so the call ends with gc.unfreeze(): garbage
+    among them is collected later, as without this."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
