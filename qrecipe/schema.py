@@ -134,6 +134,7 @@ class HardwareConfig:
     # GPTQ via gptqmodel on CUDA: gptqmodel's layer loop without its pageable copies and host
     # syncs, layer inputs kept on the GPU (qrecipe/backends/gptqmodel_fastloop.py): the same
     # checkpoint bytes, ~20% less quantize time on an H200; on in the 80 GB profiles (docs).
+    # Applies with one visible GPU and no layer checkpoints (the case measured).
     fast_layer_loop: bool = False
 
 

@@ -21,17 +21,19 @@ def _reference_pack(bits, w, scales, zeros, g_idx):
     return ql.qweight, ql.qzeros
 
 
+@pytest.mark.parametrize("shuffled", [False, True])
 @pytest.mark.parametrize("bits", [2, 4, 8])
-def test_vectorized_pack_equals_gptqmodels_reference_packer(bits):
+def test_vectorized_pack_equals_gptqmodels_reference_packer(bits, shuffled):
     """Quantized weights, scales and zeros as GPTQ returns them (float32 scales [out, groups]);
-    a small block_in makes pack_core cross block boundaries."""
+    a small block_in makes pack_core cross block boundaries; shuffled: desc_act's g_idx."""
     from qrecipe.backends.gptqmodel_fastloop import pack_core, pack_zeros
     torch.manual_seed(bits)
     out_f, in_f, maxq = 64, 512, 2 ** bits - 1
     groups = in_f // 128
     scales = torch.rand(out_f, groups) * 0.01 + 1e-3
     zeros = torch.randint(0, maxq + 1, (out_f, groups)).float()
-    g_idx = torch.arange(in_f, dtype=torch.int32) // 128
+    order = torch.randperm(in_f) if shuffled else torch.arange(in_f)
+    g_idx = (order // 128).to(torch.int32)
     ints = torch.randint(0, maxq + 1, (out_f, in_f)).float()
     w = ((ints - zeros[:, g_idx.long()]) * scales[:, g_idx.long()]).to(torch.float16)
     ref_q, ref_z = _reference_pack(bits, w, scales, zeros, g_idx)
@@ -43,7 +45,7 @@ def test_vectorized_pack_equals_gptqmodels_reference_packer(bits):
 
 @pytest.mark.parametrize("sym", [True, False])
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
-def test_syncfree_scale_search_equals_upstream(sym, bits):
+def test_syncfree_scale_search_equals_upstream(monkeypatch, sym, bits):
     from gptqmodel import QuantizeConfig
     from gptqmodel.quantization.quantizer import Quantizer
     from qrecipe.backends.gptqmodel_fastloop import fast_layer_loop
@@ -51,10 +53,16 @@ def test_syncfree_scale_search_equals_upstream(sym, bits):
     upstream = Quantizer(q)
     upstream.configure(perchannel=True)
     torch.manual_seed(bits)
+    calls = []  # which quantizers reached upstream's find_params
+    original = Quantizer.find_params
+
+    def spy(self, x, weight=False):
+        calls.append(self)
+        return original(self, x, weight)
+    monkeypatch.setattr(Quantizer, "find_params", spy)
     with fast_layer_loop(True):
         patched = Quantizer(q)
         patched.configure(perchannel=True)
-        assert "_qrecipe_maxq" in patched.__dict__  # the patched path is the one exercised
         for rows in (torch.randn(256, 128), torch.randn(256, 128).abs(),
                      -torch.randn(256, 128).abs(), torch.randn(256, 128).half().float()):
             rows[0] = 0  # an all-zero row: upstream maps it to [-1, 1]
@@ -62,6 +70,9 @@ def test_syncfree_scale_search_equals_upstream(sym, bits):
             patched.find_params(rows, weight=True)
             assert torch.equal(upstream.scale, patched.scale)
             assert torch.equal(upstream.zero, patched.zero)
+    # upstream's quantizer (configured before the patch) took upstream's path, the patched one
+    # never did: the sync-free code is what was compared
+    assert any(c is upstream for c in calls) and not any(c is patched for c in calls)
 
 
 def test_patches_are_restored():

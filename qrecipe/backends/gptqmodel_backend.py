@@ -199,8 +199,10 @@ class GPTQModelBackend(Backend):
         log.info("gptqmodel: %s w%d g%d on %s%s", m.name, req.bits, req.group_size, req.device,
                  f", {len(rows)} calibration rows" if rows else ", no calibration data")
         ckpt = _layer_checkpoint(model, req)
-        # measured (bytes and time) for GPTQ; a resumable run keeps gptqmodel's own placement
-        fast_loop = hw["fast_layer_loop"] and m.name == "gptq" and ckpt is None
+        # Measured (bytes and time) for GPTQ on one GPU: gptqmodel spreads a layer's modules over
+        # every visible GPU, which is untested here; a resumable run keeps its own placement.
+        fast_loop = (hw["fast_layer_loop"] and m.name == "gptq" and ckpt is None
+                     and torch.cuda.device_count() == 1)
         if fast_loop:  # the layer inputs stay on the GPU (gptqmodel_fastloop.py)
             from gptqmodel.utils.looper_helpers import _canonical_device
             model.quantize_config.calibration_data_device = _canonical_device(

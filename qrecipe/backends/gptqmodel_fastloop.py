@@ -155,13 +155,17 @@ def fast_layer_loop(on: bool) -> Iterator[None]:
                 or any(t.is_meta for t in list(module.parameters()) + list(module.buffers()))):
             return post0(self, module)
 
+        sources = set()
+
         def to_pinned(t):
             if t.device.type != "cuda":
                 return t
+            sources.add(t.device)
             host = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
-            return host.copy_(t, non_blocking=True)
+            return host.copy_(t, non_blocking=True)  # queued on the source device's stream
         module._apply(to_pinned)
-        torch.cuda.current_stream().synchronize()  # every copy landed before the CPU reads
+        for dev in sources:  # every copy landed before anything on the CPU reads it
+            torch.cuda.current_stream(dev).synchronize()
         return module
 
     def pack_gpu(self, linear, scales, zeros, g_idx, *, block_in=8192, device=None):
