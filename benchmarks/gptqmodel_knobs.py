@@ -132,18 +132,19 @@ def regions(model) -> dict:
             getattr(timer, "_stats", {}).items() if v["count"]}
 
 
-def digest(model) -> str:
+def digest(model):
     """sha256 of every packed tensor (qweight, qzeros, scales, g_idx) in name order: equal digests
-    mean byte-identical checkpoints."""
+    mean byte-identical checkpoints; None when the layers were offloaded to disk."""
     import hashlib
+
+    import torch
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         if v.is_meta:  # offload_to_disk: the packed layers live in files, not in the model
             return None
         if k.rsplit(".", 1)[-1] in ("qweight", "qzeros", "scales", "g_idx"):
             h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().view(-1).view(dtype=__import__("torch").uint8)
-                     .numpy().tobytes())
+            h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 

@@ -28,6 +28,8 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from .patching import patched
+
 _tls = threading.local()  # each finalize thread's own side stream
 
 
@@ -144,11 +146,8 @@ def fast_layer_loop(on: bool) -> Iterator[None]:
     from gptqmodel.models.base import BaseQModel
     from gptqmodel.nn_modules.qlinear import PackableQuantLinear
     from gptqmodel.quantization.quantizer import Quantizer
-    saved = [(c, n, c.__dict__[n]) for c, n in ((BaseQModel, "post_quantize"),
-                                                (PackableQuantLinear, "pack_gpu"),
-                                                (Quantizer, "configure"),
-                                                (Quantizer, "find_params"))]
-    post0, pack0, configure0, find0 = (f for _, _, f in saved)
+    post0, pack0 = vars(BaseQModel)["post_quantize"], vars(PackableQuantLinear)["pack_gpu"]
+    configure0, find0 = vars(Quantizer)["configure"], vars(Quantizer)["find_params"]
 
     def post_quantize(self, module):
         if (self.quantize_config.activation_mode in {"w4afp8", "w4a_nvfp4"}
@@ -189,12 +188,7 @@ def fast_layer_loop(on: bool) -> Iterator[None]:
             return find0(self, x, weight)
         return find_params_syncfree(self, x, weight, original=find0)
 
-    BaseQModel.post_quantize = post_quantize
-    PackableQuantLinear.pack_gpu = pack_gpu
-    Quantizer.configure = configure
-    Quantizer.find_params = find_params
-    try:
+    with patched({(BaseQModel, "post_quantize"): post_quantize,
+                  (PackableQuantLinear, "pack_gpu"): pack_gpu,
+                  (Quantizer, "configure"): configure, (Quantizer, "find_params"): find_params}):
         yield
-    finally:
-        for cls, name, fn in saved:
-            setattr(cls, name, fn)

@@ -19,6 +19,8 @@ import time
 from contextlib import contextmanager
 from typing import Iterator, List
 
+from .patching import patched
+
 log = logging.getLogger(__name__)
 
 
@@ -59,13 +61,9 @@ def collect_after_checkpoints() -> Iterator[List[float]]:
                 seconds.append(time.perf_counter() - t0)
         return wrapper
 
-    for name, method in originals.items():
-        setattr(CheckpointExtension, name, collecting(method))
-    try:
+    with patched({(CheckpointExtension, name): collecting(method)
+                  for name, method in originals.items()}):
         yield seconds
-    finally:
-        for name, method in originals.items():
-            setattr(CheckpointExtension, name, method)
 
 
 @contextmanager

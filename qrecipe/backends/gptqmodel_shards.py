@@ -4,6 +4,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+from .patching import patched
+
 
 @contextmanager
 def canonical_shards(enabled: bool) -> Iterator[None]:
@@ -32,8 +34,5 @@ def canonical_shards(enabled: bool) -> Iterator[None]:
             entries = [by_name[n] for n in order]
         return write(path, entries, metadata)
 
-    gm._write_shard_file = ordered
-    try:
+    with patched({(gm, "_write_shard_file"): ordered}):
         yield
-    finally:
-        gm._write_shard_file = write
