@@ -3,6 +3,7 @@ same calibration rows; then reload + speed of every checkpoint format per kernel
 
     python benchmarks/gpu_bench.py --tokenizer DIR --work /tmp/bench --out results.json \
         [--shape llama2-7b] [--layers 1] [--samples 64] [--seq-len 512] [--budget 570]
+        [--only gptq-gptqmodel,speed] [--ext-dir DIR]
 
 One invocation, made to fit one 10-minute device command: builds a Llama-shaped random fp16 model
 (benchmarks/random_llama.py; never for quality claims), cuts the calibration rows once with
@@ -42,7 +43,7 @@ JOBS = [
     ("rtn", "gptqmodel", "qrecipe", ()),
     ("awq", "gptqmodel", "backend_default", ("awq",)),
     ("awq", "llmcompressor", "qrecipe", ()),
-    ("speed", None, None, ("marlin_fp16", "exllamav2")),
+    ("speed", None, None, None),  # waits for the builds its kernels need (speed_builds)
     # after the speed table: rows whose checkpoints are not reloaded (skipped past --budget)
     ("bnb4", "bitsandbytes", "backend_default", ()),
     ("bnb8", "bitsandbytes", "backend_default", ()),
@@ -52,12 +53,45 @@ PREBUILD = ("gptq_block", "pack_block_cpu", "awq", "exllamav2", "marlin_fp16")  
 # Kernels whose reload + speed is measured, per checkpoint format (qrecipe/kernels.py names).
 # gptq: qrecipe's default is asymmetric, which gptqmodel's GPTQ Marlin refuses (qrecipe/kernels.py)
 SPEED_KERNELS = {"gptq": ("torch", "exllama_v2"), "awq": ("torch", "marlin"),
-                 "compressed-tensors": ("compressed", "dequantized"),
+                 "compressed-tensors": ("compressed", "dequantized", "exllama_v2"),
                  "bitsandbytes": ("bitsandbytes",)}
 FORMAT = {("gptq", "gptqmodel"): "gptq", ("rtn", "gptqmodel"): "gptq",
           ("awq", "gptqmodel"): "awq", ("gptq", "llmcompressor"): "compressed-tensors",
           ("awq", "llmcompressor"): "compressed-tensors",
           ("bnb4", "bitsandbytes"): "bitsandbytes", ("bnb8", "bitsandbytes"): "bitsandbytes"}
+
+
+def _label(method, backend, runner) -> str:
+    return "speed" if method == "speed" else f"{method}-{backend}-{runner}"
+
+
+def selected(a) -> list:
+    """The JOBS --only names (label prefixes), all of them by default."""
+    only = [o for o in a.only.split(",") if o]
+    return [j for j in JOBS if not only or any(_label(*j[:3]).startswith(o) for o in only)]
+
+
+def _builds(jobs) -> tuple:
+    """The builds these jobs wait for, in PREBUILD order: a partial run builds nothing else
+    (an unused nvcc build would take the CPU from the timed jobs)."""
+    need = {e for j in jobs if j[0] != "speed" for e in j[3]}
+    if any(j[0] == "speed" for j in jobs):
+        need |= set(speed_builds(jobs))
+    return tuple(e for e in PREBUILD if e in need)
+
+
+# the JIT build each compiled reload kernel needs (gptqmodel extension names)
+KERNEL_BUILD = {"marlin": "marlin_fp16", "exllama_v2": "exllamav2"}
+
+
+def speed_builds(jobs) -> tuple:
+    """The builds the speed step may need: those of every kernel it can try on the formats the
+    selected qrecipe jobs write (auto's compiled choices and SPEED_KERNELS)."""
+    from qrecipe import kernels
+    fmts = {FORMAT[(m, b)] for m, b, r, _ in jobs if r == "qrecipe"}
+    names = {k for f in fmts for k in SPEED_KERNELS[f] + kernels._AUTO_JIT.get(f, ())}
+    return tuple(e for e in PREBUILD if e in {KERNEL_BUILD[k] for k in names
+                                                if k in KERNEL_BUILD})
 
 
 def _spec_files(work: Path, name: str):
@@ -99,15 +133,19 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--budget", type=float, default=570, help="skip jobs that start later (s)")
     ap.add_argument("--build-jobs", type=int, default=10, help="nvcc jobs of the background build")
+    ap.add_argument("--only", default="", help="comma-separated job label prefixes to run "
+                    "(e.g. gptq-gptqmodel,speed); default: every job")
+    ap.add_argument("--ext-dir", default=None, help="gptqmodel's extension cache (default: "
+                    "WORK/ext); another run's keeps its builds warm")
     a = ap.parse_args()
     t_start = time.perf_counter()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     # one kernel cache for every job: the builds below fill it once
-    env = {"GPTQMODEL_TORCH_EXTENSIONS_DIR": str(work / "ext"),
+    env = {"GPTQMODEL_TORCH_EXTENSIONS_DIR": a.ext_dir or str(work / "ext"),
            "GPTQMODEL_CACHE_DIR": str(work / "gcache"), "GPTQMODEL_OFFLINE": "1",
            "TRITON_CACHE_DIR": str(work / "triton"), "QRECIPE_CACHE": str(work / "qcache")}
-    builds = BuildQueue(work, {**env, "MAX_JOBS": str(a.build_jobs)})
+    builds = BuildQueue(work, {**env, "MAX_JOBS": str(a.build_jobs)}, _builds(selected(a)))
     model_dir, rows_path = work / "fp16", work / "rows.pt"
     doc = setup(a, model_dir, rows_path, work)
     out_json = Path(a.out)
@@ -124,13 +162,13 @@ def main() -> None:
                 print(f"  build {e}: {r.get('build_s', r.get('error'))}", flush=True)
 
     checkpoints = []  # (method label, format, model dir) of the qrecipe runs
-    for method, backend, runner, needs in JOBS:
+    for method, backend, runner, needs in selected(a):
         elapsed = time.perf_counter() - t_start
-        label = "speed" if method == "speed" else f"{method}-{backend}-{runner}"
+        label = _label(method, backend, runner)
         if elapsed > a.budget:
             doc["skipped"].append(label)
             continue
-        wait_builds(needs)
+        wait_builds(speed_builds(selected(a)) if method == "speed" else needs)
         print(f"[{time.perf_counter() - t_start:5.0f}s] {label} ...", flush=True)
         if method == "speed":
             doc["speed"] = speed(checkpoints, model_dir, rows_path, work, env,
@@ -169,14 +207,15 @@ class BuildQueue:
     jobs, so several cores stay free for the timed jobs), in a background thread; wait(name)
     returns a build's result once, when it is done."""
 
-    def __init__(self, work: Path, env: dict):
+    def __init__(self, work: Path, env: dict, names=PREBUILD):
         import threading
-        self.results, self.events = {}, {e: threading.Event() for e in PREBUILD}
+        self.names = tuple(names)
+        self.results, self.events = {}, {e: threading.Event() for e in self.names}
         self._given = set()
         threading.Thread(target=self._run, args=(work, env), daemon=True).start()
 
     def _run(self, work, env):
-        for e in PREBUILD:
+        for e in self.names:
             proc, t0 = start_child({"name": f"build-{e}", "runner": "prebuild", "ext": e},
                                    work, env)
             self.results[e] = finish_child(f"build-{e}", proc, t0, work, 900)
@@ -211,8 +250,22 @@ def speed_targets(checkpoints, model_dir, cc) -> list:
         auto = auto_kernel(fmt, d, cc)
         targets.append((m, auto, d))
         # rtn writes the gptq format: its reload is checked with the one kernel auto picks
-        extra += [(m, k, d) for k in SPEED_KERNELS[fmt] if k != auto and m != "rtn"]
+        extra += [(m, k, d) for k in SPEED_KERNELS[fmt] if k != auto and m != "rtn"
+                  and fits(fmt, k, d, cc)]
     return targets + extra
+
+
+def fits(fmt: str, kernel: str, model_dir, cc: float) -> bool:
+    """Whether kernel runs this checkpoint here (qrecipe's own check; allow_jit on)."""
+    from qrecipe import kernels
+    from qrecipe.errors import QRecipeError
+    saved = json.loads((Path(model_dir) / "config.json").read_text()).get(
+        "quantization_config", {})
+    try:
+        kernels.resolve(fmt, "cuda", kernel, True, cc=cc, **kernels.saved_facts(fmt, saved))
+        return True
+    except QRecipeError:
+        return False
 
 
 def auto_kernel(fmt: str, model_dir, cc: float) -> str:
@@ -221,7 +274,8 @@ def auto_kernel(fmt: str, model_dir, cc: float) -> str:
     from qrecipe import kernels
     saved = json.loads((Path(model_dir) / "config.json").read_text()).get(
         "quantization_config", {})
-    return kernels.resolve(fmt, "cuda", "auto", True, cc=cc, sym=saved.get("sym")).name
+    return kernels.resolve(fmt, "cuda", "auto", True, cc=cc,
+                           **kernels.saved_facts(fmt, saved)).name
 
 
 def link_reloads(doc) -> None:

@@ -7,6 +7,8 @@ manifest each read it (the rename to model/ changed its path, so the memo missed
 after: gptqmodel writes the shard in canonical order (qrecipe's hook on its shard writer),
 canonicalize() reads only the header, the save stage hashes the file once and the manifest
 reuses that digest.
+follow: as after, and each shard is hashed while gptqmodel writes it (filehash.Follower), so the
+save stage reads nothing; what is left is the wait for the hashing once the write ends.
 
 The shard goes through gptqmodel 7.6's own writer (streaming_state_dict_to_shards) with the
 tensors of a GPTQ 4-bit Llama-2-7B (int32 qweight/qzeros/g_idx, fp16 scales, fp16 embedding and
@@ -18,6 +20,7 @@ apart and is not qrecipe's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -51,14 +54,22 @@ def state_dict(layers: int):
             for k, (n, dt, shape) in enumerate(shapes)}
 
 
-def gptqmodel_write(sd, out: Path, canonical: bool) -> None:
+def gptqmodel_write(sd, out: Path, canonical: bool, phases: dict):
+    """gptqmodel's write (the library's seconds); with a file-hash memo active, the shards are
+    hashed while written and the wait for that hashing after the write is qrecipe's."""
     from gptqmodel.utils.model import streaming_state_dict_to_shards
 
-    from qrecipe.backends.gptqmodel_backend import _canonical_shards
-    with _canonical_shards(canonical):
+    from qrecipe.backends.gptqmodel_shards import shard_writes
+    with shard_writes(canonical) as hashes:
+        t = time.perf_counter()
         streaming_state_dict_to_shards(dict(sd), save_dir=str(out), model_base_name="model",
                                        single_file_name="model.safetensors",
                                        metadata={"format": "pt"}, max_shard_size=None)
+        library = time.perf_counter() - t
+    t = time.perf_counter()
+    if hashes.wait():
+        _lap(phases, "sha256 wait after the write", t)
+    return round(library, 2)
 
 
 def _lap(phases: dict, name: str, t0: float) -> float:
@@ -92,7 +103,7 @@ def after(d: Path, memo: Path, phases: dict) -> str:
     from qrecipe.canonical import canonicalize
     from qrecipe.fingerprint import sha256_file
     from qrecipe.stages import weights_sha256
-    with filehash.memo(memo):
+    with filehash.memo(memo) if not filehash.active() else _same():
         t = time.perf_counter()
         canonicalize(d)
         t = _lap(phases, "canonical layout", t)
@@ -106,6 +117,11 @@ def after(d: Path, memo: Path, phases: dict) -> str:
     return digest
 
 
+@contextlib.contextmanager
+def _same():
+    yield
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("work")
@@ -117,19 +133,22 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     sd = state_dict(a.layers)
     rows = []
-    for what in ("before", "after") * a.repeat:
+    from qrecipe import filehash
+    for what in ("before", "after", "follow") * a.repeat:
         d = work / "model.partial"
         shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(work / "memo", ignore_errors=True)
         d.mkdir()
         os.sync()
-        t0 = time.perf_counter()
-        gptqmodel_write(sd, d, canonical=what == "after")
-        library = round(time.perf_counter() - t0, 2)
         phases: dict = {}
-        t0 = time.perf_counter()
-        digest = before(d, phases) if what == "before" else after(d, work / "memo", phases)
-        rows.append({"what": what, "qrecipe_s": round(time.perf_counter() - t0, 2),
+        # follow: the memo is active while gptqmodel writes (as in a qrecipe run), so each shard
+        # is hashed right behind the writer
+        with filehash.memo(work / "memo") if what == "follow" else _same():
+            library = gptqmodel_write(sd, d, what != "before", phases)
+            t0 = time.perf_counter()
+            digest = before(d, phases) if what == "before" else after(d, work / "memo", phases)
+            own = time.perf_counter() - t0 + phases.get("sha256 wait after the write", 0)
+        rows.append({"what": what, "qrecipe_s": round(own, 2),
                      "phases": phases, "gptqmodel_write_s": library, "sha256": digest,
                      "bytes": (d / "model.safetensors").stat().st_size})
         shutil.rmtree(d)

@@ -40,7 +40,7 @@ def run(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, model_fp:
     q_model = models.load_causal_lm(model_out, "auto", **place, kernel=hw.get("kernel", "auto"),
                                     allow_jit=bool(hw.get("allow_jit", False)))
     res["kernel"] = {"requested": hw.get("kernel", "auto"), "resolved": q_model.qrecipe_kernel,
-                     "loaded_modules": loaded_kernels(q_model)}
+                     "loaded_modules": loaded_kernels(q_model), "device": hw.device}
     quant = evaluate.perplexity(q_model, ids, e, "quantized")
     quant["footprint_bytes"] = evaluate.footprint_bytes(q_model)
     if e.speed:

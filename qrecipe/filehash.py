@@ -11,7 +11,8 @@ While the memo is active, the process also keeps the digests it has already comp
 the same identity without the path, so no file is read twice in one run: renaming a directory
 (model.partial/ -> model/) changes its files' paths but not their inode, size, mtime or ctime,
 so the manifest reuses the save stage's digests. Two threads asking for the same file wait for
-one read. `remember` records a digest computed while the file was written (qrecipe/canonical.py).
+one read. `remember` records a digest computed while the file was written (qrecipe/canonical.py);
+`Follower` computes one right behind another thread's writer (a library's shard writer).
 """
 from __future__ import annotations
 
@@ -122,6 +123,65 @@ def remember(path: Path, sha256: str) -> None:
         return
     with _LOCK:
         _SEEN[_version(_identity(path))] = sha256
+
+
+def active() -> bool:
+    """Whether a memo is active (remember() records nothing otherwise)."""
+    return _ROOT is not None
+
+
+class Follower:
+    """The sha256 of a file another thread is writing from its start, read right behind the
+    writer: the file's bytes below its current size are written (the kernel raises the size
+    after copying them), so reading up to EOF, again and again, sees only final bytes; once
+    the writer says it is done (after closing), the rest is read. Appends only: the caller
+    removes any old file at the path before the writer creates it. The digest goes to
+    remember(); any failure just leaves the file to be read again later."""
+
+    def __init__(self, path: Path):
+        self.path, self.digest = Path(path), None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="qrecipe-hash-follow",
+                                        daemon=True)
+
+    def start(self) -> "Follower":
+        self._thread.start()
+        return self
+
+    def writer_done(self) -> None:
+        self._done.set()
+
+    def wait(self) -> Optional[str]:
+        self._done.set()
+        self._thread.join()
+        return self.digest
+
+    def _run(self) -> None:
+        import hashlib
+        try:
+            while not self.path.exists():  # the writer has not created it yet
+                if self._done.wait(0.002) and not self.path.exists():
+                    return
+            h, size = hashlib.sha256(), 0
+            buf = bytearray(8 << 20)
+            view = memoryview(buf)
+            with open(self.path, "rb", buffering=0) as f:
+                while True:
+                    done = self._done.is_set()  # before the read: then EOF is the end
+                    n = f.readinto(buf)
+                    if n:
+                        h.update(view[:n])
+                        size += n
+                    elif done:
+                        break
+                    else:
+                        self._done.wait(0.005)  # caught up with the writer
+                st, fst = os.stat(self.path), os.fstat(f.fileno())
+            if (st.st_ino, st.st_dev, st.st_size) == (fst.st_ino, fst.st_dev, size):
+                self.digest = h.hexdigest()
+                remember(self.path, self.digest)
+        except OSError:
+            pass
 
 
 def _store(entry: Path, ident: dict, sha256: str) -> None:

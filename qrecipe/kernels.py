@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import QRecipeError
 
@@ -33,7 +33,11 @@ class Kernel:
     min_cc: float = 0.0  # lowest CUDA compute capability
     dtypes: Tuple[str, ...] = ("float16", "bfloat16")
     zero_points: bool = True  # runs asymmetric checkpoints (sym=False); gptq Marlin does not
+    bits: Tuple[int, ...] = ()  # weight widths it runs (its SUPPORTS_BITS); () = any
     note: str = ""
+    # the checkpoint is rewritten at load into this format (qrecipe/ct_gptq.py, lossless) and
+    # runs on that format's kernel of the same name
+    via: Optional[str] = None
 
 
 def _k(name, hf, devices=("cuda",), **kw) -> Kernel:
@@ -47,11 +51,13 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
     "gptq": (
         _k("torch", "torch", ("cpu", "cuda"),
            note="TorchLinear: dequantize + matmul, plain torch; no build"),
-        _k("triton", "triton", note="TritonV2Linear: Triton JIT (no nvcc, no download)"),
-        _k("marlin", "marlin", jit=True, min_cc=8.0, zero_points=False,
+        _k("triton", "triton", bits=(2, 4, 8),
+           note="TritonV2Linear: Triton JIT (no nvcc, no download)"),
+        _k("marlin", "marlin", jit=True, min_cc=8.0, zero_points=False, bits=(4, 8),
            note="MarlinLinear: nvcc-built (~2 min once); symmetric checkpoints only"),
-        _k("exllama_v2", "exllama_v2", jit=True, note="ExllamaV2Linear: nvcc-built (~35 s once)"),
-        _k("machete", "machete", jit=True, download=True, min_cc=9.0,
+        _k("exllama_v2", "exllama_v2", jit=True, bits=(4,),
+           note="ExllamaV2Linear: nvcc-built (~35 s once)"),
+        _k("machete", "machete", jit=True, download=True, min_cc=9.0, bits=(4, 8),
            note="MacheteLinear: nvcc-built and downloads CUTLASS (fails offline)"),
     ),
     "awq": (
@@ -66,6 +72,15 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
            note="compressed-tensors keeps packed int weights and dequantizes in forward"),
         _k("dequantized", None, ("cpu", "cuda"),
            note="weights dequantized to dense at load: fp16 speed, fp16 memory"),
+        # int weight-only schemes (2/4/8 bits) rewritten into the GPTQ layout at load
+        _k("torch", "torch", ("cpu", "cuda"), via="gptq",
+           note="TorchLinear on the GPTQ layout (rewritten at load, lossless)"),
+        _k("triton", "triton", via="gptq", bits=(2, 4, 8),
+           note="TritonV2Linear on the GPTQ layout (rewritten at load, lossless)"),
+        _k("exllama_v2", "exllama_v2", jit=True, via="gptq", bits=(4,),
+           note="ExllamaV2Linear on the GPTQ layout (rewritten at load, lossless; 4-bit)"),
+        _k("marlin", "marlin", jit=True, min_cc=8.0, zero_points=False, via="gptq", bits=(4, 8),
+           note="MarlinLinear on the GPTQ layout (rewritten at load, lossless; symmetric)"),
     ),
     "bitsandbytes": (
         _k("bitsandbytes", None, ("cpu", "cuda"),
@@ -79,7 +94,10 @@ _AUTO_NO_JIT = {"gptq": "torch", "awq": "torch", "compressed-tensors": "compress
 # `auto` on CUDA when allow_jit: the compiled GEMV/GEMM kernels, built once into the cache, in
 # order. gptqmodel's GPTQ Marlin refuses zero points (SUPPORTS_SYM = [True]), so an asymmetric
 # GPTQ checkpoint (qrecipe's default, sym: false) gets ExLlamaV2, which takes both.
-_AUTO_JIT = {"gptq": ("marlin", "exllama_v2"), "awq": ("marlin",)}
+# compressed-tensors: its int weights in the GPTQ layout on ExLlamaV2 (GPTQ's ExLlamaV2 decoded
+# 1.6x fp16 at batch 1 where AWQ's Marlin gave 1.14x, same H200 and shape), Marlin second.
+_AUTO_JIT = {"gptq": ("marlin", "exllama_v2"), "awq": ("marlin",),
+             "compressed-tensors": ("exllama_v2", "marlin")}
 
 
 def names(fmt: Optional[str] = None) -> Tuple[str, ...]:
@@ -100,21 +118,24 @@ def get(fmt: str, name: str) -> Kernel:
 
 def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False,
             cc: Optional[float] = None, dtype: Optional[str] = None,
-            sym: Optional[bool] = None) -> Kernel:
+            sym: Optional[bool] = None, bits: Optional[int] = None,
+            convertible: bool = True) -> Kernel:
     """The kernel a checkpoint of `fmt` runs with on `device` (cc: CUDA compute capability, None
-    when unknown; sym: the checkpoint's symmetry, None when not known). Raises QRecipeError for
-    an unknown name, one that does not run here, or one that needs a compile while allow_jit is
+    when unknown; sym, bits: the checkpoint's, None when not known; convertible: False when its
+    scheme cannot be rewritten for a `via` kernel). Raises QRecipeError for an unknown name, one
+    that does not run here or on this checkpoint, or one that needs a compile while allow_jit is
     false."""
     if fmt not in KERNELS:
         raise QRecipeError("no kernel table for this checkpoint format", key="format",
                            value=fmt, allowed=FORMATS)
+    ck = _Checkpoint(device, cc, dtype, sym, bits, convertible)
     if kernel == "auto":
         table = _AUTO_JIT if allow_jit else {}
         # the compiled kernels were measured on Hopper (docs); below Ampere auto keeps no-build
         jit_ok = device == "cuda" and (cc is None or cc >= 8.0)
         for name in list(table.get(fmt, ()) if jit_ok else ()) + [_AUTO_NO_JIT[fmt]]:
             k = get(fmt, name)
-            if _fits(k, device, cc, dtype, sym) is None:
+            if ck.misfit(k) is None:
                 return k
         return get(fmt, _AUTO_NO_JIT[fmt])
     try:
@@ -122,36 +143,49 @@ def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False
     except KeyError:
         raise QRecipeError(f"unknown kernel for {fmt} checkpoints", key="hardware.kernel",
                            value=kernel, allowed=names(fmt)) from None
-    why = _fits(k, device, cc, dtype, sym)
+    why = ck.misfit(k)
     if why:
         raise QRecipeError(f"kernel {kernel} {why}", key="hardware.kernel", value=kernel,
-                           allowed=_usable(fmt, device, cc, allow_jit, dtype, sym))
+                           allowed=ck.usable(fmt, allow_jit))
     if k.jit and not allow_jit:
         raise QRecipeError(f"kernel {kernel} is compiled with nvcc on first use"
                            + (" and downloads CUTLASS" if k.download else ""),
                            key="hardware.kernel", value=kernel,
-                           allowed=_usable(fmt, device, cc, False, dtype, sym),
+                           allowed=ck.usable(fmt, False),
                            hint="set hardware.allow_jit=true to build it once into the cache")
     return k
 
 
-def _fits(k: Kernel, device: str, cc: Optional[float], dtype: Optional[str],
-          sym: Optional[bool] = None) -> Optional[str]:
-    if device not in k.devices:
-        return f"does not run on {device}"
-    if device == "cuda" and cc is not None and cc < k.min_cc:
-        return f"needs compute capability >= {k.min_cc} (this GPU: {cc})"
-    if dtype and dtype not in ("auto", "float32") and dtype not in k.dtypes:
-        return f"does not run in {dtype}"
-    if sym is False and not k.zero_points:
-        return "runs symmetric checkpoints only (this one has zero points: sym false)"
-    return None
+@dataclass(frozen=True)
+class _Checkpoint:
+    """Where a checkpoint is to run and what is known of it: what a kernel must fit."""
+    device: str
+    cc: Optional[float] = None
+    dtype: Optional[str] = None
+    sym: Optional[bool] = None
+    bits: Optional[int] = None
+    convertible: bool = True
 
+    def misfit(self, k: Kernel) -> Optional[str]:
+        """Why kernel k cannot run it, None when it can."""
+        if self.device not in k.devices:
+            return f"does not run on {self.device}"
+        if self.device == "cuda" and self.cc is not None and self.cc < k.min_cc:
+            return f"needs compute capability >= {k.min_cc} (this GPU: {self.cc})"
+        if self.dtype and self.dtype not in ("auto", "float32") and self.dtype not in k.dtypes:
+            return f"does not run in {self.dtype}"
+        if self.sym is False and not k.zero_points:
+            return "runs symmetric checkpoints only (this one has zero points: sym false)"
+        if self.bits is not None and k.bits and self.bits not in k.bits:
+            return f"runs {'/'.join(map(str, k.bits))}-bit weights only (this one: {self.bits})"
+        if k.via and not self.convertible:
+            return f"needs an int weight-only scheme to rewrite into the {k.via} layout"
+        return None
 
-def _usable(fmt: str, device: str, cc, allow_jit: bool, dtype, sym=None) -> str:
-    ok = [k.name for k in KERNELS[fmt] if _fits(k, device, cc, dtype, sym) is None
-          and (allow_jit or not k.jit)]
-    return ", ".join(["auto"] + ok)
+    def usable(self, fmt: str, allow_jit: bool) -> str:
+        ok = [k.name for k in KERNELS[fmt] if self.misfit(k) is None
+              and (allow_jit or not k.jit)]
+        return ", ".join(["auto"] + ok)
 
 
 def _always_jit(name: str) -> bool:
@@ -194,18 +228,23 @@ def quantization_config(fmt: str, k: Kernel, saved: Dict[str, Any]) -> Any:
     return None
 
 
-def snippet_kwargs(fmt: str, k: Kernel, bits: int) -> Tuple[str, str]:
-    """(import line, from_pretrained keyword) for the loading snippet the report prints."""
-    if fmt == "gptq":
-        return ("from transformers import GPTQConfig",
-                f'quantization_config=GPTQConfig(bits={bits}, backend="{k.hf_backend}"), ')
-    if fmt == "awq":
-        return ("from transformers import AwqConfig",
-                f'quantization_config=AwqConfig(bits={bits}, backend="{k.hf_backend}"), ')
-    if fmt == "compressed-tensors" and k.name == "dequantized":
-        return ("from transformers import CompressedTensorsConfig",
-                "quantization_config=CompressedTensorsConfig(dequantize=True), ")
-    return ("", "")
+def load_lines(fmt: str, k: Kernel, bits: int, device: str = "cuda") -> List[str]:
+    """The Python lines that load a saved checkpoint ("model") with kernel k: the loading snippet
+    the report prints."""
+    if k.via:  # plain transformers cannot: qrecipe rewrites the layout in a temporary directory
+        return ["from qrecipe.models import load_causal_lm  # rewrites the layout in a temp dir",
+                f'model = load_causal_lm("model", "auto", "{device}", kernel="{k.name}"'
+                + (", allow_jit=True)" if k.jit else ")")]
+    imp, kw = "", ""
+    if fmt in ("gptq", "awq"):
+        cls = "GPTQConfig" if fmt == "gptq" else "AwqConfig"
+        imp = f"from transformers import {cls}"
+        kw = f'quantization_config={cls}(bits={bits}, backend="{k.hf_backend}"), '
+    elif fmt == "compressed-tensors" and k.name == "dequantized":
+        imp = "from transformers import CompressedTensorsConfig"
+        kw = "quantization_config=CompressedTensorsConfig(dequantize=True), "
+    return ["from transformers import AutoModelForCausalLM", *([imp] if imp else []),
+            f'model = AutoModelForCausalLM.from_pretrained("model", {kw}device_map="auto")']
 
 
 def checkpoint_format(model_dir: Path) -> Optional[str]:
@@ -218,6 +257,20 @@ def checkpoint_format(model_dir: Path) -> Optional[str]:
         return None
     return {"gptq": "gptq", "awq": "awq", "compressed-tensors": "compressed-tensors",
             "bitsandbytes": "bitsandbytes"}.get(method, method)
+
+
+def saved_facts(fmt: str, saved: Dict[str, Any]) -> Dict[str, Any]:
+    """What the kernel table checks, read from a checkpoint's saved quantization_config:
+    resolve()'s sym, bits and convertible."""
+    if fmt == "compressed-tensors":
+        from . import ct_gptq
+        try:
+            s = ct_gptq.scheme(saved)
+        except QRecipeError:
+            return {"convertible": False}
+        return {"sym": s.sym, "bits": s.bits}
+    bits = saved.get("bits")
+    return {"sym": saved.get("sym"), "bits": int(bits) if bits is not None else None}
 
 
 def configure_jit_cache(cache_dir: Path) -> Dict[str, str]:

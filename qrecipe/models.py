@@ -173,26 +173,43 @@ def load_causal_lm(path: Path, dtype: str = "float32", device: str = "cpu",
                    kernel: str = "auto", allow_jit: bool = False):
     """Plain transformers loading, used for the fp baseline and to reload saved checkpoints.
     A quantized checkpoint loads with the kernel qrecipe/kernels.py resolves (recorded on the
-    model as `qrecipe_kernel`), never with whatever its library would pick by itself."""
+    model as `qrecipe_kernel`), never with whatever its library would pick by itself. A kernel
+    of another format (`via`) loads a rewritten copy in a temporary directory (the checkpoint
+    itself is only read)."""
     from transformers import AutoModelForCausalLM
     from . import kernels
     extra = {"max_memory": {(int(k) if str(k).isdigit() else k): v
                             for k, v in max_memory.items()}} if max_memory else {}
     fmt = kernels.checkpoint_format(Path(path))
     k = None
-    if fmt in kernels.KERNELS:
-        saved = json.loads((Path(path) / "config.json").read_text())["quantization_config"]
-        k = kernels.resolve(fmt, device, kernel, allow_jit, cc=_compute_capability(device),
-                            sym=saved.get("sym"))
-        qc = kernels.quantization_config(fmt, k, saved)
-        if qc is not None:
-            extra["quantization_config"] = qc
-        log.info("reload: %s checkpoint with kernel %s (%s)", fmt, k.name, k.note)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=_torch_dtype(dtype), device_map=device_map or device, **extra)
+    with tempfile.TemporaryDirectory(prefix="qrecipe-rewrite-") as tmp:
+        if fmt in kernels.KERNELS:
+            saved = json.loads((Path(path) / "config.json").read_text())["quantization_config"]
+            k = kernels.resolve(fmt, device, kernel, allow_jit, cc=_compute_capability(device),
+                                **kernels.saved_facts(fmt, saved))
+            log.info("reload: %s checkpoint with kernel %s (%s)", fmt, k.name, k.note)
+            if k.via:
+                path, fmt = _rewrite(Path(path), k.via, Path(tmp)), k.via
+                saved = json.loads((path / "config.json").read_text())["quantization_config"]
+            qc = kernels.quantization_config(fmt, kernels.get(fmt, k.name), saved)
+            if qc is not None:
+                extra["quantization_config"] = qc
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=_torch_dtype(dtype), device_map=device_map or device, **extra)
     model.eval()
     model.qrecipe_kernel = k.name if k else None
     return model
+
+
+def _rewrite(src: Path, fmt: str, tmp: Path) -> Path:
+    """src in the layout of `fmt`, written under tmp (qrecipe/ct_gptq.py: the only rewrite)."""
+    import time
+    from . import ct_gptq
+    t0 = time.perf_counter()
+    dst = ct_gptq.convert(src, tmp / "model")
+    log.info("reload: rewrote %s into the %s layout in %.1fs (lossless)", src, fmt,
+             time.perf_counter() - t0)
+    return dst
 
 
 def _compute_capability(device: str) -> Optional[float]:

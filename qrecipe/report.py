@@ -189,16 +189,17 @@ def _load_snippet(metrics: Dict[str, Any]) -> List[str]:
     """How a user reloads the checkpoint with the kernel this run measured (qrecipe/kernels.py)."""
     from . import kernels
     fmt, k = metrics.get("format"), (metrics.get("kernel") or {}).get("resolved")
-    imp, kw = ("", "")
+    code = ["from transformers import AutoModelForCausalLM",
+            'model = AutoModelForCausalLM.from_pretrained("model", device_map="auto")']
     if fmt in kernels.KERNELS and k:
-        imp, kw = kernels.snippet_kwargs(fmt, kernels.get(fmt, k), int(metrics["bits"]))
+        code = kernels.load_lines(fmt, kernels.get(fmt, k), int(metrics["bits"]),
+                                  metrics["kernel"].get("device") or "cuda")
     ran = (metrics.get("kernel") or {}).get("loaded_modules")
     shown = k or ("dense" if fmt not in kernels.KERNELS else "not loaded (eval off)")
-    return ["## Load it", "", "```python", "from transformers import AutoModelForCausalLM",
-            *([imp] if imp else []),
-            f'model = AutoModelForCausalLM.from_pretrained("model", {kw}device_map="auto")',
-            "```", "", f"Kernel: `{shown}`" + (f" (layers: {ran})" if ran else "") + ".",
-            ""]
+    return ["## Load it", "", "```python", *code, "```", "",
+            f"Kernel: `{shown}`" + (f" (layers: {ran})" if ran else "") + ".", ""]
+
+
 def _plan_lines(out: Path, metrics: Dict[str, Any]) -> List[str]:
     """`qrecipe plan`'s table next to what this run measured (qrecipe/plan_report.py)."""
     try:

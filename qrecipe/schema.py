@@ -69,7 +69,7 @@ class BnbMethod(MethodConfig):
     backend: str = "bitsandbytes"
     quant_type: str = "nf4"  # 4-bit data type: nf4 or fp4 (8-bit is always LLM.int8)
     double_quant: bool = True
-    compute_dtype: str = "bfloat16"
+    compute_dtype: str = "auto"  # auto: the model's dtype when half, else bfloat16
     int8_threshold: float = 6.0  # LLM.int8 outlier threshold
 
 

@@ -123,13 +123,13 @@ def test_gptqmodel_writes_the_canonical_layout_itself(tmp_path, hooked):
     pytest.importorskip("gptqmodel")
     from gptqmodel.utils.model import TensorSource, streaming_state_dict_to_shards
 
-    from qrecipe.backends.gptqmodel_shards import canonical_shards
+    from qrecipe.backends.gptqmodel_shards import shard_writes
 
     t = {k: v for k, v in _tensors().items() if v.dtype != torch.bool}
     sd = {k: TensorSource(k, v.dtype, tuple(v.shape), v) for k, v in t.items()}
     out = tmp_path / "model"
     out.mkdir()
-    with canonical_shards(hooked):
+    with shard_writes(hooked):
         streaming_state_dict_to_shards(sd, save_dir=str(out), model_base_name="model",
                                        single_file_name="model.safetensors",
                                        metadata={"format": "pt"}, max_shard_size=None)
@@ -141,3 +141,45 @@ def test_gptqmodel_writes_the_canonical_layout_itself(tmp_path, hooked):
     canonical.canonicalize(out)
     assert f.read_bytes() == ref.read_bytes()
     assert (f.stat().st_ino == before.st_ino) is hooked  # hooked: nothing was rewritten
+
+
+@pytest.mark.parametrize("shard_mb", [None, 1])
+def test_shards_are_hashed_while_gptqmodel_writes_them(tmp_path, shard_mb):
+    """Each shard's sha256, computed right behind gptqmodel 7.6's writer, is the sha256 of the
+    file as written, and the save stage's hashing then takes it from the memo without reading
+    the file (a stale file at the path is removed first, never hashed)."""
+    pytest.importorskip("gptqmodel")
+    import hashlib
+    from unittest import mock
+
+    from gptqmodel.utils.model import TensorSource, streaming_state_dict_to_shards
+
+    from qrecipe import filehash, fingerprint
+    from qrecipe.backends.gptqmodel_shards import shard_writes
+
+    torch.manual_seed(0)
+    t = {f"layer{i}.weight": torch.randn(256, 1024) for i in range(8)}  # 8 MiB
+    sd = {k: TensorSource(k, v.dtype, tuple(v.shape), v) for k, v in t.items()}
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"stale" * (1 << 20))
+    with filehash.memo(tmp_path / "memo"):
+        with shard_writes(False) as hashes:
+            streaming_state_dict_to_shards(
+                sd, save_dir=str(out), model_base_name="model",
+                single_file_name="model.safetensors", metadata={"format": "pt"},
+                max_shard_size=shard_mb << 20 if shard_mb else None)
+        files = [h.path for h in hashes.followers]
+        assert hashes.wait() == len(files) == (1 if shard_mb is None else 8)
+        assert files == sorted(out.glob("model*.safetensors" if shard_mb is None
+                                        else "model-*.safetensors"))
+        truth = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+        assert [h.digest for h in hashes.followers] == [truth[f] for f in files]
+        with mock.patch.object(fingerprint, "_sha256_read", side_effect=AssertionError):
+            assert {f: fingerprint.sha256_file(f) for f in files} == truth  # from the memo
+
+
+def test_a_follower_of_a_file_never_written_gives_up(tmp_path):
+    with filehash.memo(tmp_path / "memo"):
+        fol = filehash.Follower(tmp_path / "never.bin").start()
+        assert fol.wait() is None  # the writer failed before creating it: nothing recorded

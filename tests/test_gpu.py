@@ -32,6 +32,9 @@ CASES = [  # method, backend, bits, kernel, class name expected in the reloaded 
     ("gptq", "llmcompressor", "w4", "compressed", "compressed-tensors"),
     ("gptq", "llmcompressor", "w4", "dequantized", None),
     ("awq", "llmcompressor", "w4", "compressed", "compressed-tensors"),
+    # compressed-tensors rewritten into the GPTQ layout at reload (qrecipe/ct_gptq.py)
+    ("gptq", "llmcompressor", "w4", "torch", "TorchLinear"),
+    ("awq", "llmcompressor", "w4", "triton", "TritonV2Linear"),
     ("bnb", "bitsandbytes", "w4", "auto", "Linear4bit"),
     ("bnb", "bitsandbytes", "w8", "auto", "Linear8bitLt"),
 ]
@@ -103,3 +106,31 @@ def test_asymmetric_gptq_reloads_with_exllama_when_jit_is_allowed(gpu_model_dir,
     assert m["kernel"]["resolved"] == "exllama_v2"
     assert any("ExllamaV2" in name for name in m["kernel"]["loaded_modules"])
     assert m["eval"]["quantized"]["speed"]["decode_tokens_per_s"] > 0
+
+
+def test_compressed_tensors_on_exllama_gives_the_dense_logits(gpu_model_dir, tmp_path):
+    """llm-compressor's checkpoint (asymmetric GPTQ) under `auto` with allow_jit: rewritten into
+    the GPTQ layout and served by ExLlamaV2; its logits against the same checkpoint dequantized
+    to dense fp16 (what transformers alone gives)."""
+    from qrecipe import models
+    from qrecipe.runner import run_job
+    cfg = compose(["method=gptq", "method.backend=llmcompressor", "method.sym=false", "bits=w4",
+                   "bits.group_size=128", "model=local", f"model.path={gpu_model_dir}",
+                   "calibration=local", "calibration.num_samples=16", "calibration.seq_len=128",
+                   "hardware=h100_80gb", "hardware.dtype=float16", "hardware.assign_gpus=false",
+                   f"cache.dir={tmp_path / 'cache'}", "eval.max_windows=2", "eval.seq_len=128",
+                   "eval.stride=128", "eval.baseline=false", "eval.speed=true",
+                   "eval.speed_prompt_len=16", "eval.speed_new_tokens=8"])
+    out = tmp_path / "run"
+    assert run_job(cfg, out) == "ok", (out / "error.json").read_text()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["kernel"]["resolved"] == "exllama_v2"
+    assert m["kernel"]["loaded_modules"] == {"ExllamaV2Linear": 14}
+    assert 'kernel="exllama_v2", allow_jit=True)' in (out / "report.md").read_text()
+    fast = models.load_causal_lm(out / "model", "auto", "cuda", kernel="exllama_v2",
+                                 allow_jit=True)
+    dense = models.load_causal_lm(out / "model", "auto", "cuda", kernel="dequantized")
+    ids = torch.arange(1, 65, device="cuda").unsqueeze(0)
+    with torch.no_grad():
+        a, b = fast(ids).logits.float(), dense(ids).logits.float()
+    assert (a - b).abs().max() < 0.02 * b.abs().max()

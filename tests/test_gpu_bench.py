@@ -14,21 +14,53 @@ def _ckpt(tmp_path, name, qcfg):
     return str(d)
 
 
+_CT_W4_ASYM = {"format": "pack-quantized", "config_groups": {"group_0": {
+    "format": "pack-quantized", "targets": ["Linear"], "weights": {
+        "num_bits": 4, "type": "int", "symmetric": False, "strategy": "group",
+        "group_size": 128}}}}
+
+
 def test_every_checkpoints_reload_kernel_runs_before_the_extra_kernels(tmp_path):
     # a time limit cuts the speed step from the end: the reload column must come first
     ckpts = [("gptq", "gptq", _ckpt(tmp_path, "g", {"sym": False})),
              ("awq", "awq", _ckpt(tmp_path, "a", {})),
              ("rtn", "gptq", _ckpt(tmp_path, "r", {"sym": False})),
-             ("awq-llmc", "compressed-tensors", _ckpt(tmp_path, "c", {}))]
+             ("awq-llmc", "compressed-tensors", _ckpt(tmp_path, "c", _CT_W4_ASYM)),
+             ("fp8-llmc", "compressed-tensors", _ckpt(tmp_path, "f", {}))]
     t = [(m, k) for m, k, _ in gpu_bench.speed_targets(ckpts, tmp_path / "fp16", cc=9.0)]
     assert t[0] == ("fp16", "fp16")
     # Hopper, allow_jit: asymmetric gptq cannot use Marlin, so ExLlamaV2
-    assert t[1:5] == [("gptq", "exllama_v2"), ("awq", "marlin"), ("rtn", "exllama_v2"),
-                      ("awq-llmc", "compressed")]
-    assert t[5:] == [("gptq", "torch"), ("awq", "torch"), ("awq-llmc", "dequantized")]
+    # compressed-tensors int4: rewritten for ExLlamaV2; a scheme that cannot be: its own kernel
+    assert t[1:6] == [("gptq", "exllama_v2"), ("awq", "marlin"), ("rtn", "exllama_v2"),
+                      ("awq-llmc", "exllama_v2"), ("fp8-llmc", "compressed")]
+    assert t[6:] == [("gptq", "torch"), ("awq", "torch"), ("awq-llmc", "compressed"),
+                     ("awq-llmc", "dequantized"), ("fp8-llmc", "dequantized")]
 
 
 def test_below_ampere_the_reload_kernel_is_the_no_build_one(tmp_path):
     ckpts = [("gptq", "gptq", _ckpt(tmp_path, "g", {"sym": True}))]
     t = [(m, k) for m, k, _ in gpu_bench.speed_targets(ckpts, tmp_path / "fp16", cc=7.5)]
     assert t == [("fp16", "fp16"), ("gptq", "torch"), ("gptq", "exllama_v2")]
+
+
+def test_only_selects_jobs_and_their_builds():
+    import argparse
+    a = argparse.Namespace(only="gptq-gptqmodel")
+    jobs = gpu_bench.selected(a)
+    assert [gpu_bench._label(*j[:3]) for j in jobs] == ["gptq-gptqmodel-backend_default",
+                                                       "gptq-gptqmodel-qrecipe"]
+    assert gpu_bench._builds(jobs) == ("gptq_block", "pack_block_cpu")
+    every = gpu_bench.selected(argparse.Namespace(only=""))
+    assert len(every) == len(gpu_bench.JOBS) and gpu_bench._builds(every) == gpu_bench.PREBUILD
+
+
+def test_the_speed_step_waits_only_for_the_builds_its_kernels_need():
+    """A bnb-only run builds nothing (a device session once lost 5 minutes waiting for Marlin
+    and ExLlamaV2 there); the full run needs both."""
+    import argparse
+    bnb = gpu_bench.selected(argparse.Namespace(only="bnb4-bitsandbytes,speed"))
+    assert gpu_bench.speed_builds(bnb) == () and gpu_bench._builds(bnb) == ()
+    every = gpu_bench.selected(argparse.Namespace(only=""))
+    assert set(gpu_bench.speed_builds(every)) == {"marlin_fp16", "exllamav2"}
+    ct = gpu_bench.selected(argparse.Namespace(only="gptq-llmcompressor,speed"))
+    assert set(gpu_bench.speed_builds(ct)) == {"marlin_fp16", "exllamav2"}

@@ -83,8 +83,13 @@ def test_format_of_and_snippet():
     assert kernels.format_of("gptqmodel", "awq") == "awq"
     assert kernels.format_of("gptqmodel", "rtn") == "gptq"
     assert kernels.format_of("llmcompressor", "gptq") == "compressed-tensors"
-    imp, kw = kernels.snippet_kwargs("gptq", kernels.get("gptq", "torch"), 4)
-    assert kw == 'quantization_config=GPTQConfig(bits=4, backend="torch"), '
+    lines = kernels.load_lines("gptq", kernels.get("gptq", "torch"), 4)
+    assert lines[-1] == ('model = AutoModelForCausalLM.from_pretrained("model", quantization_'
+                         'config=GPTQConfig(bits=4, backend="torch"), device_map="auto")')
+    ct = kernels.load_lines("compressed-tensors", kernels.get("compressed-tensors",
+                                                              "exllama_v2"), 4)
+    assert ct[-1] == 'model = load_causal_lm("model", "auto", "cuda", kernel="exllama_v2", ' \
+                     'allow_jit=True)'
 
 
 def test_jit_cache_goes_into_qrecipe_cache(tmp_path, monkeypatch):
@@ -100,3 +105,21 @@ def test_module_imports_no_torch():
     code = "import qrecipe.kernels, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_kernel_refuses_widths_it_does_not_run():
+    """ExLlamaV2 runs 4-bit only (gptqmodel's SUPPORTS_BITS): a w8 GPTQ checkpoint under `auto`
+    with allow_jit gets Marlin when symmetric, the torch kernel when not; asked by name, it stops
+    with the widths allowed."""
+    assert kernels.resolve("gptq", "cuda", "auto", True, cc=9.0, sym=False, bits=8).name == \
+        "torch"
+    assert kernels.resolve("gptq", "cuda", "auto", True, cc=9.0, sym=True, bits=8).name == \
+        "marlin"
+    with pytest.raises(QRecipeError, match="runs 4-bit weights only"):
+        kernels.resolve("gptq", "cuda", "exllama_v2", True, cc=9.0, bits=8)
+    assert kernels.saved_facts("gptq", {"bits": 8, "sym": True}) == {"sym": True, "bits": 8}
+    assert kernels.saved_facts("compressed-tensors", {"config_groups": {}}) == \
+        {"convertible": False}
+    # a scheme that cannot be rewritten keeps compressed-tensors' own kernel under auto
+    assert kernels.resolve("compressed-tensors", "cuda", "auto", True, cc=9.0,
+                           convertible=False).name == "compressed"

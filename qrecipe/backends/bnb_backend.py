@@ -52,7 +52,8 @@ class BitsAndBytesBackend(Backend):
             qconfig = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type=str(m.quant_type),
                 bnb_4bit_use_double_quant=bool(m.double_quant),
-                bnb_4bit_compute_dtype=_torch_dtype(torch, m.compute_dtype, "method.compute_dtype"))
+                bnb_4bit_compute_dtype=_torch_dtype(torch, compute_dtype(m, req.dtype),
+                                                    "method.compute_dtype"))
         else:
             # LLM.int8: the quant_type/double_quant/compute_dtype options do not apply.
             qconfig = BitsAndBytesConfig(load_in_8bit=True,
@@ -101,7 +102,7 @@ class BitsAndBytesBackend(Backend):
             state = layers[0].weight.quant_state if layers else None
             details.update(
                 scheme=str(m.quant_type), double_quant=bool(m.double_quant),
-                compute_dtype=str(m.compute_dtype),
+                compute_dtype=compute_dtype(m, req.dtype),
                 blocksize=getattr(state, "blocksize", None),
                 # double quant stores the fp32 block absmax values as 8 bit in blocks of 256
                 nested_blocksize=getattr(getattr(state, "state2", None), "blocksize", None),
@@ -114,6 +115,16 @@ class BitsAndBytesBackend(Backend):
                 # through int8. Inputs are cast to fp16 either way.
                 has_fp16_weights=False)
         return details
+
+
+def compute_dtype(m: Any, model_dtype: str) -> str:
+    """method.compute_dtype, with `auto` = the dtype the model is loaded in when that is a half
+    type, else bfloat16. A compute dtype other than the model's casts every activation twice per
+    layer: NF4 decode on an H200 went from 0.91-0.93x fp16 (bf16 compute on a float16 model) to
+    1.06-1.11x (float16 compute) at batch 1 (docs/benchmarks.md, bnb_decode.py)."""
+    if str(m.compute_dtype) != "auto":
+        return str(m.compute_dtype)
+    return model_dtype if model_dtype in ("float16", "bfloat16") else "bfloat16"
 
 
 def _torch_dtype(torch: Any, name: Any, key: str) -> Any:

@@ -17,7 +17,7 @@ from .base import BACKENDS, Backend, MethodSupport, QuantizeRequest, QuantizeRes
 from .gptqmodel_fastloop import fast_layer_loop
 from .gptqmodel_gc import collect_after_checkpoints, frozen_heap
 from .gptqmodel_hessian import tensor_core_hessian
-from .gptqmodel_shards import canonical_shards
+from .gptqmodel_shards import shard_writes
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +225,12 @@ class GPTQModelBackend(Backend):
                                hint="run qrecipe resume again: quantization starts over") from None
         t2 = time.perf_counter()
         req.out_dir.mkdir(parents=True, exist_ok=True)
-        with canonical_shards(bool(ckpt)):
+        with shard_writes(bool(ckpt)) as shard_hashes:  # hashed as written, by qrecipe
             model.save(str(req.out_dir))
         t3 = time.perf_counter()
+        shard_hashes.wait()  # what hashing is left once gptqmodel's write has ended
+        t_hash = time.perf_counter() - t3
+        t3 += t_hash
         if ckpt:
             # A run resumed from a layer checkpoint saves its tensors in another order: the
             # canonical layout gives it the uninterrupted run's bytes (qrecipe/canonical.py).
@@ -260,7 +263,8 @@ class GPTQModelBackend(Backend):
             # the library's own time (what a script calling it directly spends too)
             "seconds": {"import": round(t_import, 2), "load": round(t1 - t0, 2),
                         "quantize": round(t2 - t1, 2), "save": round(t3 - t2, 2)},
-            "qrecipe_seconds": {"canonicalize": round(t4 - t3, 2)},
+            "qrecipe_seconds": {"canonicalize": round(t4 - t3, 2),
+                                "shard_sha256_wait": round(t_hash, 2)},
             "versions": self.package_versions(),
         }
         if m.name == "gptq":

@@ -1,38 +1,73 @@
-"""While gptqmodel 7.6 saves a resumed run: each shard's tensors in safetensors' canonical order."""
+"""While gptqmodel 7.6 saves: each shard hashed as it is written, and (a resumed run) its tensors
+in safetensors' canonical order."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, List
 
 from .patching import patched
 
 
+class ShardHashes:
+    """The shards' sha256 followers of one save; wait() joins them (qrecipe's own seconds)."""
+
+    def __init__(self) -> None:
+        self.followers: List = []
+
+    def wait(self) -> int:
+        """Join every follower; the number of shards whose digest went to the memo."""
+        return sum(f.wait() is not None for f in self.followers)
+
+
 @contextmanager
-def canonical_shards(enabled: bool) -> Iterator[None]:
-    """While gptqmodel 7.6 saves: each shard's tensors in safetensors' canonical order (it
-    writes them in registration order), so a multi-GB checkpoint is written once instead of
-    being written again by the canonical rewrite. The shards and the bytes written per tensor
-    are gptqmodel's own; canonicalize() checks the result. Without the private hook (another
-    gptqmodel), nothing is patched and the rewrite does the work."""
+def shard_writes(canonical: bool) -> Iterator[ShardHashes]:
+    """While gptqmodel 7.6 saves, through its private shard writer:
+    - every shard is hashed while gptqmodel writes it (filehash.Follower, one thread per shard,
+      right behind the writer), so the save stage finds its sha256 in the file-hash memo
+      instead of reading a multi-GB file again after the write;
+    - canonical: each shard's tensors in safetensors' canonical order (gptqmodel writes them in
+      registration order), so a resumed run's shards are written once instead of being written
+      again by the canonical rewrite; canonicalize() checks the result.
+    The shards and the bytes written per tensor are gptqmodel's own. Without the private hook
+    (another gptqmodel), nothing is patched: the save stage reads the files, the rewrite
+    reorders them."""
+    hashes = ShardHashes()
     try:
         from gptqmodel.utils import model as gm
         write, dtype_name = gm._write_shard_file, gm._torch_dtype_to_safetensors
     except (ImportError, AttributeError):
-        enabled = False
-    if not enabled:
-        yield
+        yield hashes
         return
-    from ..canonical import canonical_order
+    import os
 
-    def ordered(path, entries, metadata):
+    from .. import filehash
+
+    def hooked(path, entries, metadata):
+        if canonical:
+            entries = _ordered(entries, dtype_name)
+        follower = None
+        if filehash.active():
+            if os.path.lexists(path):  # the writer truncates it: the follower must not read it
+                os.remove(path)
+            follower = filehash.Follower(path).start()
+            hashes.followers.append(follower)
         try:
-            order = canonical_order({e.name: dtype_name(e.torch_dtype) for e in entries})
-        except Exception:  # noqa: BLE001 - an unknown dtype: gptqmodel's order, then rewritten
-            order = None
-        if order is not None and len(order) == len(entries):
-            by_name = {e.name: e for e in entries}
-            entries = [by_name[n] for n in order]
-        return write(path, entries, metadata)
+            return write(path, entries, metadata)
+        finally:
+            if follower is not None:
+                follower.writer_done()
 
-    with patched({(gm, "_write_shard_file"): ordered}):
-        yield
+    with patched({(gm, "_write_shard_file"): hooked}):
+        yield hashes
+
+
+def _ordered(entries, dtype_name):
+    from ..canonical import canonical_order
+    try:
+        order = canonical_order({e.name: dtype_name(e.torch_dtype) for e in entries})
+    except Exception:  # noqa: BLE001 - an unknown dtype: gptqmodel's order, then rewritten
+        order = None
+    if order is not None and len(order) == len(entries):
+        by_name = {e.name: e for e in entries}
+        entries = [by_name[n] for n in order]
+    return entries
