@@ -21,7 +21,9 @@ unpacking ignores that index, so which order the integers are in is not settled 
 gptq_v2, not the v1 most GPTQ files use: v1 stores zero - 1, which cannot hold a zero point of 0
 (an asymmetric group whose minimum is its own zero); v2 is read by gptqmodel as it is.
 
-Importing this module imports neither torch nor safetensors (config checks run at validation).
+Importing this module imports neither torch nor safetensors: scheme() reads config.json only
+(the kernel table's check, qrecipe/kernels.py saved_facts). convert() holds the checkpoint's
+tensors in RAM while it writes the rewritten file (the quantized size: ~3.9 GB for a 7B model).
 """
 from __future__ import annotations
 
@@ -44,16 +46,19 @@ class Scheme:
     bits: int
     group_size: int  # -1: one group per row (strategy "channel")
     sym: bool
-    ignore: tuple
+
+
+def _unfit(why: str, value: Any = "gptq layout") -> QRecipeError:
+    return QRecipeError(f"this compressed-tensors checkpoint cannot run on a GPTQ kernel: {why}",
+                        key="hardware.kernel", value=value,
+                        hint="use hardware.kernel=compressed or dequantized")
 
 
 def scheme(saved: Dict[str, Any]) -> Scheme:
     """The one weight scheme of a saved compressed-tensors quantization_config, or a QRecipeError
     saying why this checkpoint cannot be served by a GPTQ kernel."""
     def refuse(why: str, value: Any):
-        raise QRecipeError(f"this compressed-tensors checkpoint cannot run on a GPTQ kernel: {why}",
-                           key="hardware.kernel", value=value,
-                           hint="use hardware.kernel=compressed or dequantized")
+        raise _unfit(why, value)
 
     groups = [g for g in (saved.get("config_groups") or {}).values() if g.get("weights")]
     if len(groups) != 1:
@@ -75,17 +80,11 @@ def scheme(saved: Dict[str, Any]) -> Scheme:
         refuse("act-order groups (actorder: group)", "actorder=group")
     if (saved.get("sparsity_config") or {}) or (saved.get("transform_config") or {}):
         refuse("sparsity or transforms are configured", "sparsity/transform")
+    if saved.get("kv_cache_scheme"):  # a GPTQ config has no place for it: it would be dropped
+        refuse("the KV cache is quantized too", "kv_cache_scheme")
     return Scheme(bits=int(w["num_bits"]),
                   group_size=int(w["group_size"]) if strategy == "group" else -1,
-                  sym=bool(w.get("symmetric", True)), ignore=tuple(saved.get("ignore") or ()))
-
-
-def symmetric(saved: Dict[str, Any]) -> Optional[bool]:
-    """The weights' symmetry (what the kernel table checks), None when not one int scheme."""
-    try:
-        return scheme(saved).sym
-    except QRecipeError:
-        return None
+                  sym=bool(w.get("symmetric", True)))
 
 
 def _pack_rows(vals, bits: int):
@@ -102,33 +101,35 @@ def convert_module(t: Dict[str, Any], s: Scheme) -> Dict[str, Any]:
     """One quantized Linear's compressed-tensors tensors -> its GPTQ tensors (qweight, qzeros,
     scales, g_idx), the same integers and scales."""
     import torch
-    out_f, in_f = (int(x) for x in t["weight_shape"].tolist())
+    shape = [int(x) for x in t["weight_shape"].tolist()]
     k = 32 // s.bits
-    if in_f % k or out_f % k:
-        raise QRecipeError(f"a {out_f}x{in_f} layer does not pack into whole int32 words at "
-                           f"{s.bits} bits", key="hardware.kernel", value="gptq layout",
-                           hint="use hardware.kernel=compressed or dequantized")
+    if len(shape) != 2 or shape[0] % k or shape[1] % k:  # 3-D: fused MoE experts
+        raise _unfit(f"a {'x'.join(map(str, shape))} weight does not map onto a GPTQ Linear "
+                     f"of whole int32 words at {s.bits} bits")
+    out_f, in_f = shape
     scale = t["weight_scale"]
     if s.sym:  # no zero points saved: the offset itself, 2**(bits-1)
         zeros = _pack_rows(torch.full((out_f, scale.shape[1]), 1 << (s.bits - 1)), s.bits)
     else:
-        zeros = t["weight_zero_point"]  # [out/k, groups]: already packed along out
+        zeros = t.get("weight_zero_point")  # [out/k, groups]: already packed along out
+        if zeros is None or zeros.dtype != torch.int32 or \
+                tuple(zeros.shape) != (out_f // k, scale.shape[1]):
+            raise _unfit("zero points not packed as int32 [out/k, groups]")
     g_idx = torch.arange(in_f, dtype=torch.int32) // (in_f if s.group_size == -1
                                                      else s.group_size)
     saved = t.get("weight_g_idx")  # act-order "group": refused by scheme(); a file may differ
     if saved is not None and not bool((saved < 0).all()) and not torch.equal(
             saved.to(torch.int32), g_idx):
-        raise QRecipeError("a layer's groups are not in column order (act-order g_idx)",
-                           key="hardware.kernel", value="gptq layout",
-                           hint="use hardware.kernel=compressed or dequantized")
+        raise _unfit("a layer's groups are not in column order (act-order g_idx)")
     return {"qweight": t["weight_packed"].t().contiguous(), "qzeros": zeros.t().contiguous(),
             "scales": scale.t().contiguous(), "g_idx": g_idx}
 
 
-def gptq_config(s: Scheme, desc_act: bool, in_block: Optional[List[List[str]]]) -> dict:
-    """config.json's quantization_config of the converted checkpoint."""
+def gptq_config(s: Scheme, in_block: Optional[List[List[str]]]) -> dict:
+    """config.json's quantization_config of the converted checkpoint (groups in column order:
+    no desc_act)."""
     return {"quant_method": "gptq", "bits": s.bits, "group_size": s.group_size,
-            "sym": s.sym, "desc_act": desc_act, "format": "gptq_v2",
+            "sym": s.sym, "desc_act": False, "format": "gptq_v2",
             "checkpoint_format": "gptq_v2", "true_sequential": True,
             **({"modules_in_block_to_quantize": in_block} if in_block else {}),
             "converted_from": "compressed-tensors pack-quantized (qrecipe/ct_gptq.py)"}
@@ -158,16 +159,13 @@ def convert(src: Path, dst: Path) -> Path:
     prefixes = sorted(n[: -len(".weight_packed")] for n in tensors if n.endswith(".weight_packed"))
     out = {n: v for n, v in tensors.items()
            if not any(n.startswith(p + ".weight_") for p in prefixes)}
-    desc_act = False
     for p in prefixes:
         mod = {n[len(p) + 1:]: v for n, v in tensors.items() if n.startswith(p + ".weight_")}
-        g = convert_module(mod, s)
-        desc_act |= bool((g["g_idx"][1:] < g["g_idx"][:-1]).any())
-        out.update({f"{p}.{n}": v for n, v in g.items()})
+        out.update({f"{p}.{n}": v for n, v in convert_module(mod, s).items()})
     dst.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
     save_file(out, str(dst / _FILES[0]), metadata={"format": "pt"})
-    conf["quantization_config"] = gptq_config(s, desc_act, _in_block(prefixes))
+    conf["quantization_config"] = gptq_config(s, _in_block(prefixes))
     (dst / "config.json").write_text(json.dumps(conf, indent=2))
     for f in src.iterdir():
         if f.name not in ("config.json",) + _FILES and not f.name.endswith(".safetensors"):
@@ -184,12 +182,9 @@ def _in_block(prefixes: List[str]) -> Optional[List[List[str]]]:
         parts = p.split(".")
         i = next((j for j in range(len(parts) - 1) if parts[j + 1].isdigit()), None)
         if i is None:
-            raise QRecipeError(f"quantized module {p} sits outside the decoder blocks",
-                               key="hardware.kernel", value="gptq layout",
-                               hint="use hardware.kernel=compressed or dequantized")
+            raise _unfit(f"quantized module {p} sits outside the decoder blocks")
         per_block.setdefault(".".join(parts[: i + 2]), set()).add(".".join(parts[i + 2:]))
     sets = {frozenset(v) for v in per_block.values()}
     if len(sets) != 1:
-        raise QRecipeError("decoder blocks quantize different modules", key="hardware.kernel",
-                           value="gptq layout", hint="use hardware.kernel=compressed or dequantized")
+        raise _unfit("decoder blocks quantize different modules")
     return [sorted(sets.pop())]

@@ -130,16 +130,39 @@ def active() -> bool:
     return _ROOT is not None
 
 
+# filesystems whose writes raise a file's size only after its bytes are in the page cache
+_LOCAL_FS = ("ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs")
+
+
+def local_fs(path: Path) -> bool:
+    """Whether path's filesystem is one of _LOCAL_FS (Linux /proc/self/mounts; False where that
+    cannot be read)."""
+    try:
+        mounts = [line.split() for line in open("/proc/self/mounts")]
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    best, fstype = "", None
+    for m in mounts:
+        point = m[1].replace("\\040", " ")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, fstype = point, m[2]
+    return fstype in _LOCAL_FS
+
+
 class Follower:
     """The sha256 of a file another thread is writing from its start, read right behind the
-    writer: the file's bytes below its current size are written (the kernel raises the size
-    after copying them), so reading up to EOF, again and again, sees only final bytes; once
-    the writer says it is done (after closing), the rest is read. Appends only: the caller
-    removes any old file at the path before the writer creates it. The digest goes to
-    remember(); any failure just leaves the file to be read again later."""
+    writer: on a local Linux filesystem a file's bytes below its current size are written (the
+    kernel raises the size after copying them), so reading up to EOF, again and again, sees
+    only final bytes; once the writer says it is done (after closing), the rest is read.
+    Appends only: the caller removes any old file at the path before the writer creates it,
+    and starts a follower only where local_fs() says so (a network or FUSE filesystem need not
+    order size and data). The digest goes to remember(); any failure just leaves the file to
+    be read again later."""
 
     def __init__(self, path: Path):
         self.path, self.digest = Path(path), None
+        self.read_while_writing = 0  # bytes hashed before the writer was done (tests)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="qrecipe-hash-follow",
                                         daemon=True)
@@ -172,6 +195,7 @@ class Follower:
                     if n:
                         h.update(view[:n])
                         size += n
+                        self.read_while_writing += 0 if done else n
                     elif done:
                         break
                     else:

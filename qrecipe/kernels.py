@@ -34,6 +34,7 @@ class Kernel:
     dtypes: Tuple[str, ...] = ("float16", "bfloat16")
     zero_points: bool = True  # runs asymmetric checkpoints (sym=False); gptq Marlin does not
     bits: Tuple[int, ...] = ()  # weight widths it runs (its SUPPORTS_BITS); () = any
+    group_sizes: Tuple[int, ...] = ()  # its SUPPORTS_GROUP_SIZE; () = not checked here
     note: str = ""
     # the checkpoint is rewritten at load into this format (qrecipe/ct_gptq.py, lossless) and
     # runs on that format's kernel of the same name
@@ -44,9 +45,13 @@ def _k(name, hf, devices=("cuda",), **kw) -> Kernel:
     return Kernel(name=name, hf_backend=hf, devices=tuple(devices), **kw)
 
 
+# the group sizes gptqmodel's tiled CUDA kernels take (ExLlamaV2, Marlin: SUPPORTS_GROUP_SIZE)
+_G_TILED = (-1, 32, 64, 128)
+
 # format -> kernels, in the order `auto` tries them on each device (first that fits wins).
 # Names and capabilities read from gptqmodel 7.6's nn_modules/qlinear/*.py (SUPPORTS_DEVICES,
-# SUPPORTS_DTYPES) and utils/cpp.py / machete.py (which are built, which download).
+# SUPPORTS_DTYPES, SUPPORTS_BITS, SUPPORTS_GROUP_SIZE) and utils/cpp.py / machete.py (which are
+# built, which download).
 KERNELS: Dict[str, Tuple[Kernel, ...]] = {
     "gptq": (
         _k("torch", "torch", ("cpu", "cuda"),
@@ -54,17 +59,20 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
         _k("triton", "triton", bits=(2, 4, 8),
            note="TritonV2Linear: Triton JIT (no nvcc, no download)"),
         _k("marlin", "marlin", jit=True, min_cc=8.0, zero_points=False, bits=(4, 8),
+           group_sizes=_G_TILED,
            note="MarlinLinear: nvcc-built (~2 min once); symmetric checkpoints only"),
-        _k("exllama_v2", "exllama_v2", jit=True, bits=(4,),
+        _k("exllama_v2", "exllama_v2", jit=True, bits=(4,), group_sizes=_G_TILED,
            note="ExllamaV2Linear: nvcc-built (~35 s once)"),
         _k("machete", "machete", jit=True, download=True, min_cc=9.0, bits=(4, 8),
+           group_sizes=(-1, 64, 128),
            note="MacheteLinear: nvcc-built and downloads CUTLASS (fails offline)"),
     ),
     "awq": (
         _k("torch", "torch_awq", ("cpu", "cuda"), note="AwqTorchLinear: dequantize + matmul"),
         _k("triton", "gemm_triton", dtypes=("float16",),
            note="AwqGEMMTritonLinear: Triton JIT, float16 only"),
-        _k("marlin", "marlin", jit=True, min_cc=8.0, note="AwqMarlinLinear: nvcc-built (~2 min)"),
+        _k("marlin", "marlin", jit=True, min_cc=8.0, group_sizes=_G_TILED,
+           note="AwqMarlinLinear: nvcc-built (~2 min)"),
         _k("gemm", "gemm", jit=True, note="AwqGEMMLinear: nvcc-built (~1 min once)"),
     ),
     "compressed-tensors": (
@@ -73,13 +81,14 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
         _k("dequantized", None, ("cpu", "cuda"),
            note="weights dequantized to dense at load: fp16 speed, fp16 memory"),
         # int weight-only schemes (2/4/8 bits) rewritten into the GPTQ layout at load
-        _k("torch", "torch", ("cpu", "cuda"), via="gptq",
+        _k("torch", "torch", ("cpu", "cuda"), via="gptq", bits=(2, 4, 8),
            note="TorchLinear on the GPTQ layout (rewritten at load, lossless)"),
         _k("triton", "triton", via="gptq", bits=(2, 4, 8),
            note="TritonV2Linear on the GPTQ layout (rewritten at load, lossless)"),
-        _k("exllama_v2", "exllama_v2", jit=True, via="gptq", bits=(4,),
+        _k("exllama_v2", "exllama_v2", jit=True, via="gptq", bits=(4,), group_sizes=_G_TILED,
            note="ExllamaV2Linear on the GPTQ layout (rewritten at load, lossless; 4-bit)"),
         _k("marlin", "marlin", jit=True, min_cc=8.0, zero_points=False, via="gptq", bits=(4, 8),
+           group_sizes=_G_TILED,
            note="MarlinLinear on the GPTQ layout (rewritten at load, lossless; symmetric)"),
     ),
     "bitsandbytes": (
@@ -119,16 +128,17 @@ def get(fmt: str, name: str) -> Kernel:
 def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False,
             cc: Optional[float] = None, dtype: Optional[str] = None,
             sym: Optional[bool] = None, bits: Optional[int] = None,
-            convertible: bool = True) -> Kernel:
+            group_size: Optional[int] = None, convertible: bool = True) -> Kernel:
     """The kernel a checkpoint of `fmt` runs with on `device` (cc: CUDA compute capability, None
-    when unknown; sym, bits: the checkpoint's, None when not known; convertible: False when its
+    when unknown; sym, bits, group_size: the checkpoint's, None when not known; convertible: False
+    when its
     scheme cannot be rewritten for a `via` kernel). Raises QRecipeError for an unknown name, one
     that does not run here or on this checkpoint, or one that needs a compile while allow_jit is
     false."""
     if fmt not in KERNELS:
         raise QRecipeError("no kernel table for this checkpoint format", key="format",
                            value=fmt, allowed=FORMATS)
-    ck = _Checkpoint(device, cc, dtype, sym, bits, convertible)
+    ck = _Checkpoint(device, cc, dtype, sym, bits, group_size, convertible)
     if kernel == "auto":
         table = _AUTO_JIT if allow_jit else {}
         # the compiled kernels were measured on Hopper (docs); below Ampere auto keeps no-build
@@ -137,7 +147,7 @@ def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False
             k = get(fmt, name)
             if ck.misfit(k) is None:
                 return k
-        return get(fmt, _AUTO_NO_JIT[fmt])
+        return fallback(fmt)
     try:
         k = get(fmt, kernel)
     except KeyError:
@@ -164,6 +174,7 @@ class _Checkpoint:
     dtype: Optional[str] = None
     sym: Optional[bool] = None
     bits: Optional[int] = None
+    group_size: Optional[int] = None
     convertible: bool = True
 
     def misfit(self, k: Kernel) -> Optional[str]:
@@ -178,6 +189,10 @@ class _Checkpoint:
             return "runs symmetric checkpoints only (this one has zero points: sym false)"
         if self.bits is not None and k.bits and self.bits not in k.bits:
             return f"runs {'/'.join(map(str, k.bits))}-bit weights only (this one: {self.bits})"
+        if self.group_size is not None and k.group_sizes and \
+                self.group_size not in k.group_sizes:
+            return (f"takes group sizes {', '.join(map(str, k.group_sizes))} only "
+                    f"(this one: {self.group_size})")
         if k.via and not self.convertible:
             return f"needs an int weight-only scheme to rewrite into the {k.via} layout"
         return None
@@ -186,6 +201,11 @@ class _Checkpoint:
         ok = [k.name for k in KERNELS[fmt] if self.misfit(k) is None
               and (allow_jit or not k.jit)]
         return ", ".join(["auto"] + ok)
+
+
+def fallback(fmt: str) -> Kernel:
+    """The kernel `auto` ends on for a format: no build, no download, no rewrite."""
+    return get(fmt, _AUTO_NO_JIT[fmt])
 
 
 def _always_jit(name: str) -> bool:
@@ -261,16 +281,17 @@ def checkpoint_format(model_dir: Path) -> Optional[str]:
 
 def saved_facts(fmt: str, saved: Dict[str, Any]) -> Dict[str, Any]:
     """What the kernel table checks, read from a checkpoint's saved quantization_config:
-    resolve()'s sym, bits and convertible."""
+    resolve()'s sym, bits, group_size and convertible."""
     if fmt == "compressed-tensors":
         from . import ct_gptq
         try:
             s = ct_gptq.scheme(saved)
         except QRecipeError:
             return {"convertible": False}
-        return {"sym": s.sym, "bits": s.bits}
-    bits = saved.get("bits")
-    return {"sym": saved.get("sym"), "bits": int(bits) if bits is not None else None}
+        return {"sym": s.sym, "bits": s.bits, "group_size": s.group_size}
+    bits, group = saved.get("bits"), saved.get("group_size", saved.get("q_group_size"))
+    return {"sym": saved.get("sym"), "bits": int(bits) if bits is not None else None,
+            "group_size": int(group) if group is not None else None}
 
 
 def configure_jit_cache(cache_dir: Path) -> Dict[str, str]:

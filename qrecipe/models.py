@@ -187,10 +187,17 @@ def load_causal_lm(path: Path, dtype: str = "float32", device: str = "cpu",
             saved = json.loads((Path(path) / "config.json").read_text())["quantization_config"]
             k = kernels.resolve(fmt, device, kernel, allow_jit, cc=_compute_capability(device),
                                 **kernels.saved_facts(fmt, saved))
-            log.info("reload: %s checkpoint with kernel %s (%s)", fmt, k.name, k.note)
             if k.via:
-                path, fmt = _rewrite(Path(path), k.via, Path(tmp)), k.via
-                saved = json.loads((path / "config.json").read_text())["quantization_config"]
+                try:
+                    path, fmt = _rewrite(Path(path), k.via, Path(tmp)), k.via
+                    saved = json.loads((path / "config.json").read_text())["quantization_config"]
+                except QRecipeError as e:
+                    if kernel != "auto":
+                        raise
+                    # what only the tensors show (3-D experts, odd shapes): the no-build kernel
+                    log.warning("reload: %s; using kernel %s", e, kernels.fallback(fmt).name)
+                    k = kernels.fallback(fmt)
+            log.info("reload: %s checkpoint with kernel %s (%s)", fmt, k.name, k.note)
             qc = kernels.quantization_config(fmt, kernels.get(fmt, k.name), saved)
             if qc is not None:
                 extra["quantization_config"] = qc

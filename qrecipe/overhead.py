@@ -11,8 +11,9 @@ metrics.json; the manifest, written after it, is outside) into
   for, tokenizing, the canonical rewrite of the weights, the run directory's records.
 `hashing_s` details the part that grows with the model: the input's sha256 runs on a background
 thread (`input`: how long it ran, `input_waited`: how long the job waited for it) and the output
-shards are hashed side by side (`output`); `qrecipe_s` holds an adapter's own steps (the canonical
-rewrite).
+shards are hashed side by side (`output`; near 0 when the adapter hashed them while the library
+wrote them); `qrecipe_s` holds an adapter's own steps (the wait for that hashing after the write,
+the canonical rewrite).
 """
 from __future__ import annotations
 

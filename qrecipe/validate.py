@@ -36,7 +36,7 @@ def validate(cfg) -> Plan:
     support = _method_support(backend, cfg.method.name)
     _check_bits(cfg.bits, support, cfg.method.name, backend.name)
     _check_hardware(cfg.hardware, support, cfg.method.name, backend.name, _sym(cfg.method),
-                    int(cfg.bits.width))
+                    int(cfg.bits.width), int(cfg.bits.group_size))
     if cfg.model.dtype not in DTYPES:
         raise QRecipeError("unknown dtype", key="model.dtype", value=cfg.model.dtype,
                            allowed=DTYPES)
@@ -100,7 +100,8 @@ def _sym(method) -> Optional[bool]:
 
 
 def _check_hardware(hw, support: MethodSupport, method: str, backend: str,
-                    sym: Optional[bool] = None, bits: Optional[int] = None) -> None:
+                    sym: Optional[bool] = None, bits: Optional[int] = None,
+                    group_size: Optional[int] = None) -> None:
     if hw.device not in DEVICES:
         raise QRecipeError("unknown device", key="hardware.device", value=hw.device,
                            allowed=DEVICES)
@@ -113,7 +114,7 @@ def _check_hardware(hw, support: MethodSupport, method: str, backend: str,
     kernels.check(kernel, allow_jit)
     if kernel != "auto":
         kernels.resolve(kernels.format_of(backend, method), hw.device, kernel, allow_jit,
-                        sym=sym, bits=bits)
+                        sym=sym, bits=bits, group_size=group_size)
     if hw.device == "cuda":
         import torch
         if not torch.cuda.is_available():

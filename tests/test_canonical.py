@@ -160,10 +160,19 @@ def test_shards_are_hashed_while_gptqmodel_writes_them(tmp_path, shard_mb):
     torch.manual_seed(0)
     t = {f"layer{i}.weight": torch.randn(256, 1024) for i in range(8)}  # 8 MiB
     sd = {k: TensorSource(k, v.dtype, tuple(v.shape), v) for k, v in t.items()}
+    import time
+
+    from gptqmodel.utils import model as gm
     out = tmp_path / "model"
     out.mkdir()
     (out / "model.safetensors").write_bytes(b"stale" * (1 << 20))
-    with filehash.memo(tmp_path / "memo"):
+    write_tensor = gm._write_tensor_bytes
+
+    def slow(*args, **kwargs):  # the follower gets to read while the shard is being written
+        time.sleep(0.05)
+        return write_tensor(*args, **kwargs)
+
+    with filehash.memo(tmp_path / "memo"), mock.patch.object(gm, "_write_tensor_bytes", slow):
         with shard_writes(False) as hashes:
             streaming_state_dict_to_shards(
                 sd, save_dir=str(out), model_base_name="model",
@@ -175,6 +184,8 @@ def test_shards_are_hashed_while_gptqmodel_writes_them(tmp_path, shard_mb):
                                         else "model-*.safetensors"))
         truth = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
         assert [h.digest for h in hashes.followers] == [truth[f] for f in files]
+        if shard_mb is None:  # one 8 MiB shard written over ~0.4 s: read behind the writer
+            assert hashes.followers[0].read_while_writing > 0
         with mock.patch.object(fingerprint, "_sha256_read", side_effect=AssertionError):
             assert {f: fingerprint.sha256_file(f) for f in files} == truth  # from the memo
 

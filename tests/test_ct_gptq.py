@@ -42,7 +42,7 @@ def _ct_tensors(bits, sym, group_size, out_f=64, in_f=256, actorder=False):
         sd["weight_g_idx"] = g.to(torch.int32)
     ct = PackedQuantizationCompressor.compress(sd, scheme)
     dec = PackedQuantizationCompressor.decompress(dict(ct), scheme)["weight"].float()
-    s = ct_gptq.Scheme(bits=bits, group_size=group_size, sym=sym, ignore=())
+    s = ct_gptq.Scheme(bits=bits, group_size=group_size, sym=sym)
     return ct, dec, s
 
 
@@ -85,14 +85,17 @@ def _saved(**w):
 
 
 def test_scheme_accepts_int_weight_only_and_refuses_the_rest():
-    assert ct_gptq.scheme(_saved()) == ct_gptq.Scheme(4, 128, False, ("lm_head",))
+    assert ct_gptq.scheme(_saved()) == ct_gptq.Scheme(4, 128, False)
     assert ct_gptq.scheme(_saved(strategy="channel", group_size=None)).group_size == -1
-    assert ct_gptq.symmetric(_saved(symmetric=True)) is True
+    assert kernels.saved_facts("compressed-tensors", _saved(symmetric=True)) == \
+        {"sym": True, "bits": 4, "group_size": 128}
     for bad, word in ((_saved(num_bits=3), "3-bit"), (_saved(type="float"), "float"),
                       (_saved(strategy="tensor"), "strategy tensor")):
         with pytest.raises(QRecipeError, match=word):
             ct_gptq.scheme(bad)
-        assert ct_gptq.symmetric(bad) is None
+        assert kernels.saved_facts("compressed-tensors", bad) == {"convertible": False}
+    with pytest.raises(QRecipeError, match="KV cache"):
+        ct_gptq.scheme({**_saved(), "kv_cache_scheme": {"num_bits": 8, "type": "float"}})
     fp8 = _saved()
     fp8["config_groups"]["group_0"]["input_activations"] = {"num_bits": 8, "type": "float"}
     with pytest.raises(QRecipeError, match="activations"):
@@ -158,3 +161,27 @@ def test_convert_writes_a_gptq_v2_checkpoint(ct_checkpoint, tmp_path):
         names = set(f.keys())
     assert "model.layers.0.mlp.down_proj.qweight" in names
     assert not any("weight_packed" in n or "weight_shape" in n for n in names)
+
+
+def test_auto_falls_back_when_only_the_tensors_refuse_the_rewrite(ct_checkpoint, monkeypatch):
+    """Some refusals need the tensors (3-D experts, odd shapes): under `auto` the checkpoint then
+    loads with its own no-build kernel; a kernel asked by name stops with the reason."""
+    from qrecipe import models
+
+    def refuse(src, dst):
+        raise ct_gptq._unfit("a 8x64x128 weight does not map onto a GPTQ Linear")
+
+    monkeypatch.setattr(ct_gptq, "convert", refuse)
+    monkeypatch.setattr(kernels, "resolve",
+                        lambda *a, **k: kernels.get("compressed-tensors", "torch"))
+    m = models.load_causal_lm(ct_checkpoint, "bfloat16", "cpu", kernel="auto")
+    assert m.qrecipe_kernel == "compressed"
+    with pytest.raises(QRecipeError, match="8x64x128"):
+        models.load_causal_lm(ct_checkpoint, "bfloat16", "cpu", kernel="torch")
+
+
+def test_three_dimensional_weights_are_refused():
+    ct, _, s = _ct_tensors(4, True, 32)
+    ct["weight_shape"] = torch.tensor([2, 32, 256])
+    with pytest.raises(QRecipeError, match="2x32x256"):
+        ct_gptq.convert_module(ct, s)

@@ -89,20 +89,26 @@ def test_jit_kernel_refused_without_allow_jit(gpu_model_dir, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_asymmetric_gptq_reloads_with_exllama_when_jit_is_allowed(gpu_model_dir, tmp_path):
-    """qrecipe's GPTQ default has zero points, which gptqmodel's GPTQ Marlin refuses (a
-    ValueError at reload, measured on the H100); `auto` with allow_jit picks ExLlamaV2."""
+def _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path, backend):
+    """A GPTQ w4 g128 job with zero points (sym false), h100_80gb (allow_jit on), eval with
+    the `auto` kernel: its output dir and metrics."""
     from qrecipe.runner import run_job
-    cfg = compose(["method=gptq", "method.sym=false", "bits=w4", "bits.group_size=128",
-                   "model=local", f"model.path={gpu_model_dir}", "calibration=local",
-                   "calibration.num_samples=16", "calibration.seq_len=128",
+    cfg = compose(["method=gptq", f"method.backend={backend}", "method.sym=false", "bits=w4",
+                   "bits.group_size=128", "model=local", f"model.path={gpu_model_dir}",
+                   "calibration=local", "calibration.num_samples=16", "calibration.seq_len=128",
                    "hardware=h100_80gb", "hardware.dtype=float16", "hardware.assign_gpus=false",
                    f"cache.dir={tmp_path / 'cache'}", "eval.max_windows=2", "eval.seq_len=128",
                    "eval.stride=128", "eval.baseline=false", "eval.speed=true",
                    "eval.speed_prompt_len=16", "eval.speed_new_tokens=8"])
     out = tmp_path / "run"
     assert run_job(cfg, out) == "ok", (out / "error.json").read_text()
-    m = json.loads((out / "metrics.json").read_text())
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+def test_asymmetric_gptq_reloads_with_exllama_when_jit_is_allowed(gpu_model_dir, tmp_path):
+    """qrecipe's GPTQ default has zero points, which gptqmodel's GPTQ Marlin refuses (a
+    ValueError at reload, measured on the H100); `auto` with allow_jit picks ExLlamaV2."""
+    out, m = _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path, "gptqmodel")
     assert m["kernel"]["resolved"] == "exllama_v2"
     assert any("ExllamaV2" in name for name in m["kernel"]["loaded_modules"])
     assert m["eval"]["quantized"]["speed"]["decode_tokens_per_s"] > 0
@@ -113,17 +119,7 @@ def test_compressed_tensors_on_exllama_gives_the_dense_logits(gpu_model_dir, tmp
     the GPTQ layout and served by ExLlamaV2; its logits against the same checkpoint dequantized
     to dense fp16 (what transformers alone gives)."""
     from qrecipe import models
-    from qrecipe.runner import run_job
-    cfg = compose(["method=gptq", "method.backend=llmcompressor", "method.sym=false", "bits=w4",
-                   "bits.group_size=128", "model=local", f"model.path={gpu_model_dir}",
-                   "calibration=local", "calibration.num_samples=16", "calibration.seq_len=128",
-                   "hardware=h100_80gb", "hardware.dtype=float16", "hardware.assign_gpus=false",
-                   f"cache.dir={tmp_path / 'cache'}", "eval.max_windows=2", "eval.seq_len=128",
-                   "eval.stride=128", "eval.baseline=false", "eval.speed=true",
-                   "eval.speed_prompt_len=16", "eval.speed_new_tokens=8"])
-    out = tmp_path / "run"
-    assert run_job(cfg, out) == "ok", (out / "error.json").read_text()
-    m = json.loads((out / "metrics.json").read_text())
+    out, m = _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path, "llmcompressor")
     assert m["kernel"]["resolved"] == "exllama_v2"
     assert m["kernel"]["loaded_modules"] == {"ExllamaV2Linear": 14}
     assert 'kernel="exllama_v2", allow_jit=True)' in (out / "report.md").read_text()

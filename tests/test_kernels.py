@@ -117,7 +117,18 @@ def test_a_kernel_refuses_widths_it_does_not_run():
         "marlin"
     with pytest.raises(QRecipeError, match="runs 4-bit weights only"):
         kernels.resolve("gptq", "cuda", "exllama_v2", True, cc=9.0, bits=8)
-    assert kernels.saved_facts("gptq", {"bits": 8, "sym": True}) == {"sym": True, "bits": 8}
+    assert kernels.saved_facts("gptq", {"bits": 8, "sym": True, "group_size": 128}) == \
+        {"sym": True, "bits": 8, "group_size": 128}
+    # ExLlamaV2 and Marlin take groups of -1/32/64/128 (SUPPORTS_GROUP_SIZE): g256 under auto
+    # keeps the torch kernel, and a request by name stops at validation time
+    assert kernels.resolve("gptq", "cuda", "auto", True, cc=9.0, sym=False, bits=4,
+                           group_size=256).name == "torch"
+    with pytest.raises(QRecipeError, match="takes group sizes -1, 32, 64, 128 only"):
+        kernels.resolve("compressed-tensors", "cuda", "exllama_v2", True, cc=9.0, bits=4,
+                        group_size=256)
+    # a compressed-tensors width the rewrite does not take stops on the `via` torch kernel too
+    with pytest.raises(QRecipeError, match="runs 2/4/8-bit weights only"):
+        kernels.resolve("compressed-tensors", "cpu", "torch", bits=3)
     assert kernels.saved_facts("compressed-tensors", {"config_groups": {}}) == \
         {"convertible": False}
     # a scheme that cannot be rewritten keeps compressed-tensors' own kernel under auto

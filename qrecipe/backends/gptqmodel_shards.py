@@ -15,7 +15,8 @@ class ShardHashes:
         self.followers: List = []
 
     def wait(self) -> int:
-        """Join every follower; the number of shards whose digest went to the memo."""
+        """Join every follower; the number of shards hashed (files under filehash.MIN_BYTES are
+        not kept by the memo: cheaper to read again)."""
         return sum(f.wait() is not None for f in self.followers)
 
 
@@ -46,7 +47,7 @@ def shard_writes(canonical: bool) -> Iterator[ShardHashes]:
         if canonical:
             entries = _ordered(entries, dtype_name)
         follower = None
-        if filehash.active():
+        if filehash.active() and filehash.local_fs(os.path.dirname(path) or "."):
             if os.path.lexists(path):  # the writer truncates it: the follower must not read it
                 os.remove(path)
             follower = filehash.Follower(path).start()
