@@ -5,7 +5,7 @@ not shipped compiled: Marlin, ExLlamaV2 and AWQ GEMM are nvcc-built on first use
 on every fresh machine) and Machete also downloads CUTLASS, which crashes offline
 (socket.gaierror in machete_prepack_B). ``resolve`` turns (checkpoint format, device, compute
 capability, ``hardware.kernel``, ``hardware.allow_jit``) into one named kernel that needs no
-download and, unless ``allow_jit``, no compile; ``quantization_config`` gives the transformers
+download and, unless ``allow_jit``, no compile; qrecipe/kernel_config.py gives the transformers
 config that makes from_pretrained use it. ``configure_jit_cache`` points gptqmodel's build cache
 into qrecipe's cache dir, so an allowed compile happens once per machine.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from .errors import QRecipeError
 
@@ -231,40 +231,6 @@ def format_of(backend: str, method: str) -> str:
     if backend == "gptqmodel":
         return "awq" if method == "awq" else "gptq"
     return {"llmcompressor": "compressed-tensors", "bitsandbytes": "bitsandbytes"}[backend]
-
-
-def quantization_config(fmt: str, k: Kernel, saved: Dict[str, Any]) -> Any:
-    """The transformers config to pass to from_pretrained so the checkpoint loads with kernel
-    `k`; None for formats whose kernel is fixed. `saved` is config.json's quantization_config."""
-    if fmt == "gptq":
-        from transformers import GPTQConfig
-        return GPTQConfig(bits=int(saved.get("bits", 4)), backend=k.hf_backend)
-    if fmt == "awq":
-        from transformers import AwqConfig
-        return AwqConfig(bits=int(saved.get("bits", 4)), backend=k.hf_backend)
-    if fmt == "compressed-tensors":
-        from transformers import CompressedTensorsConfig
-        return CompressedTensorsConfig(dequantize=k.name == "dequantized")
-    return None
-
-
-def load_lines(fmt: str, k: Kernel, bits: int, device: str = "cuda") -> List[str]:
-    """The Python lines that load a saved checkpoint ("model") with kernel k: the loading snippet
-    the report prints."""
-    if k.via:  # plain transformers cannot: qrecipe rewrites the layout in a temporary directory
-        return ["from qrecipe.models import load_causal_lm  # rewrites the layout in a temp dir",
-                f'model = load_causal_lm("model", "auto", "{device}", kernel="{k.name}"'
-                + (", allow_jit=True)" if k.jit else ")")]
-    imp, kw = "", ""
-    if fmt in ("gptq", "awq"):
-        cls = "GPTQConfig" if fmt == "gptq" else "AwqConfig"
-        imp = f"from transformers import {cls}"
-        kw = f'quantization_config={cls}(bits={bits}, backend="{k.hf_backend}"), '
-    elif fmt == "compressed-tensors" and k.name == "dequantized":
-        imp = "from transformers import CompressedTensorsConfig"
-        kw = "quantization_config=CompressedTensorsConfig(dequantize=True), "
-    return ["from transformers import AutoModelForCausalLM", *([imp] if imp else []),
-            f'model = AutoModelForCausalLM.from_pretrained("model", {kw}device_map="auto")']
 
 
 def checkpoint_format(model_dir: Path) -> Optional[str]:

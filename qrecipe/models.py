@@ -177,7 +177,7 @@ def load_causal_lm(path: Path, dtype: str = "float32", device: str = "cpu",
     of another format (`via`) loads a rewritten copy in a temporary directory (the checkpoint
     itself is only read)."""
     from transformers import AutoModelForCausalLM
-    from . import kernels
+    from . import kernel_config, kernels
     extra = {"max_memory": {(int(k) if str(k).isdigit() else k): v
                             for k, v in max_memory.items()}} if max_memory else {}
     fmt = kernels.checkpoint_format(Path(path))
@@ -198,7 +198,7 @@ def load_causal_lm(path: Path, dtype: str = "float32", device: str = "cpu",
                     log.warning("reload: %s; using kernel %s", e, kernels.fallback(fmt).name)
                     k = kernels.fallback(fmt)
             log.info("reload: %s checkpoint with kernel %s (%s)", fmt, k.name, k.note)
-            qc = kernels.quantization_config(fmt, kernels.get(fmt, k.name), saved)
+            qc = kernel_config.quantization_config(fmt, kernels.get(fmt, k.name), saved)
             if qc is not None:
                 extra["quantization_config"] = qc
         model = AutoModelForCausalLM.from_pretrained(

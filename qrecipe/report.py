@@ -187,12 +187,12 @@ def write_run_report(out: Path, metrics: Dict[str, Any], fps: Dict[str, Any]) ->
 
 def _load_snippet(metrics: Dict[str, Any]) -> List[str]:
     """How a user reloads the checkpoint with the kernel this run measured (qrecipe/kernels.py)."""
-    from . import kernels
+    from . import kernel_config, kernels
     fmt, k = metrics.get("format"), (metrics.get("kernel") or {}).get("resolved")
     code = ["from transformers import AutoModelForCausalLM",
             'model = AutoModelForCausalLM.from_pretrained("model", device_map="auto")']
     if fmt in kernels.KERNELS and k:
-        code = kernels.load_lines(fmt, kernels.get(fmt, k), int(metrics["bits"]),
+        code = kernel_config.load_lines(fmt, kernels.get(fmt, k), int(metrics["bits"]),
                                   metrics["kernel"].get("device") or "cuda")
     ran = (metrics.get("kernel") or {}).get("loaded_modules")
     shown = k or ("dense" if fmt not in kernels.KERNELS else "not loaded (eval off)")

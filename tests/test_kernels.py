@@ -83,11 +83,11 @@ def test_format_of_and_snippet():
     assert kernels.format_of("gptqmodel", "awq") == "awq"
     assert kernels.format_of("gptqmodel", "rtn") == "gptq"
     assert kernels.format_of("llmcompressor", "gptq") == "compressed-tensors"
-    lines = kernels.load_lines("gptq", kernels.get("gptq", "torch"), 4)
+    from qrecipe.kernel_config import load_lines
+    lines = load_lines("gptq", kernels.get("gptq", "torch"), 4)
     assert lines[-1] == ('model = AutoModelForCausalLM.from_pretrained("model", quantization_'
                          'config=GPTQConfig(bits=4, backend="torch"), device_map="auto")')
-    ct = kernels.load_lines("compressed-tensors", kernels.get("compressed-tensors",
-                                                              "exllama_v2"), 4)
+    ct = load_lines("compressed-tensors", kernels.get("compressed-tensors", "exllama_v2"), 4)
     assert ct[-1] == 'model = load_causal_lm("model", "auto", "cuda", kernel="exllama_v2", ' \
                      'allow_jit=True)'
 
@@ -102,7 +102,8 @@ def test_jit_cache_goes_into_qrecipe_cache(tmp_path, monkeypatch):
 
 def test_module_imports_no_torch():
     import subprocess
-    code = "import qrecipe.kernels, sys; print('torch' in sys.modules)"
+    code = "import qrecipe.kernels, qrecipe.kernel_config, qrecipe.ct_gptq, sys; " \
+        "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
 
