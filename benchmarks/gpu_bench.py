@@ -145,7 +145,8 @@ def main() -> None:
     env = {"GPTQMODEL_TORCH_EXTENSIONS_DIR": a.ext_dir or str(work / "ext"),
            "GPTQMODEL_CACHE_DIR": str(work / "gcache"), "GPTQMODEL_OFFLINE": "1",
            "TRITON_CACHE_DIR": str(work / "triton"), "QRECIPE_CACHE": str(work / "qcache")}
-    builds = BuildQueue(work, {**env, "MAX_JOBS": str(a.build_jobs)}, _builds(selected(a)))
+    jobs = selected(a)
+    builds = BuildQueue(work, {**env, "MAX_JOBS": str(a.build_jobs)}, _builds(jobs))
     model_dir, rows_path = work / "fp16", work / "rows.pt"
     doc = setup(a, model_dir, rows_path, work)
     out_json = Path(a.out)
@@ -162,13 +163,13 @@ def main() -> None:
                 print(f"  build {e}: {r.get('build_s', r.get('error'))}", flush=True)
 
     checkpoints = []  # (method label, format, model dir) of the qrecipe runs
-    for method, backend, runner, needs in selected(a):
+    for method, backend, runner, needs in jobs:
         elapsed = time.perf_counter() - t_start
         label = _label(method, backend, runner)
         if elapsed > a.budget:
             doc["skipped"].append(label)
             continue
-        wait_builds(speed_builds(selected(a)) if method == "speed" else needs)
+        wait_builds(speed_builds(jobs) if method == "speed" else needs)
         print(f"[{time.perf_counter() - t_start:5.0f}s] {label} ...", flush=True)
         if method == "speed":
             doc["speed"] = speed(checkpoints, model_dir, rows_path, work, env,
@@ -255,27 +256,28 @@ def speed_targets(checkpoints, model_dir, cc) -> list:
     return targets + extra
 
 
-def fits(fmt: str, kernel: str, model_dir, cc: float) -> bool:
-    """Whether kernel runs this checkpoint here (qrecipe's own check; allow_jit on)."""
+def _resolve(fmt: str, kernel: str, model_dir, cc: float):
+    """qrecipe's kernel choice for this checkpoint on this GPU, as the h100_80gb profile makes
+    it (allow_jit on)."""
     from qrecipe import kernels
-    from qrecipe.errors import QRecipeError
     saved = json.loads((Path(model_dir) / "config.json").read_text()).get(
         "quantization_config", {})
+    return kernels.resolve(fmt, "cuda", kernel, True, cc=cc, **kernels.saved_facts(fmt, saved))
+
+
+def fits(fmt: str, kernel: str, model_dir, cc: float) -> bool:
+    """Whether kernel runs this checkpoint here (qrecipe's own check)."""
+    from qrecipe.errors import QRecipeError
     try:
-        kernels.resolve(fmt, "cuda", kernel, True, cc=cc, **kernels.saved_facts(fmt, saved))
+        _resolve(fmt, kernel, model_dir, cc)
         return True
     except QRecipeError:
         return False
 
 
 def auto_kernel(fmt: str, model_dir, cc: float) -> str:
-    """The kernel qrecipe's `auto` picks for this checkpoint on this GPU with the h100_80gb
-    profile (allow_jit on); asymmetric GPTQ rules Marlin out (qrecipe/kernels.py)."""
-    from qrecipe import kernels
-    saved = json.loads((Path(model_dir) / "config.json").read_text()).get(
-        "quantization_config", {})
-    return kernels.resolve(fmt, "cuda", "auto", True, cc=cc,
-                           **kernels.saved_facts(fmt, saved)).name
+    """The kernel qrecipe's `auto` picks; asymmetric GPTQ rules Marlin out (qrecipe/kernels.py)."""
+    return _resolve(fmt, "auto", model_dir, cc).name
 
 
 def link_reloads(doc) -> None:

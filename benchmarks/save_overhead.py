@@ -103,7 +103,7 @@ def after(d: Path, memo: Path, phases: dict) -> str:
     from qrecipe.canonical import canonicalize
     from qrecipe.fingerprint import sha256_file
     from qrecipe.stages import weights_sha256
-    with filehash.memo(memo) if not filehash.active() else _same():
+    with filehash.memo(memo) if not filehash.active() else contextlib.nullcontext():
         t = time.perf_counter()
         canonicalize(d)
         t = _lap(phases, "canonical layout", t)
@@ -115,11 +115,6 @@ def after(d: Path, memo: Path, phases: dict) -> str:
         _lap(phases, "manifest sha256", t)
         moved.rename(d)
     return digest
-
-
-@contextlib.contextmanager
-def _same():
-    yield
 
 
 def main() -> None:
@@ -143,7 +138,7 @@ def main() -> None:
         phases: dict = {}
         # follow: the memo is active while gptqmodel writes (as in a qrecipe run), so each shard
         # is hashed right behind the writer
-        with filehash.memo(work / "memo") if what == "follow" else _same():
+        with filehash.memo(work / "memo") if what == "follow" else contextlib.nullcontext():
             library = gptqmodel_write(sd, d, what != "before", phases)
             t0 = time.perf_counter()
             digest = before(d, phases) if what == "before" else after(d, work / "memo", phases)

@@ -87,16 +87,6 @@ def scheme(saved: Dict[str, Any]) -> Scheme:
                   sym=bool(w.get("symmetric", True)))
 
 
-def _pack_rows(vals, bits: int):
-    """[rows, cols] unsigned ints -> [rows / (32/bits), cols] int32, value j of each word at bits
-    [j*bits, ...): how both layouts pack (used for the zero points of a symmetric scheme)."""
-    import torch
-    k = 32 // bits
-    v = vals.to(torch.int64).reshape(vals.shape[0] // k, k, vals.shape[1])
-    word = (v << (torch.arange(k, dtype=torch.int64) * bits).view(1, k, 1)).sum(dim=1)
-    return torch.where(word >= 2 ** 31, word - 2 ** 32, word).to(torch.int32)
-
-
 def convert_module(t: Dict[str, Any], s: Scheme) -> Dict[str, Any]:
     """One quantized Linear's compressed-tensors tensors -> its GPTQ tensors (qweight, qzeros,
     scales, g_idx), the same integers and scales."""
@@ -108,8 +98,10 @@ def convert_module(t: Dict[str, Any], s: Scheme) -> Dict[str, Any]:
                      f"of whole int32 words at {s.bits} bits")
     out_f, in_f = shape
     scale = t["weight_scale"]
-    if s.sym:  # no zero points saved: the offset itself, 2**(bits-1)
-        zeros = _pack_rows(torch.full((out_f, scale.shape[1]), 1 << (s.bits - 1)), s.bits)
+    if s.sym:  # no zero points saved: every one is the offset 2**(bits-1), k of them a word
+        word = sum((1 << (s.bits - 1)) << (j * s.bits) for j in range(k))
+        zeros = torch.full((out_f // k, scale.shape[1]), word - (word >> 31 << 32),
+                           dtype=torch.int32)
     else:
         zeros = t.get("weight_zero_point")  # [out/k, groups]: already packed along out
         if zeros is None or zeros.dtype != torch.int32 or \

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
+from .ct_gptq import BITS as REWRITE_BITS  # the widths compressed-tensors' rewrite takes
 from .errors import QRecipeError
 
 FORMATS = ("gptq", "awq", "compressed-tensors", "bitsandbytes")
@@ -81,9 +82,9 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
         _k("dequantized", None, ("cpu", "cuda"),
            note="weights dequantized to dense at load: fp16 speed, fp16 memory"),
         # int weight-only schemes (2/4/8 bits) rewritten into the GPTQ layout at load
-        _k("torch", "torch", ("cpu", "cuda"), via="gptq", bits=(2, 4, 8),
+        _k("torch", "torch", ("cpu", "cuda"), via="gptq", bits=REWRITE_BITS,
            note="TorchLinear on the GPTQ layout (rewritten at load, lossless)"),
-        _k("triton", "triton", via="gptq", bits=(2, 4, 8),
+        _k("triton", "triton", via="gptq", bits=REWRITE_BITS,
            note="TritonV2Linear on the GPTQ layout (rewritten at load, lossless)"),
         _k("exllama_v2", "exllama_v2", jit=True, via="gptq", bits=(4,), group_sizes=_G_TILED,
            note="ExllamaV2Linear on the GPTQ layout (rewritten at load, lossless; 4-bit)"),
@@ -255,7 +256,7 @@ def saved_facts(fmt: str, saved: Dict[str, Any]) -> Dict[str, Any]:
         except QRecipeError:
             return {"convertible": False}
         return {"sym": s.sym, "bits": s.bits, "group_size": s.group_size}
-    bits, group = saved.get("bits"), saved.get("group_size", saved.get("q_group_size"))
+    bits, group = saved.get("bits"), saved.get("group_size")
     return {"sym": saved.get("sym"), "bits": int(bits) if bits is not None else None,
             "group_size": int(group) if group is not None else None}
 

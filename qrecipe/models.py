@@ -7,6 +7,7 @@ A GGUF model is dequantized once into the cache and reused by every later run an
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -177,35 +178,43 @@ def load_causal_lm(path: Path, dtype: str = "float32", device: str = "cpu",
     of another format (`via`) loads a rewritten copy in a temporary directory (the checkpoint
     itself is only read)."""
     from transformers import AutoModelForCausalLM
-    from . import kernel_config, kernels
     extra = {"max_memory": {(int(k) if str(k).isdigit() else k): v
                             for k, v in max_memory.items()}} if max_memory else {}
-    fmt = kernels.checkpoint_format(Path(path))
-    k = None
-    with tempfile.TemporaryDirectory(prefix="qrecipe-rewrite-") as tmp:
-        if fmt in kernels.KERNELS:
-            saved = json.loads((Path(path) / "config.json").read_text())["quantization_config"]
-            k = kernels.resolve(fmt, device, kernel, allow_jit, cc=_compute_capability(device),
-                                **kernels.saved_facts(fmt, saved))
-            if k.via:
-                try:
-                    path, fmt = _rewrite(Path(path), k.via, Path(tmp)), k.via
-                    saved = json.loads((path / "config.json").read_text())["quantization_config"]
-                except QRecipeError as e:
-                    if kernel != "auto":
-                        raise
-                    # what only the tensors show (3-D experts, odd shapes): the no-build kernel
-                    log.warning("reload: %s; using kernel %s", e, kernels.fallback(fmt).name)
-                    k = kernels.fallback(fmt)
-            log.info("reload: %s checkpoint with kernel %s (%s)", fmt, k.name, k.note)
-            qc = kernel_config.quantization_config(fmt, kernels.get(fmt, k.name), saved)
-            if qc is not None:
-                extra["quantization_config"] = qc
+    with contextlib.ExitStack() as temp:  # a rewritten copy lives until the weights are loaded
+        path, k, qc = _kernel(Path(path), device, kernel, allow_jit, temp)
+        if qc is not None:
+            extra["quantization_config"] = qc
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=_torch_dtype(dtype), device_map=device_map or device, **extra)
     model.eval()
     model.qrecipe_kernel = k.name if k else None
     return model
+
+
+def _kernel(path: Path, device: str, kernel: str, allow_jit: bool, temp: contextlib.ExitStack):
+    """(directory to load, resolved kernel or None for a dense model, transformers'
+    quantization_config or None). A `via` kernel's rewritten copy goes into a temporary
+    directory that `temp` removes."""
+    from . import kernel_config, kernels
+    fmt = kernels.checkpoint_format(path)
+    if fmt not in kernels.KERNELS:
+        return path, None, None
+    saved = json.loads((path / "config.json").read_text())["quantization_config"]
+    k = kernels.resolve(fmt, device, kernel, allow_jit, cc=_compute_capability(device),
+                        **kernels.saved_facts(fmt, saved))
+    if k.via:
+        try:
+            tmp = Path(temp.enter_context(tempfile.TemporaryDirectory(prefix="qrecipe-rewrite-")))
+            path, fmt = _rewrite(path, k.via, tmp), k.via
+            saved = json.loads((path / "config.json").read_text())["quantization_config"]
+        except QRecipeError as e:
+            if kernel != "auto":
+                raise
+            # what only the tensors show (3-D experts, odd shapes): the no-build kernel
+            k = kernels.fallback(fmt)
+            log.warning("reload: %s; using kernel %s", e, k.name)
+    log.info("reload: %s checkpoint with kernel %s (%s)", fmt, k.name, k.note)
+    return path, k, kernel_config.quantization_config(fmt, kernels.get(fmt, k.name), saved)
 
 
 def _rewrite(src: Path, fmt: str, tmp: Path) -> Path:
