@@ -9,13 +9,16 @@ canonicalize() reads only the header, the save stage hashes the file once and th
 reuses that digest.
 follow: as after, and each shard is hashed while gptqmodel writes it (filehash.Follower), so the
 save stage reads nothing; what is left is the wait for the hashing once the write ends.
+sharded: as follow, in shards of at most backends.base.SHARD_BYTES (what the adapter asks
+gptqmodel for), each hashed on its own thread while the next one is written.
 
 The shard goes through gptqmodel 7.6's own writer (streaming_state_dict_to_shards) with the
 tensors of a GPTQ 4-bit Llama-2-7B (int32 qweight/qzeros/g_idx, fp16 scales, fp16 embedding and
 head: 3.9 GB), filled with constants (the bytes are never looked at). The library's write is timed
 apart and is not qrecipe's.
 
-    PYTHONPATH=. python benchmarks/save_overhead.py WORK_DIR [--layers 32] [--json OUT.json]
+    PYTHONPATH=. python benchmarks/save_overhead.py WORK_DIR [--layers 32] [--repeat N]
+        [--rows before,after,follow,sharded] [--json OUT.json]
 """
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ def state_dict(layers: int):
             for k, (n, dt, shape) in enumerate(shapes)}
 
 
-def gptqmodel_write(sd, out: Path, canonical: bool, phases: dict):
+def gptqmodel_write(sd, out: Path, canonical: bool, phases: dict, shard_bytes=None):
     """gptqmodel's write (the library's seconds); with a file-hash memo active, the shards are
     hashed while written and the wait for that hashing after the write is qrecipe's."""
     from gptqmodel.utils.model import streaming_state_dict_to_shards
@@ -64,7 +67,7 @@ def gptqmodel_write(sd, out: Path, canonical: bool, phases: dict):
         t = time.perf_counter()
         streaming_state_dict_to_shards(dict(sd), save_dir=str(out), model_base_name="model",
                                        single_file_name="model.safetensors",
-                                       metadata={"format": "pt"}, max_shard_size=None)
+                                       metadata={"format": "pt"}, max_shard_size=shard_bytes)
         library = time.perf_counter() - t
     t = time.perf_counter()
     if hashes.wait():
@@ -111,7 +114,7 @@ def after(d: Path, memo: Path, phases: dict) -> str:
         t = _lap(phases, "save stage sha256", t)
         moved = d.with_name("model")
         d.rename(moved)
-        digest = sha256_file(moved / "model.safetensors")
+        digest = ",".join(sha256_file(f) for f in sorted(moved.glob("*.safetensors")))
         _lap(phases, "manifest sha256", t)
         moved.rename(d)
     return digest
@@ -123,13 +126,16 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json")
+    ap.add_argument("--rows", default="before,after,follow,sharded",
+                    help="which of before, after, follow, sharded (comma-separated)")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     sd = state_dict(a.layers)
     rows = []
     from qrecipe import filehash
-    for what in ("before", "after", "follow") * a.repeat:
+    from qrecipe.backends.base import SHARD_BYTES
+    for what in a.rows.split(",") * a.repeat:
         d = work / "model.partial"
         shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(work / "memo", ignore_errors=True)
@@ -138,18 +144,23 @@ def main() -> None:
         phases: dict = {}
         # follow: the memo is active while gptqmodel writes (as in a qrecipe run), so each shard
         # is hashed right behind the writer
-        with filehash.memo(work / "memo") if what == "follow" else contextlib.nullcontext():
-            library = gptqmodel_write(sd, d, what != "before", phases)
+        with filehash.memo(work / "memo") if what in ("follow", "sharded") \
+                else contextlib.nullcontext():
+            library = gptqmodel_write(sd, d, what != "before", phases,
+                                      SHARD_BYTES if what == "sharded" else None)
             t0 = time.perf_counter()
             digest = before(d, phases) if what == "before" else after(d, work / "memo", phases)
             own = time.perf_counter() - t0 + phases.get("sha256 wait after the write", 0)
         rows.append({"what": what, "qrecipe_s": round(own, 2),
                      "phases": phases, "gptqmodel_write_s": library, "sha256": digest,
-                     "bytes": (d / "model.safetensors").stat().st_size})
+                     "files": len(list(d.glob("*.safetensors"))),
+                     "bytes": sum(f.stat().st_size for f in d.glob("*.safetensors"))})
         shutil.rmtree(d)
-    assert len({r["sha256"] for r in rows}) == 1, "the canonical bytes changed"
-    print(f"{rows[0]['bytes'] / 1e9:.2f} GB of weights ({a.layers} layers); same sha256 "
-          f"{rows[0]['sha256'][:16]} in every row")
+    for layout in ({r["sha256"] for r in rows if r["what"] == "sharded"},
+                   {r["sha256"] for r in rows if r["what"] != "sharded"}):
+        assert len(layout) <= 1, "the canonical bytes changed"
+    print(f"{rows[0]['bytes'] / 1e9:.2f} GB of weights ({a.layers} layers); the same sha256 in "
+          f"every row of a layout ({rows[0]['sha256'][:16]}; sharded: {rows[-1]['files']} files)")
     for r in rows:
         print(f"{r['what']:<7} qrecipe {r['qrecipe_s']:6.2f} s  {r['phases']}  "
               f"(gptqmodel's write {r['gptqmodel_write_s']:.2f} s)")

@@ -143,6 +143,31 @@ def test_gptqmodel_writes_the_canonical_layout_itself(tmp_path, hooked):
     assert (f.stat().st_ino == before.st_ino) is hooked  # hooked: nothing was rewritten
 
 
+@pytest.mark.parametrize("canonical", [True, False])
+def test_a_resumed_runs_shards_hold_the_uninterrupted_runs_tensors(tmp_path, canonical):
+    """Split into several shards, the same tensors registered in two orders (the uninterrupted
+    and the resumed run) give the same files: the canonical order is set before gptqmodel
+    splits them. Without it the splits differ, which no rewrite of a single file could mend."""
+    pytest.importorskip("gptqmodel")
+    from gptqmodel.utils.model import TensorSource, streaming_state_dict_to_shards
+
+    from qrecipe.backends.gptqmodel_shards import shard_writes
+
+    t = {k: v for k, v in _tensors().items() if v.dtype != torch.bool}
+    files = {}
+    for name, order in (("a", list(t)), ("b", list(reversed(t)))):
+        out = tmp_path / name
+        out.mkdir()
+        sd = {k: TensorSource(k, t[k].dtype, tuple(t[k].shape), t[k]) for k in order}
+        with shard_writes(canonical):
+            streaming_state_dict_to_shards(sd, save_dir=str(out), model_base_name="model",
+                                           single_file_name="model.safetensors",
+                                           metadata={"format": "pt"}, max_shard_size=2048)
+        files[name] = {f.name: f.read_bytes() for f in sorted(out.glob("*.safetensors"))}
+    assert len(files["a"]) > 2 and len(files["b"]) > 2
+    assert (files["a"] == files["b"]) is canonical
+
+
 @pytest.mark.parametrize("shard_mb", [None, 1])
 def test_shards_are_hashed_while_gptqmodel_writes_them(tmp_path, shard_mb):
     """Each shard's sha256, computed right behind gptqmodel 7.6's writer, is the sha256 of the

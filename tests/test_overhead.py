@@ -19,18 +19,22 @@ def _args(tiny, method="gptq"):
             "calibration.num_samples=8", "calibration.seq_len=64", "eval=none"]
 
 
-def test_fingerprints_and_overhead_block(tiny_model_dir, tmp_path):
+def test_fingerprints_and_overhead_block(tiny_model_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file, save_file
 
+    from qrecipe.backends import gptqmodel_backend
     from qrecipe.outputs import verify_manifest
     from qrecipe.runner import run_job
 
+    # shards as a 7B model gets them (SHARD_BYTES), each hashed while gptqmodel writes it
+    monkeypatch.setattr(gptqmodel_backend, "SHARD_BYTES", 64 << 10)
     out = tmp_path / "run"
     assert run_job(compose(_args(tiny_model_dir)), out) == "ok"
     fps = json.loads((out / "fingerprints.json").read_text())
     inputs = [p for p in tiny_model_dir.iterdir() if p.suffix in (".safetensors", ".bin", ".json")]
     assert fps["model_weights_sha256"] == _old_hash_files(inputs)
     weights = sorted((out / "model").glob("*.safetensors"))
+    assert len(weights) == 2  # gptqmodel puts a tensor over the limit alone in a shard
     assert fps["quantized_weights_sha256"] == _old_hash_files(weights)
     assert verify_manifest(out) == []  # every digest the manifest reused is the file's own
     # gptqmodel wrote its shard in safetensors' canonical layout (no rewrite needed)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ..errors import QRecipeError
-from .base import BACKENDS, Backend, MethodSupport, QuantizeRequest, QuantizeResult
+from .base import (BACKENDS, SHARD_BYTES, Backend, MethodSupport, QuantizeRequest,
+                   QuantizeResult)
 
 _QUANT_TYPES = ("nf4", "fp4")
 
@@ -69,7 +70,7 @@ class BitsAndBytesBackend(Backend):
         req.out_dir.mkdir(parents=True, exist_ok=True)
         # save_pretrained writes the packed weights + quant state and the quantization_config,
         # so a plain from_pretrained(out_dir) rebuilds the bnb layers without the config again.
-        model.save_pretrained(str(req.out_dir))
+        model.save_pretrained(str(req.out_dir), max_shard_size=SHARD_BYTES)
         t2 = time.perf_counter()
 
         details = self._details(model, req)

@@ -13,7 +13,8 @@ import time
 from typing import Any, Dict, List
 
 from ..errors import QRecipeError
-from .base import BACKENDS, Backend, MethodSupport, QuantizeRequest, QuantizeResult
+from .base import (BACKENDS, SHARD_BYTES, Backend, MethodSupport, QuantizeRequest,
+                   QuantizeResult)
 from .gptqmodel_fastloop import fast_layer_loop
 from .gptqmodel_gc import collect_after_checkpoints, frozen_heap
 from .gptqmodel_hessian import tensor_core_hessian
@@ -226,7 +227,7 @@ class GPTQModelBackend(Backend):
         t2 = time.perf_counter()
         req.out_dir.mkdir(parents=True, exist_ok=True)
         with shard_writes(bool(ckpt)) as shard_hashes:  # hashed as written, by qrecipe
-            model.save(str(req.out_dir))
+            model.save(str(req.out_dir), max_shard_size=SHARD_BYTES)
         t3 = time.perf_counter()
         shard_hashes.wait()  # what hashing is left once gptqmodel's write has ended
         t4 = time.perf_counter()
@@ -243,7 +244,8 @@ class GPTQModelBackend(Backend):
 
         q = model.quantize_config
         details: Dict[str, Any] = {
-            "api": "GPTQModel.load(model_dir, QuantizeConfig(...)).quantize(rows).save(out_dir)",
+            "api": "GPTQModel.load(model_dir, QuantizeConfig(...)).quantize(rows)"
+                   f".save(out_dir, max_shard_size={SHARD_BYTES})",
             "config_class": type(q).__name__,
             "checkpoint_format": str(getattr(q.format, "value", q.format)),
             "bits": req.bits, "group_size": req.group_size, "sym": bool(q.sym),

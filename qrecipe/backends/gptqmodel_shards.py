@@ -26,9 +26,11 @@ def shard_writes(canonical: bool) -> Iterator[ShardHashes]:
     - every shard is hashed while gptqmodel writes it (filehash.Follower, one thread per shard,
       right behind the writer), so the save stage finds its sha256 in the file-hash memo
       instead of reading a multi-GB file again after the write;
-    - canonical: each shard's tensors in safetensors' canonical order (gptqmodel writes them in
+    - canonical: the tensors in safetensors' canonical order (gptqmodel writes them in
       registration order), so a resumed run's shards are written once instead of being written
-      again by the canonical rewrite; canonicalize() checks the result.
+      again by the canonical rewrite; canonicalize() checks the result. The order is set
+      before gptqmodel splits the tensors into shards, so a resumed run's files hold the same
+      tensors as the uninterrupted run's (canonicalize() reorders within a file, not across).
     The shards and the bytes written per tensor are gptqmodel's own. Without the private hook
     (another gptqmodel), nothing is patched: the save stage reads the files, the rewrite
     reorders them."""
@@ -36,6 +38,7 @@ def shard_writes(canonical: bool) -> Iterator[ShardHashes]:
     try:
         from gptqmodel.utils import model as gm
         write, dtype_name = gm._write_shard_file, gm._torch_dtype_to_safetensors
+        plan = gm._plan_shards
     except (ImportError, AttributeError):
         yield hashes
         return
@@ -58,7 +61,10 @@ def shard_writes(canonical: bool) -> Iterator[ShardHashes]:
             if follower is not None:
                 follower.writer_done()
 
-    with patched({(gm, "_write_shard_file"): hooked}):
+    def planned(entries, max_shard_size):
+        return plan(_ordered(entries, dtype_name) if canonical else entries, max_shard_size)
+
+    with patched({(gm, "_write_shard_file"): hooked, (gm, "_plan_shards"): planned}):
         yield hashes
 
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any, Dict, Iterator, List
 
 from ..errors import QRecipeError
-from .base import BACKENDS, Backend, MethodSupport, QuantizeRequest, QuantizeResult
+from .base import (BACKENDS, SHARD_BYTES, Backend, MethodSupport, QuantizeRequest,
+                   QuantizeResult)
 
 # compressed-tensors packs any int width 1..8 into int32 ("pack-quantized"); these are the widths
 # with a use (2/3 bits are lossy but legal, 8 is near-lossless).
@@ -90,7 +91,8 @@ class LLMCompressorBackend(Backend):
         # save_compressed=True: llm-compressor's wrapped save_pretrained packs the int weights
         # (otherwise it would save fake-quantized dense fp weights at full size).
         t_save = time.perf_counter()
-        model.save_pretrained(str(req.out_dir), save_compressed=True)
+        model.save_pretrained(str(req.out_dir), save_compressed=True,
+                              max_shard_size=SHARD_BYTES)
         t_save = time.perf_counter() - t_save
 
         # Report the scheme as written to config.json (observer and actorder resolved by the
