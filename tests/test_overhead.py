@@ -34,7 +34,7 @@ def test_fingerprints_and_overhead_block(tiny_model_dir, tmp_path, monkeypatch):
     inputs = [p for p in tiny_model_dir.iterdir() if p.suffix in (".safetensors", ".bin", ".json")]
     assert fps["model_weights_sha256"] == _old_hash_files(inputs)
     weights = sorted((out / "model").glob("*.safetensors"))
-    assert len(weights) == 2  # gptqmodel puts a tensor over the limit alone in a shard
+    assert len(weights) >= 2  # (a tensor over the limit gets a shard of its own)
     assert fps["quantized_weights_sha256"] == _old_hash_files(weights)
     assert verify_manifest(out) == []  # every digest the manifest reused is the file's own
     # gptqmodel wrote its shard in safetensors' canonical layout (no rewrite needed)
