@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Dict, Iterator, List
 
 from ..errors import QRecipeError
-from .base import (BACKENDS, SHARD_BYTES, Backend, MethodSupport, QuantizeRequest,
-                   QuantizeResult)
+from .base import BACKENDS, Backend, MethodSupport, QuantizeRequest, QuantizeResult
 
 # compressed-tensors packs any int width 1..8 into int32 ("pack-quantized"); these are the widths
 # with a use (2/3 bits are lossy but legal, 8 is near-lossless).
@@ -89,10 +88,12 @@ class LLMCompressorBackend(Backend):
 
         req.out_dir.mkdir(parents=True, exist_ok=True)
         # save_compressed=True: llm-compressor's wrapped save_pretrained packs the int weights
-        # (otherwise it would save fake-quantized dense fp weights at full size).
+        # (otherwise it would save fake-quantized dense fp weights at full size). Its own shard
+        # size (20 GB), not base.SHARD_BYTES: the wrapper marks every module offloaded, so
+        # transformers reverses its load-time weight conversions shard by shard, which fails for
+        # a fused weight whose parts land in different shards.
         t_save = time.perf_counter()
-        model.save_pretrained(str(req.out_dir), save_compressed=True,
-                              max_shard_size=SHARD_BYTES)
+        model.save_pretrained(str(req.out_dir), save_compressed=True)
         t_save = time.perf_counter() - t_save
 
         # Report the scheme as written to config.json (observer and actorder resolved by the
