@@ -89,7 +89,7 @@ def speed_builds(jobs) -> tuple:
     selected qrecipe jobs write (auto's compiled choices and SPEED_KERNELS)."""
     from qrecipe import kernels
     fmts = {FORMAT[(m, b)] for m, b, r, _ in jobs if r == "qrecipe"}
-    names = {k for f in fmts for k in SPEED_KERNELS[f] + kernels._AUTO_JIT.get(f, ())}
+    names = {k for f in fmts for k in SPEED_KERNELS[f] + kernels.auto_jit(f)}
     return tuple(e for e in PREBUILD if e in {KERNEL_BUILD[k] for k in names
                                                 if k in KERNEL_BUILD})
 

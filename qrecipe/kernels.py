@@ -14,7 +14,7 @@ Pure data and functions: importing this module imports neither torch nor transfo
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -53,21 +53,32 @@ _G_TILED = (-1, 32, 64, 128)
 # Names and capabilities read from gptqmodel 7.6's nn_modules/qlinear/*.py (SUPPORTS_DEVICES,
 # SUPPORTS_DTYPES, SUPPORTS_BITS, SUPPORTS_GROUP_SIZE) and utils/cpp.py / machete.py (which are
 # built, which download).
+_GPTQ = (
+    _k("torch", "torch", ("cpu", "cuda"),
+       note="TorchLinear: dequantize + matmul, plain torch; no build"),
+    _k("triton", "triton", bits=(2, 4, 8),
+       note="TritonV2Linear: Triton JIT (no nvcc, no download)"),
+    _k("marlin", "marlin", jit=True, min_cc=8.0, zero_points=False, bits=(4, 8),
+       group_sizes=_G_TILED,
+       note="MarlinLinear: nvcc-built (~2 min once); symmetric checkpoints only"),
+    _k("exllama_v2", "exllama_v2", jit=True, bits=(4,), group_sizes=_G_TILED,
+       note="ExllamaV2Linear: nvcc-built (~35 s once)"),
+    _k("machete", "machete", jit=True, download=True, min_cc=9.0, bits=(4, 8),
+       group_sizes=(-1, 64, 128),
+       note="MacheteLinear: nvcc-built and downloads CUTLASS (fails offline)"),
+)
+
+
+def _rewritten(k: Kernel) -> Kernel:
+    """GPTQ kernel k serving a compressed-tensors checkpoint rewritten into the GPTQ layout at
+    load (qrecipe/ct_gptq.py): its capabilities, on the widths the rewrite takes."""
+    bits = tuple(b for b in (k.bits or REWRITE_BITS) if b in REWRITE_BITS)
+    return replace(k, via="gptq", bits=bits,
+                   note=k.note.split(":")[0] + " on the GPTQ layout (rewritten at load, lossless)")
+
+
 KERNELS: Dict[str, Tuple[Kernel, ...]] = {
-    "gptq": (
-        _k("torch", "torch", ("cpu", "cuda"),
-           note="TorchLinear: dequantize + matmul, plain torch; no build"),
-        _k("triton", "triton", bits=(2, 4, 8),
-           note="TritonV2Linear: Triton JIT (no nvcc, no download)"),
-        _k("marlin", "marlin", jit=True, min_cc=8.0, zero_points=False, bits=(4, 8),
-           group_sizes=_G_TILED,
-           note="MarlinLinear: nvcc-built (~2 min once); symmetric checkpoints only"),
-        _k("exllama_v2", "exllama_v2", jit=True, bits=(4,), group_sizes=_G_TILED,
-           note="ExllamaV2Linear: nvcc-built (~35 s once)"),
-        _k("machete", "machete", jit=True, download=True, min_cc=9.0, bits=(4, 8),
-           group_sizes=(-1, 64, 128),
-           note="MacheteLinear: nvcc-built and downloads CUTLASS (fails offline)"),
-    ),
+    "gptq": _GPTQ,
     "awq": (
         _k("torch", "torch_awq", ("cpu", "cuda"), note="AwqTorchLinear: dequantize + matmul"),
         _k("triton", "gemm_triton", dtypes=("float16",),
@@ -81,16 +92,8 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
            note="compressed-tensors keeps packed int weights and dequantizes in forward"),
         _k("dequantized", None, ("cpu", "cuda"),
            note="weights dequantized to dense at load: fp16 speed, fp16 memory"),
-        # int weight-only schemes (2/4/8 bits) rewritten into the GPTQ layout at load
-        _k("torch", "torch", ("cpu", "cuda"), via="gptq", bits=REWRITE_BITS,
-           note="TorchLinear on the GPTQ layout (rewritten at load, lossless)"),
-        _k("triton", "triton", via="gptq", bits=REWRITE_BITS,
-           note="TritonV2Linear on the GPTQ layout (rewritten at load, lossless)"),
-        _k("exllama_v2", "exllama_v2", jit=True, via="gptq", bits=(4,), group_sizes=_G_TILED,
-           note="ExllamaV2Linear on the GPTQ layout (rewritten at load, lossless; 4-bit)"),
-        _k("marlin", "marlin", jit=True, min_cc=8.0, zero_points=False, via="gptq", bits=(4, 8),
-           group_sizes=_G_TILED,
-           note="MarlinLinear on the GPTQ layout (rewritten at load, lossless; symmetric)"),
+        # int weight-only schemes rewritten into the GPTQ layout at load
+        *(_rewritten(k) for k in _GPTQ if k.name in ("torch", "triton", "exllama_v2", "marlin")),
     ),
     "bitsandbytes": (
         _k("bitsandbytes", None, ("cpu", "cuda"),
@@ -108,6 +111,11 @@ _AUTO_NO_JIT = {"gptq": "torch", "awq": "torch", "compressed-tensors": "compress
 # 1.6x fp16 at batch 1 where AWQ's Marlin gave 1.14x, same H200 and shape), Marlin second.
 _AUTO_JIT = {"gptq": ("marlin", "exllama_v2"), "awq": ("marlin",),
              "compressed-tensors": ("exllama_v2", "marlin")}
+
+
+def auto_jit(fmt: str) -> Tuple[str, ...]:
+    """The compiled kernels `auto` tries first for fmt when allow_jit, in order."""
+    return _AUTO_JIT.get(fmt, ())
 
 
 def names(fmt: Optional[str] = None) -> Tuple[str, ...]:
@@ -131,20 +139,18 @@ def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False
             sym: Optional[bool] = None, bits: Optional[int] = None,
             group_size: Optional[int] = None, convertible: bool = True) -> Kernel:
     """The kernel a checkpoint of `fmt` runs with on `device` (cc: CUDA compute capability, None
-    when unknown; sym, bits, group_size: the checkpoint's, None when not known; convertible: False
-    when its
-    scheme cannot be rewritten for a `via` kernel). Raises QRecipeError for an unknown name, one
-    that does not run here or on this checkpoint, or one that needs a compile while allow_jit is
-    false."""
+    when unknown; sym, bits, group_size: the checkpoint's, None when not known; convertible:
+    False when its scheme cannot be rewritten for a `via` kernel). Raises QRecipeError for an
+    unknown name, one that does not run here or on this checkpoint, or one that needs a compile
+    while allow_jit is false."""
     if fmt not in KERNELS:
         raise QRecipeError("no kernel table for this checkpoint format", key="format",
                            value=fmt, allowed=FORMATS)
     ck = _Checkpoint(device, cc, dtype, sym, bits, group_size, convertible)
     if kernel == "auto":
-        table = _AUTO_JIT if allow_jit else {}
         # the compiled kernels were measured on Hopper (docs); below Ampere auto keeps no-build
-        jit_ok = device == "cuda" and (cc is None or cc >= 8.0)
-        for name in list(table.get(fmt, ()) if jit_ok else ()) + [_AUTO_NO_JIT[fmt]]:
+        jit_ok = allow_jit and device == "cuda" and (cc is None or cc >= 8.0)
+        for name in list(auto_jit(fmt) if jit_ok else ()) + [_AUTO_NO_JIT[fmt]]:
             k = get(fmt, name)
             if ck.misfit(k) is None:
                 return k

@@ -16,12 +16,12 @@ from ..errors import QRecipeError
 # The largest weights file (its tensors' bytes; a tensor over it gets a file of its own) the
 # gptqmodel and bitsandbytes adapters write (llm-compressor keeps its own 20 GB: its adapter
 # says why). Each file's sha256 is computed on its own thread (behind gptqmodel's writer, or
-# side by side after a save_pretrained), and one sha256 stream
-# ran at ~1 GB/s on the H200 host, slower than gptqmodel's ~2 GB/s write: a 32-layer 7B GPTQ
-# model saved as one 3.9 GB file left 2.2 s of hashing after the write, most of qrecipe's own
-# 2.8 s (6.4% of the job; docs/benchmarks.md, "Eighth device session"). Hub checkpoints are
-# commonly sharded at 2-5 GB; smaller models keep one model.safetensors. gptqmodel's own
-# default is 4 GiB, transformers' 50 GB.
+# side by side after a save_pretrained). One sha256 stream ran at ~1 GB/s on the H200 host
+# (3.9 GB read back and hashed in 3.6 s), slower than gptqmodel's write (its whole save of the
+# same 3.9 GB took 1.96 s): saved as one file, a 32-layer 7B GPTQ model left 2.2 s of hashing
+# after the write, most of qrecipe's own 2.8 s (6.4% of the job; docs/benchmarks.md, "Eighth
+# device session"). Hub checkpoints are commonly sharded at 2-5 GB; smaller models keep one
+# model.safetensors. gptqmodel's own default is 4 GiB, transformers' 50 GB.
 SHARD_BYTES = 2 << 30
 
 

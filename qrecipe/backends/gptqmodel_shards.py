@@ -2,6 +2,7 @@
 in safetensors' canonical order."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Iterator, List
 
@@ -42,8 +43,6 @@ def shard_writes(canonical: bool) -> Iterator[ShardHashes]:
     except (ImportError, AttributeError):
         yield hashes
         return
-    import os
-
     from .. import filehash
 
     def hooked(path, entries, metadata):
