@@ -10,6 +10,7 @@ state of one job never help the next and peak GPU memory is per job.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ TEXT = "pkg://qrecipe/texts/jargon_file_4.4.7.txt"
 
 
 def job_qrecipe(spec) -> dict:
+    t_imp = time.perf_counter()
     from hydra import compose, initialize_config_dir
     from qrecipe import schema
     from qrecipe.paths import config_dir
@@ -33,6 +35,7 @@ def job_qrecipe(spec) -> dict:
     schema.register()
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         cfg = compose(config_name="config", overrides=ov)
+    compose_s = time.perf_counter() - t_imp  # qrecipe's own cost: not a library import
     out = Path(spec["out"])
     t0 = time.perf_counter()
     status = run_job(cfg, out, keep_failed_dir=True)
@@ -43,8 +46,13 @@ def job_qrecipe(spec) -> dict:
     m = json.loads((out / "metrics.json").read_text())
     d = m["quantize_details"]
     fps = json.loads((out / "fingerprints.json").read_text())
+    over = m.get("overhead") or {}
+    # the libraries' imports a direct script pays too: transformers (qrecipe's load stage) and
+    # the backend's own package (its adapter)
+    imports = {**over.get("imports_s", {}), "backend": (d.get("seconds") or {}).get("import", 0)}
     return {"wall_s": wall, "stages_s": m["time_s"], "lib_s": d.get("seconds") or {},
-            "qrecipe_overhead": m.get("overhead"),  # metrics.json's own split of the wall
+            "imports_s": imports, "qrecipe_compose_s": round(compose_s, 3),
+            "qrecipe_overhead": over,  # metrics.json's own split of the wall
             "per_layer": [r["seconds"] for r in m.get("per_layer") or []],
             "rows_sha256": fps.get("calibration", {}).get("token_ids_sha256"),
             "model_dir": str(out / "model"),
@@ -64,8 +72,10 @@ def job_default(spec) -> dict:
     rows = torch.load(spec["rows"])
     out, m, b = Path(spec["out"]), spec["method"], spec["backend"]
     per_layer, t = [], {}
+    t_imp = time.perf_counter()
     if b == "gptqmodel":
         from gptqmodel import GPTQModel, QuantizeConfig
+        imports = {"backend": time.perf_counter() - t_imp}
         qc = QuantizeConfig(bits=4, group_size=128) if m == "gptq" else \
             QuantizeConfig(bits=4, group_size=128, method="awq", format="gemm")
         t0 = time.perf_counter()
@@ -83,6 +93,7 @@ def job_default(spec) -> dict:
         from llmcompressor.modifiers.awq import AWQModifier
         from llmcompressor.modifiers.quantization import GPTQModifier
         from transformers import AutoModelForCausalLM
+        imports = {"backend": time.perf_counter() - t_imp}
         t0 = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype="auto")
         ds = Dataset.from_dict({"input_ids": [r.tolist() for r in rows],
@@ -98,6 +109,7 @@ def job_default(spec) -> dict:
         model.save_pretrained(str(out), save_compressed=True)
     else:  # bitsandbytes quantizes while loading
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        imports = {"backend": time.perf_counter() - t_imp}
         qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4") \
             if m == "bnb4" else BitsAndBytesConfig(load_in_8bit=True)
         t0 = t1 = time.perf_counter()
@@ -107,7 +119,8 @@ def job_default(spec) -> dict:
         model.save_pretrained(str(out))
     t3 = time.perf_counter()
     t = {"load": round(t1 - t0, 2), "quantize": round(t2 - t1, 2), "save": round(t3 - t2, 2)}
-    return {"wall_s": t3 - t0, "lib_s": t, "per_layer": per_layer, "model_dir": str(out)}
+    return {"wall_s": t3 - t0, "lib_s": t, "imports_s": imports, "per_layer": per_layer,
+            "model_dir": str(out)}
 
 
 def job_speed(spec) -> dict:
@@ -163,15 +176,21 @@ def job_prebuild(spec) -> dict:
 
 def child(spec_path: str) -> None:
     import logging
-
+    t_imp = time.perf_counter()
     import torch
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
     spec = json.loads(Path(spec_path).read_text())
     if spec["runner"] != "prebuild":
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats()  # also starts CUDA: both runners pay it here
+    torch_s = time.perf_counter() - t_imp
+    if os.environ.get("BENCH_FOLLOW_CHUNK_MIB"):  # the hash followers' read size, compared
+        from qrecipe import filehash
+        filehash.FOLLOW_CHUNK = int(os.environ["BENCH_FOLLOW_CHUNK_MIB"]) << 20
     fn = {"qrecipe": job_qrecipe, "backend_default": job_default, "speed": job_speed,
           "prebuild": job_prebuild}[spec["runner"]]
     res = fn(spec)
+    if "imports_s" in res:
+        res["imports_s"]["torch"] = torch_s
     if spec["runner"] != "prebuild":
         res["peak_gpu_bytes"] = int(torch.cuda.max_memory_allocated())
     Path(spec["result"]).write_text(json.dumps(res, default=str))

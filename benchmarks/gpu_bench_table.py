@@ -7,8 +7,17 @@ Definitions (per row):
 - lib s: the backend library's own calls, load + quantize + save, timed around those calls.
 - own s: the job's process time (interpreter start to exit) minus lib s: imports, data, and for
   qrecipe its validation, fingerprints, locks and reports.
-- qrecipe overhead: own s of the qrecipe job minus own s of the backend-default script on the same
-  method and backend: what qrecipe adds over calling the library directly.
+- imports s: the library imports both runners pay, timed in each process: torch with the CUDA
+  start, and the backend's package (with transformers). Their time varies by seconds from one
+  process to the next (file cache, host), more than qrecipe adds, so the overhead subtracts them.
+- qrecipe overhead: (own s - imports s) of the qrecipe job minus the same of the backend-default
+  script on the same method and backend: what qrecipe adds over calling the library directly
+  (its config composition and imports, validation, hashing waited for, records, and the
+  processes' start and exit). Runs from before the imports were timed use own s alone.
+- qrecipe overhead share of the job: the overhead over the qrecipe job's process time (projected
+  to 32 layers from a shorter model by its mean per-layer time); of the library's
+  load+quantize+save: over the library's own calls alone (stricter: no imports, no start).
+- qrecipe overhead share, metrics.json: the job's own split of its wall time (qrecipe/overhead.py).
 - cold: what a first run on a fresh machine pays on top: the process time plus the one-time JIT
   builds of the extensions that job uses (each built once, in a prebuild process, and timed).
 """
@@ -43,6 +52,8 @@ def derive(doc) -> None:
         r["per_layer_s"] = per_layer(r)
         if r.get("lib_s") and "process_s" in r:
             r["own_s"] = r["process_s"] - lib_total(r)
+            if r.get("imports_s"):
+                r["own_less_imports_s"] = r["own_s"] - sum(r["imports_s"].values())
         need = BUILDS.get((r["method"], r["backend"], r["runner"]), ())
         if need and all(builds.get(e) for e in need):
             r["cold_process_s"] = r["process_s"] + sum(builds[e] for e in need)
@@ -71,14 +82,23 @@ def ratios(doc) -> dict:
         if q.get("cold_process_s") and d.get("cold_process_s"):
             out[f"{key}: cold process, qrecipe / default"] = round(
                 q["cold_process_s"] / d["cold_process_s"], 3)
-        if "own_s" in q and "own_s" in d:
-            added = q["own_s"] - d["own_s"]
-            out[f"{key}: qrecipe overhead s (own s, qrecipe - default)"] = round(added, 1)
+        own = "own_less_imports_s" if "own_less_imports_s" in q and "own_less_imports_s" in d \
+            else "own_s"
+        if own in q and own in d:
+            added = q[own] - d[own]
+            what = "own s less imports" if own != "own_s" else "own s"
+            out[f"{key}: qrecipe overhead s ({what}, qrecipe - default)"] = round(added, 1)
             if q.get("per_layer_s"):
-                # the same job with 32 layers: the library's time grows by a layer's time per layer
-                lib32 = lib_total(q) + (32 - layers) * q["per_layer_s"]
-                out[f"{key}: qrecipe overhead share, 32 layers (projected)"] = round(
-                    max(added, 0) / (lib32 + max(added, 0)), 3)
+                # the same job with 32 layers: it grows by a layer's time per layer
+                grow = (32 - layers) * q["per_layer_s"]
+                tag = "32 layers" + (" (projected)" if layers != 32 else "")
+                out[f"{key}: qrecipe overhead share of the job, {tag}"] = round(
+                    max(added, 0) / (q["process_s"] + grow), 3)
+                out[f"{key}: qrecipe overhead share of the library's load+quantize+save, "
+                    f"{tag}"] = round(max(added, 0) / (lib_total(q) + grow), 3)
+        share = (q.get("qrecipe_overhead") or {}).get("qrecipe_own_share")
+        if share is not None:
+            out[f"{key}: qrecipe overhead share, metrics.json ({layers} layers)"] = share
     for backend in ("gptqmodel", "llmcompressor"):  # the goal: AWQ, 32 layers, < 10 min
         awq = _find(rows, "awq", backend, "qrecipe")
         if awq and awq.get("per_layer_s"):
@@ -116,8 +136,8 @@ def _f(v, fmt="{:.2f}"):
 
 def markdown(doc) -> str:
     head = ("| method | backend | runner | per layer s | lib s (load/quantize/save) | process s "
-            "| own s | cold process s (builds) | peak GPU GiB | disk MB | reload + generate | "
-            "kernel |")
+            "| own s (of it imports) | cold process s (builds) | peak GPU GiB | disk MB "
+            "| reload + generate | kernel |")
     lines = [head, "|" + "---|" * 12]
     for r in doc["rows"]:
         if "error" in r:
@@ -126,12 +146,15 @@ def markdown(doc) -> str:
             continue
         lib = r.get("lib_s") or {}
         libs = "/".join(_f(lib.get(k), "{:.1f}") for k in ("load", "quantize", "save"))
+        own = _f(r.get("own_s"), "{:.1f}")
+        if r.get("imports_s"):
+            own += f" ({sum(r['imports_s'].values()):.1f})"
         cold = _f(r.get("cold_process_s"), "{:.1f}")
         if r.get("cold_builds"):
             cold += " (" + ", ".join(f"{k} {v}" for k, v in r["cold_builds"].items()) + ")"
         lines.append(
             f"| {r['method']} | {r['backend']} | {r['runner']} | {_f(r.get('per_layer_s'))} | "
-            f"{libs} | {_f(r.get('process_s'), '{:.1f}')} | {_f(r.get('own_s'), '{:.1f}')} | "
+            f"{libs} | {_f(r.get('process_s'), '{:.1f}')} | {own} | "
             f"{cold} | {_f(r.get('peak_gpu_bytes', 0) / 2**30)} | "
             f"{_f(r.get('disk_bytes', 0) / 1e6, '{:.0f}')} | {r.get('reload', '')} | "
             f"{r.get('kernel', '')} |")

@@ -6,6 +6,12 @@ qrecipe run (qrecipe/backends/gptqmodel_shards.py), and the followers of differe
 by side.
 
     PYTHONPATH=. python benchmarks/hash_follow.py WORK_DIR [--gb 3.9] [--repeat 3] [--json OUT]
+        [--writer os|tobytes] [--chunks-mib 8,64] [--layouts "one file,SHARD_BYTES"]
+
+--writer tobytes writes as gptqmodel 7.6's `_write_tensor_bytes` does: `tensor.numpy().tobytes()`
+(a copy that holds the GIL) then a buffered write (which releases it), 22.5 MB tensors (a 7B
+model's 4-bit MLP qweight). --chunks-mib: the follower's read size (filehash.FOLLOW_CHUNK); a
+follower takes the GIL twice per chunk, so a writer holding it makes small chunks wait.
 """
 from __future__ import annotations
 
@@ -19,7 +25,28 @@ from pathlib import Path
 BLOCK = 64 << 20
 
 
-def write_followed(work: Path, total: int, shard: int, buf: bytes) -> dict:
+def _os_write(path: Path, size: int, buf: bytes) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    for at in range(0, size, BLOCK):
+        os.write(fd, buf[:min(BLOCK, size - at)])
+    os.close(fd)
+    return size
+
+
+def _tobytes_write(path: Path, size: int, tensors) -> int:
+    with open(path, "wb") as out:  # gptqmodel.utils.model._write_tensor_bytes, per tensor
+        done = 0
+        while done < size:
+            t = tensors[(done // TENSOR_BYTES) % len(tensors)]
+            out.write(t.numpy().tobytes())
+            done += TENSOR_BYTES
+    return done
+
+
+TENSOR_BYTES = 4096 * 11008 // 2  # int32 qweight of a 4096 x 11008 Linear at 4 bits
+
+
+def write_followed(work: Path, total: int, shard: int, src, writer) -> dict:
     """Write `total` bytes as files of at most `shard` bytes, each followed; seconds of the write
     and of the wait for the hashing after it."""
     from qrecipe import filehash
@@ -30,12 +57,9 @@ def write_followed(work: Path, total: int, shard: int, buf: bytes) -> dict:
             path = work / f"model-{i:05d}.safetensors"
             fol = filehash.Follower(path).start()
             followers.append(fol)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            for at in range(0, size, BLOCK):
-                os.write(fd, buf[:min(BLOCK, size - at)])
-            os.close(fd)
+            wrote = writer(path, size, src)
             fol.writer_done()
-            left -= size
+            left -= min(left, wrote)
         t1 = time.perf_counter()
         assert all(f.wait() for f in followers)
         t2 = time.perf_counter()
@@ -48,21 +72,39 @@ def main() -> None:
     ap.add_argument("--gb", type=float, default=3.9)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json")
+    ap.add_argument("--writer", choices=("os", "tobytes"), default="os")
+    ap.add_argument("--chunks-mib", default="", help="follower read sizes to compare "
+                    "(default: filehash.FOLLOW_CHUNK)")
+    ap.add_argument("--layouts", default="one file,SHARD_BYTES")
     a = ap.parse_args()
+    from qrecipe import filehash
     from qrecipe.backends.base import SHARD_BYTES
     work, total = Path(a.work), int(a.gb * 1e9)
-    buf = os.urandom(BLOCK)
+    if a.writer == "os":
+        src, writer = os.urandom(BLOCK), _os_write
+    else:
+        import torch
+        src = [torch.randint(0, 2**31 - 1, (TENSOR_BYTES // 4,), dtype=torch.int32)
+               for _ in range(4)]
+        writer = _tobytes_write
+    chunks = [int(c) << 20 for c in a.chunks_mib.split(",") if c] or [filehash.FOLLOW_CHUNK]
+    layouts = {"one file": total, "SHARD_BYTES": SHARD_BYTES}
     rows = []
     for _ in range(a.repeat):
-        for name, shard in (("one file", total), ("SHARD_BYTES", SHARD_BYTES)):
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
-            rows.append({"layout": name, **write_followed(work, total, shard, buf)})
+        for name in a.layouts.split(","):
+            for chunk in chunks:
+                filehash.FOLLOW_CHUNK = chunk
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir(parents=True)
+                rows.append({"layout": name, "writer": a.writer, "chunk_mib": chunk >> 20,
+                             **write_followed(work, total, layouts[name], src, writer)})
     shutil.rmtree(work, ignore_errors=True)
-    print(f"{total / 1e9:.2f} GB, {os.cpu_count()} CPUs")
-    print("| layout | files | write s | sha256 wait after the write s |\n|---|---|---|---|")
+    print(f"{total / 1e9:.2f} GB, {os.cpu_count()} CPUs, writer {a.writer}")
+    print("| layout | follower chunk MiB | files | write s | sha256 wait after the write s |\n"
+          "|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['layout']} | {r['files']} | {r['write_s']} | {r['wait_s']} |")
+        print(f"| {r['layout']} | {r['chunk_mib']} | {r['files']} | {r['write_s']} | "
+              f"{r['wait_s']} |")
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
 

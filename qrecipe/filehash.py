@@ -26,6 +26,8 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 _ROOT: Optional[Path] = None
 MIN_BYTES = 1 << 20
+# a Follower's read size; 64 MiB waited no less on the H200 host (docs/benchmarks.md, ninth session)
+FOLLOW_CHUNK = 8 << 20
 _LOCK = threading.Lock()
 _SEEN: Dict[Tuple, str] = {}  # this process's digests, by _version(identity)
 _INFLIGHT: Dict[Tuple, Future] = {}
@@ -186,7 +188,7 @@ class Follower:
                 if self._done.wait(0.002) and not self.path.exists():
                     return
             h, size = hashlib.sha256(), 0
-            buf = bytearray(8 << 20)
+            buf = bytearray(FOLLOW_CHUNK)
             view = memoryview(buf)
             with open(self.path, "rb", buffering=0) as f:
                 while True:

@@ -64,3 +64,39 @@ def test_the_speed_step_waits_only_for_the_builds_its_kernels_need():
     assert set(gpu_bench.speed_builds(every)) == {"marlin_fp16", "exllamav2"}
     ct = gpu_bench.selected(argparse.Namespace(only="gptq-llmcompressor,speed"))
     assert set(gpu_bench.speed_builds(ct)) == {"marlin_fp16", "exllamav2"}
+
+
+def _row(runner, process_s, lib, imports=None, share=None):
+    r = {"method": "gptq", "backend": "gptqmodel", "runner": runner, "process_s": process_s,
+         "lib_s": lib, "per_layer": [1.0, 1.0]}
+    if imports is not None:
+        r["imports_s"] = imports
+    if share is not None:
+        r["qrecipe_overhead"] = {"qrecipe_own_share": share}
+    return r
+
+
+def test_the_overhead_leaves_out_the_library_imports_both_runners_pay():
+    import gpu_bench_table
+    lib = {"load": 1.0, "quantize": 20.0, "save": 2.0}
+    doc = {"shape": {"layers": 2}, "rows": [
+        _row("backend_default", 40.0, lib, {"torch": 5.0, "backend": 12.0}),
+        # qrecipe's imports ran 2 s slower in its process; it adds 1 s of its own
+        _row("qrecipe", 43.0, {**lib, "import": 7.0},
+             {"torch": 5.0, "transformers": 7.0, "backend": 7.0}, share=0.03)]}
+    gpu_bench_table.derive(doc)
+    r = doc["ratios"]
+    assert r["gptq/gptqmodel: qrecipe overhead s (own s less imports, qrecipe - default)"] == 1.0
+    assert r["gptq/gptqmodel: qrecipe overhead share, metrics.json (2 layers)"] == 0.03
+    # 30 more layers of 1 s: the job 73 s, the library's calls 53 s
+    assert r["gptq/gptqmodel: qrecipe overhead share of the job, 32 layers (projected)"] == \
+        round(1 / 73, 3)
+    assert r["gptq/gptqmodel: qrecipe overhead share of the library's load+quantize+save, "
+             "32 layers (projected)"] == round(1 / 53, 3)
+    assert "own s (of it imports)" in gpu_bench_table.markdown(doc)
+    # a run from before the imports were timed: own s alone
+    for row in doc["rows"]:
+        row.pop("imports_s")
+        row.pop("own_less_imports_s")
+    gpu_bench_table.derive(doc)
+    assert doc["ratios"]["gptq/gptqmodel: qrecipe overhead s (own s, qrecipe - default)"] == 3.0
