@@ -4,7 +4,7 @@ gpu_bench.py (1 decoder layer, whose fp16 lm_head is most of the bytes) holds on
 and which method.* settings decide it. Needs a CUDA GPU; prints a table and writes JSON.
 
     python benchmarks/bnb_decode.py --tokenizer DIR --work /tmp/bnbdec --out bnb_decode.json \
-        [--layers 1,8] [--shape llama2-7b]
+        [--layers 1,8] [--shape llama2-7b] [--variants "fp16|nf4 dq fp16-compute"]
 """
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ sys.path.insert(0, str(HERE.parent))
 VARIANTS = {
     "fp16": ("float16", None),
     "bf16": ("bfloat16", None),
-    "nf4 dq bf16-compute (qrecipe's bnb default), fp16 model":
+    "nf4 dq bf16-compute (qrecipe's bnb default before `auto`), fp16 model":
         ("float16", dict(bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype="bfloat16")),
+    # qrecipe's default (method.compute_dtype: auto) on a float16 model
     "nf4 dq fp16-compute": ("float16", dict(bnb_4bit_use_double_quant=True,
                                             bnb_4bit_compute_dtype="float16")),
     "nf4 no-dq fp16-compute": ("float16", dict(bnb_4bit_use_double_quant=False,
@@ -64,7 +65,12 @@ def main() -> None:
     ap.add_argument("--out", default="bnb_decode.json")
     ap.add_argument("--shape", default="llama2-7b")
     ap.add_argument("--layers", default="1,8")
+    ap.add_argument("--variants", default="", help="'|'-separated VARIANTS names (default: all)")
     a = ap.parse_args()
+    chosen = [v for v in a.variants.split("|") if v] or list(VARIANTS)
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
     import torch
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(a.tokenizer)
@@ -79,7 +85,8 @@ def main() -> None:
         if not (d / "config.json").exists():
             subprocess.run([sys.executable, str(HERE / "random_llama.py"), str(d), "--tokenizer",
                             a.tokenizer, "--shape", a.shape, "--layers", str(layers)], check=True)
-        for name, (dtype, bnb) in VARIANTS.items():
+        for name in chosen:
+            dtype, bnb = VARIANTS[name]
             try:
                 r = one(d, dtype, bnb, ids)
             except Exception as e:  # recorded; the next variant still runs

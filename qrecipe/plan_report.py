@@ -33,7 +33,8 @@ def compare(out: Path, metrics: Dict[str, Any]) -> Dict[str, Any]:
     """Plan for the run's model, format, hardware and calibration, beside its measurements."""
     cfg = _lock(out)
     m, hw, cal = cfg["model"], cfg["hardware"], cfg.get("calibration") or {}
-    dtype = hw.get("dtype") or m.get("dtype")
+    # the dtype the run used (qrecipe/dtypes.py); runs from before it was recorded: the config's
+    dtype = (metrics.get("dtype") or {}).get("used") or hw.get("dtype") or m.get("dtype")
     shape = from_source(m["source"], m["path"], m.get("revision") or "main",
                         None if dtype == "auto" else dtype)
     group = metrics["group_size"] if metrics["group_size"] and metrics["group_size"] > 0 else 128

@@ -150,6 +150,8 @@ def write_run_report(out: Path, metrics: Dict[str, Any], fps: Dict[str, Any]) ->
              f"- model `{metrics['model']['path']}` ({metrics['model']['architecture']}, "
              f"{metrics['model']['layers']} layers)",
              f"- quantized model: `model/` ({_mb(size['model_dir_bytes'])} MB on disk)", ""]
+    if (metrics.get("dtype") or {}).get("why"):  # the dtype rule changed the model's dtype
+        lines[-1:] = [f"- {metrics['dtype']['why']}", ""]
     if ev:
         p = ev["protocol"]
         lines += ["## Quality", "",

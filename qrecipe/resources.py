@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .dtypes import run_dtype
 from .errors import QRecipeError
 
 GiB = 1024 ** 3
@@ -38,7 +39,7 @@ def _params(info, vocab: int) -> int:
 
 def estimate(cfg, info, vocab: int = 32000) -> Estimate:
     p = _params(info, vocab)
-    dtype = _BYTES.get(cfg.hardware.dtype or cfg.model.dtype, 4)
+    dtype = _BYTES.get(run_dtype(cfg)[0], 4)
     bits = cfg.bits.width
     out = int(p * bits / 8 * 1.1 + 2 * vocab * info.hidden_size * 2)  # + fp16 embeddings, head
     cache = p * 4 if cfg.model.source == "gguf" else 0

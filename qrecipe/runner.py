@@ -24,6 +24,7 @@ from . import eval_stage, filehash, interrupt, models, outputs, overhead, resour
 from . import stages as markers
 from .backends import QuantizeRequest, QuantizeResult
 from .cache import Cache
+from .dtypes import run_dtype
 from .errors import QRecipeError
 from .fingerprint import Background, hash_files
 from .gpus import assigned_gpus
@@ -188,7 +189,9 @@ def _run_stages(cfg: DictConfig, out: Path, job: _Job) -> None:
 
 def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache,
               model_fp: Background) -> None:
-    dtype = cfg.hardware.dtype or cfg.model.dtype
+    dtype, why = run_dtype(cfg)
+    if why:
+        log.warning(why)
     device = cfg.hardware.device
     from .kernels import configure_jit_cache
     configure_jit_cache(cache.root)  # before any gptqmodel import: one build per machine
@@ -232,6 +235,8 @@ def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache,
             "architecture": plan.model.architecture, "layers": plan.model.num_layers},
         "size": {"model_dir_bytes": outputs.dir_size(model_out)},
         "per_layer": per_layer,
+        "dtype": {"model": cfg.model.dtype, "hardware": cfg.hardware.get("dtype"),
+                  "used": dtype, "why": why},
     }
     if cfg.eval.enabled:
         ev = markers.finished_eval(out, fps["quantized_weights_sha256"])

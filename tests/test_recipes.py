@@ -286,6 +286,12 @@ def test_expectations_met_missed_and_not_comparable():
     assert all(c["why"] == "the run overrides the recipe: bits=w8" for c in over["checks"])
     neutral = ["hardware.num_threads=2", "cache.dir=/c", "eval.speed=false", "dry_run=false"]
     assert check_expectations(meta, _metrics(), neutral)["status"] == "met"
+    # run in float32 on a CPU without fast bfloat16 (qrecipe/dtypes.py): not the recipe's run
+    why = "model.dtype=bfloat16 runs in float32 on this CPU"
+    other_dtype = check_expectations(meta, {**_metrics(), "dtype": {"used": "float32",
+                                                                    "why": why}})
+    assert other_dtype["status"] == "not comparable"
+    assert all(c["why"] == why for c in other_dtype["checks"])
     none = check_expectations(compose(["+recipe=gptq_llama7b"]).meta, _metrics())
     assert none["status"] == "none" and report_lines(none) == []
 

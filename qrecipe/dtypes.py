@@ -1,0 +1,56 @@
+"""The dtype a job holds and computes the unquantized model in, decided once for the runner, the
+resource check and the plan-against-measurement report.
+
+The rule: `hardware.dtype` when the profile (or the user) sets one; else `model.dtype`; except
+that a bfloat16 model on a CPU without fast bfloat16 matmuls is run in float32.
+
+Why the exception: PyTorch's CPU bfloat16 matmul is fast only through oneDNN, which it uses only
+where the CPU has AVX-512 (BW, VL, DQ) or AMX on x86, or the BF16 extension on Arm
+(`torch.ops.mkldnn._is_mkldnn_bf16_supported()`). Elsewhere, e.g. an AVX2-only AMD EPYC, it
+falls back to a scalar loop. Measured on such a 2-core machine (torch 2.13): a 512x576 @
+576x1536 matmul took 1,570 ms in bfloat16 against 37 ms in float32 (43x). SmolLM2's GPTQ took
+~56 s per layer in bfloat16, against ~1-2 s per layer on machines with AVX-512 (docs/benchmarks.md,
+"bfloat16 on CPUs without AVX-512").
+
+Float32 costs a larger checkpoint for the tensors left unquantized (embeddings, norms) and a
+result that differs in the last bits from a bfloat16 run. An explicit `hardware.dtype=bfloat16`
+keeps bfloat16 on any CPU. The check reads /proc/cpuinfo (no torch import: config-only commands
+use it too); where that cannot be read, nothing is changed.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+# x86 flags with which oneDNN runs bfloat16 matmuls (AVX-512 core, or AMX); Arm's feature name
+_X86_AVX512 = {"avx512bw", "avx512vl", "avx512dq"}
+_FAST = ("amx_bf16", "avx512_bf16")
+_ARM = "bf16"
+
+
+def cpu_fast_bf16(cpuinfo: str = "/proc/cpuinfo") -> Optional[bool]:
+    """Whether this CPU runs bfloat16 matmuls through oneDNN; None where /proc/cpuinfo cannot be
+    read or names no flags (not Linux)."""
+    try:
+        text = open(cpuinfo).read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            return _X86_AVX512 <= flags or any(f in flags for f in _FAST) or _ARM in flags
+    return None
+
+
+def run_dtype(cfg, fast_bf16: Optional[bool] = None) -> Tuple[str, Optional[str]]:
+    """(dtype, why) for this job: why is one line when the rule changed the model's dtype."""
+    if cfg.hardware.get("dtype"):
+        return cfg.hardware.dtype, None
+    dtype = cfg.model.dtype
+    if dtype != "bfloat16" or cfg.hardware.device != "cpu":
+        return dtype, None
+    if (cpu_fast_bf16() if fast_bf16 is None else fast_bf16) is not False:
+        return dtype, None
+    return "float32", ("model.dtype=bfloat16 runs in float32 on this CPU: it has no AVX-512 or "
+                       "AMX, and PyTorch's bfloat16 matmul is ~40x slower than float32 without "
+                       "them (hardware.dtype=bfloat16 keeps bfloat16)")
