@@ -15,6 +15,13 @@ WIKITEXT = DATA / "wikitext2_raw_test.txt"
 JARGON = DATA / "jargon_file_4.4.7.txt"
 
 
+def pytest_collection_modifyitems(items):
+    """The SmolLM2 runs (test_e2e.py) are the suite's longest file: first, so that pytest-xdist
+    (--dist loadfile hands out whole files in collection order) starts them at once and the
+    other worker takes the rest, instead of the longest file starting last."""
+    items.sort(key=lambda item: item.path.name != "test_e2e.py")  # stable: the rest in order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Tests share one cache for the session (the dequantized SmolLM2 is reused), never the

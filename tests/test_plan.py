@@ -246,7 +246,8 @@ def test_gpu_benchmark_comparison_reads_the_result_shape():
 
 
 def test_run_report_has_the_plan_next_to_the_measurement(tmp_path):
-    """The report hook on a run directory (real runs: tests/test_plan_e2e.py)."""
+    """The report hook on a run directory (real runs: test_plan_predicts_what_the_run_measures
+    in tests/test_e2e.py)."""
     from omegaconf import OmegaConf
 
     from qrecipe.report import write_run_report
