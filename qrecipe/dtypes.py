@@ -7,10 +7,10 @@ that a bfloat16 model on a CPU without fast bfloat16 matmuls is run in float32.
 Why the exception: PyTorch's CPU bfloat16 matmul is fast only through oneDNN, which it uses only
 where the CPU has AVX-512 (BW, VL, DQ) or AMX on x86, or the BF16 extension on Arm
 (`torch.ops.mkldnn._is_mkldnn_bf16_supported()`). Elsewhere, e.g. an AVX2-only AMD EPYC, it
-falls back to a scalar loop. Measured on such a 2-core machine (torch 2.13): a 512x576 @
-576x1536 matmul took 1,570 ms in bfloat16 against 37 ms in float32 (43x). SmolLM2's GPTQ took
-~56 s per layer in bfloat16, against ~1-2 s per layer on machines with AVX-512 (docs/benchmarks.md,
-"bfloat16 on CPUs without AVX-512").
+falls back to a scalar loop. Measured on such a 2-core machine (torch 2.13, one thread,
+benchmarks/cpu_bf16.py): SmolLM2's matmuls took 38x longer in bfloat16 than in float32, a
+4096 x 4096 Linear 127x; its GPTQ took 52-62 s per layer in bfloat16 against 14-15 s in float32
+(docs/benchmarks.md, "bfloat16 on CPUs without AVX-512").
 
 Float32 costs a larger checkpoint for the tensors left unquantized (embeddings, norms) and a
 result that differs in the last bits from a bfloat16 run. An explicit `hardware.dtype=bfloat16`
