@@ -38,7 +38,8 @@ VARIANTS = {
 def one(model_dir: Path, dtype: str, bnb, ids) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-    from qrecipe.speed import measure
+
+    from qrecipe.evaluation.speed import measure
     kw = {}
     if bnb:
         kw["quantization_config"] = BitsAndBytesConfig(

@@ -1,4 +1,4 @@
-"""float32 against bfloat16 matmuls on this CPU, with what qrecipe/dtypes.py reads of it: why a
+"""float32 against bfloat16 matmuls on this CPU, with what qrecipe/run/dtypes.py reads of it: why a
 bfloat16 model runs in float32 on CPUs without AVX-512 or AMX. Prints a table, writes JSON.
 
     python benchmarks/cpu_bf16.py [--threads 1] [--repeat 10] [--json OUT]
@@ -27,7 +27,8 @@ def main() -> None:
     ap.add_argument("--json")
     a = ap.parse_args()
     import torch
-    from qrecipe.dtypes import cpu_fast_bf16
+
+    from qrecipe.run.dtypes import cpu_fast_bf16
     torch.set_num_threads(a.threads)
     rows = []
     for m, k, n in SHAPES:
@@ -46,7 +47,7 @@ def main() -> None:
            "mkldnn_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
            "qrecipe_fast_bf16": cpu_fast_bf16(), "rows": rows}
     print(f"torch {doc['torch']}, {a.threads} thread(s), capability {doc['capability']}, "
-          f"oneDNN bf16 {doc['mkldnn_bf16']}, qrecipe.dtypes.cpu_fast_bf16() "
+          f"oneDNN bf16 {doc['mkldnn_bf16']}, qrecipe.run.dtypes.cpu_fast_bf16() "
           f"{doc['qrecipe_fast_bf16']}")
     print("| matmul | float32 ms | bfloat16 ms | bf16 / fp32 |\n|---|---|---|---|")
     for r in rows:

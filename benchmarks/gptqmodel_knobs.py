@@ -45,9 +45,9 @@ VARIANTS = {  # name: (QuantizeConfig kwargs, quantize() kwargs, env)
     "q_gc_stage": ({**_QG, "gc_mode": "on_stage_end"}, {"batch_size": 8, "calibration_sort": None},
                    {}),
     # the Hessians X^T X on tensor cores in the activations' dtype, float32 out
-    # (qrecipe/backends/gptqmodel_hessian.py); loss_sum says whether the GPTQ error moved
+    # (qrecipe/backends/gptqmodel/hessian.py); loss_sum says whether the GPTQ error moved
     "q_b32_hmm": (_QG, {"batch_size": 32, "calibration_sort": None}, {"QRECIPE_KNOB_HMM": "1"}),
-    # the result-preserving layer-loop patches (qrecipe/backends/gptqmodel_fastloop.py) with the
+    # the result-preserving layer-loop patches (qrecipe/backends/gptqmodel/fastloop.py) with the
     # layer inputs kept on the GPU; `digest` must equal q_b32's (q_b32_hmm's for the _hmm one)
     "q_b32_fast": ({**_QG, "calibration_data_device": "cuda:0"},
                    {"batch_size": 32, "calibration_sort": None}, {"QRECIPE_KNOB_FAST": "1"}),
@@ -149,18 +149,19 @@ def digest(model):
 
 
 def one(model_dir, rows_path, name, method, n_rows, profile, timeline_it=False):
+    import contextlib
+
     import torch
     from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
-    import contextlib
     qkw, kw, _ = VARIANTS[name]
     # held until one() returns: a context manager entered without being kept is collected at
     # once, and its generator's cleanup switches the patch off again
     patches = contextlib.ExitStack()
     if os.environ.get("QRECIPE_KNOB_HMM"):
-        from qrecipe.backends.gptqmodel_hessian import tensor_core_hessian
+        from qrecipe.backends.gptqmodel.hessian import tensor_core_hessian
         patches.enter_context(tensor_core_hessian(True))
     if os.environ.get("QRECIPE_KNOB_FAST"):
-        from qrecipe.backends.gptqmodel_fastloop import fast_layer_loop
+        from qrecipe.backends.gptqmodel.fastloop import fast_layer_loop
         patches.enter_context(fast_layer_loop(True))
     stats = instrument()
     rows = torch.load(rows_path)[:n_rows or None]

@@ -50,8 +50,8 @@ JOBS = [
     ("awq", "llmcompressor", "backend_default", ()),
 ]
 PREBUILD = ("gptq_block", "pack_block_cpu", "awq", "exllamav2", "marlin_fp16")  # order of need
-# Kernels whose reload + speed is measured, per checkpoint format (qrecipe/kernels.py names).
-# gptq: qrecipe's default is asymmetric, which gptqmodel's GPTQ Marlin refuses (qrecipe/kernels.py)
+# Kernels whose reload + speed is measured, per checkpoint format (qrecipe/kernels/table.py names).
+# gptq: qrecipe's default is asymmetric, which gptqmodel's GPTQ Marlin refuses (qrecipe/kernels/table.py)
 SPEED_KERNELS = {"gptq": ("torch", "exllama_v2"), "awq": ("torch", "marlin"),
                  "compressed-tensors": ("compressed", "dequantized", "exllama_v2"),
                  "bitsandbytes": ("bitsandbytes",)}
@@ -87,7 +87,7 @@ KERNEL_BUILD = {"marlin": "marlin_fp16", "exllama_v2": "exllamav2"}
 def speed_builds(jobs) -> tuple:
     """The builds the speed step may need: those of every kernel it can try on the formats the
     selected qrecipe jobs write (auto's compiled choices and SPEED_KERNELS)."""
-    from qrecipe import kernels
+    from qrecipe.kernels import table as kernels
     fmts = {FORMAT[(m, b)] for m, b, r, _ in jobs if r == "qrecipe"}
     names = {k for f in fmts for k in SPEED_KERNELS[f] + kernels.auto_jit(f)}
     return tuple(e for e in PREBUILD if e in {KERNEL_BUILD[k] for k in names
@@ -259,7 +259,7 @@ def speed_targets(checkpoints, model_dir, cc) -> list:
 def _resolve(fmt: str, kernel: str, model_dir, cc: float):
     """qrecipe's kernel choice for this checkpoint on this GPU, as the h100_80gb profile makes
     it (allow_jit on)."""
-    from qrecipe import kernels
+    from qrecipe.kernels import table as kernels
     saved = json.loads((Path(model_dir) / "config.json").read_text()).get(
         "quantization_config", {})
     return kernels.resolve(fmt, "cuda", kernel, True, cc=cc, **kernels.saved_facts(fmt, saved))
@@ -276,7 +276,7 @@ def fits(fmt: str, kernel: str, model_dir, cc: float) -> bool:
 
 
 def auto_kernel(fmt: str, model_dir, cc: float) -> str:
-    """The kernel qrecipe's `auto` picks; asymmetric GPTQ rules Marlin out (qrecipe/kernels.py)."""
+    """The kernel qrecipe's `auto` picks; asymmetric GPTQ rules Marlin out (qrecipe/kernels/table.py)."""
     return _resolve(fmt, "auto", model_dir, cc).name
 
 
@@ -320,10 +320,11 @@ def _rows(model_dir: Path, a, rows_path: Path, work: Path) -> str:
     backend-default jobs."""
     import torch
     from omegaconf import OmegaConf
-    from qrecipe import data
-    from qrecipe.cache import Cache
-    from qrecipe.fingerprint import hash_files
-    from qrecipe.models import load_tokenizer
+
+    from qrecipe.inputs import texts as data
+    from qrecipe.inputs.models import load_tokenizer
+    from qrecipe.record.cache import Cache
+    from qrecipe.record.fingerprint import hash_files
 
     tok = load_tokenizer(model_dir)
     tok_fp = hash_files(p for p in model_dir.iterdir() if p.name.startswith("tokenizer"))

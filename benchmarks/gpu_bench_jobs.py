@@ -20,9 +20,10 @@ TEXT = "pkg://qrecipe/texts/jargon_file_4.4.7.txt"
 def job_qrecipe(spec) -> dict:
     t_imp = time.perf_counter()
     from hydra import compose, initialize_config_dir
-    from qrecipe import schema
+
     from qrecipe.paths import config_dir
-    from qrecipe.runner import run_job
+    from qrecipe.recipes import schema
+    from qrecipe.run.runner import run_job
 
     method = {"bnb4": "bnb", "bnb8": "bnb"}.get(spec["method"], spec["method"])
     ov = [f"method={method}", f"method.backend={spec['backend']}", "model=local",
@@ -63,7 +64,7 @@ def job_qrecipe(spec) -> dict:
 
 
 def _observe_layers(backend: str, n_layers: int):
-    from qrecipe.layerlog import layer_log
+    from qrecipe.telemetry.layerlog import layer_log
     return layer_log(backend, n_layers, None)
 
 
@@ -129,9 +130,10 @@ def job_speed(spec) -> dict:
     import gc
 
     import torch
-    from qrecipe import models
-    from qrecipe.kernels import loaded_kernels
-    from qrecipe.speed import measure
+
+    from qrecipe.evaluation.speed import measure
+    from qrecipe.inputs import models
+    from qrecipe.kernels.table import loaded_kernels
 
     ids = torch.load(spec["rows"])[0]
     results = []
@@ -184,7 +186,7 @@ def child(spec_path: str) -> None:
         torch.cuda.reset_peak_memory_stats()  # also starts CUDA: both runners pay it here
     torch_s = time.perf_counter() - t_imp
     if os.environ.get("BENCH_FOLLOW_CHUNK_MIB"):  # the hash followers' read size, compared
-        from qrecipe import filehash
+        from qrecipe.record import filehash
         filehash.FOLLOW_CHUNK = int(os.environ["BENCH_FOLLOW_CHUNK_MIB"]) << 20
     fn = {"qrecipe": job_qrecipe, "backend_default": job_default, "speed": job_speed,
           "prebuild": job_prebuild}[spec["runner"]]

@@ -17,7 +17,7 @@ Definitions (per row):
 - qrecipe overhead share of the job: the overhead over the qrecipe job's process time (projected
   to 32 layers from a shorter model by its mean per-layer time); of the library's
   load+quantize+save: over the library's own calls alone (stricter: no imports, no start).
-- qrecipe overhead share, metrics.json: the job's own split of its wall time (qrecipe/overhead.py).
+- qrecipe overhead share, metrics.json: the job's own split of its wall time (qrecipe/telemetry/overhead.py).
 - cold: what a first run on a fresh machine pays on top: the process time plus the one-time JIT
   builds of the extensions that job uses (each built once, in a prebuild process, and timed).
 """

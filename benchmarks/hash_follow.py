@@ -2,7 +2,7 @@
 writer is faster than one sha256 stream (the regime of the H200 host: gptqmodel wrote 3.9 GB in
 ~2 s, one sha256 stream ran at ~1 GB/s). The writer here copies a ready buffer with os.write, so
 it outruns sha256 on most CPUs; each file gets a filehash.Follower, as gptqmodel's shards do in a
-qrecipe run (qrecipe/backends/gptqmodel_shards.py), and the followers of different files run side
+qrecipe run (qrecipe/backends/gptqmodel/shards.py), and the followers of different files run side
 by side.
 
     PYTHONPATH=. python benchmarks/hash_follow.py WORK_DIR [--gb 3.9] [--repeat 3] [--json OUT]
@@ -49,7 +49,7 @@ TENSOR_BYTES = 4096 * 11008 // 2  # int32 qweight of a 4096 x 11008 Linear at 4 
 def write_followed(work: Path, total: int, shard: int, src, writer) -> dict:
     """Write `total` bytes as files of at most `shard` bytes, each followed; seconds of the write
     and of the wait for the hashing after it."""
-    from qrecipe import filehash
+    from qrecipe.record import filehash
     followers, t0, left, i = [], time.perf_counter(), total, 0
     with filehash.memo(work / "memo"):
         while left:
@@ -77,8 +77,8 @@ def main() -> None:
                     "(default: filehash.FOLLOW_CHUNK)")
     ap.add_argument("--layouts", default="one file,SHARD_BYTES")
     a = ap.parse_args()
-    from qrecipe import filehash
     from qrecipe.backends.base import SHARD_BYTES
+    from qrecipe.record import filehash
     work, total = Path(a.work), int(a.gb * 1e9)
     if a.writer == "os":
         src, writer = os.urandom(BLOCK), _os_write

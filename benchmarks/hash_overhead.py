@@ -21,7 +21,8 @@ def main() -> None:
 
     from omegaconf import OmegaConf
 
-    from qrecipe import filehash, models, outputs
+    from qrecipe.inputs import models
+    from qrecipe.record import filehash, outputs
 
     cfg = OmegaConf.create({"source": "local", "path": a.model_dir})
     size = sum(p.stat().st_size for p in Path(a.model_dir).iterdir() if p.is_file())

@@ -5,7 +5,7 @@ kept alive from allocator retention. Used for the per-layer RSS growth of the 13
 
     python benchmarks/layer_memory.py [--without-gc-fix] QRECIPE_OVERRIDES...
 
---without-gc-fix runs the gptqmodel adapter without qrecipe/backends/gptqmodel_gc.py (the
+--without-gc-fix runs the gptqmodel adapter without qrecipe/backends/gptqmodel/collect.py (the
 behaviour before the fix). Lines go to stderr, prefixed "MEM".
 """
 from __future__ import annotations
@@ -34,12 +34,12 @@ def cpu_tensor_bytes() -> int:
 def main() -> None:
     import psutil
 
-    import qrecipe.layerlog as layerlog
+    import qrecipe.telemetry.layerlog as layerlog
 
     args = sys.argv[1:]
     if "--without-gc-fix" in args:
         args.remove("--without-gc-fix")
-        import qrecipe.backends.gptqmodel_backend as adapter
+        import qrecipe.backends.gptqmodel.adapter as adapter
         adapter.collect_after_checkpoints = lambda: contextlib.nullcontext([])
 
     proc = psutil.Process()

@@ -36,13 +36,13 @@ def own(prof: str) -> dict:
     def cum(name, where):
         return sum(v[3] for k, v in st.items() if k[2] == name and where in k[0])
 
-    wall = cum("_run_stages", "qrecipe/runner.py")
+    wall = cum("_run_stages", "qrecipe/run/runner.py")
     canon = cum("_canonical_safetensors", "gptqmodel_backend.py") + \
-        cum("canonicalize", "qrecipe/canonical.py")
+        cum("canonicalize", "qrecipe/record/canonical.py")
     backend = cum("quantize", "backends/gptqmodel_backend.py") - canon
-    torch_import = cum("_set_threads", "qrecipe/runner.py") + \
-        cum("set_threads", "qrecipe/resources.py")
-    lt = next(k for k in st if k[2] == "load_tokenizer" and "qrecipe/models.py" in k[0])
+    torch_import = cum("_set_threads", "qrecipe/run/runner.py") + \
+        cum("set_threads", "qrecipe/run/resources.py")
+    lt = next(k for k in st if k[2] == "load_tokenizer" and "qrecipe/inputs/models.py" in k[0])
     fp = next(k for k in st if k[2] == "from_pretrained" and "tokenization_auto" in k[0])
     tok_load = st[fp][4].get(lt, (0, 0, 0, 0))[3]
     tf_import = st[lt][3] - tok_load
@@ -50,8 +50,8 @@ def own(prof: str) -> dict:
             "transformers_import_s": tf_import,
             "qrecipe_own_s": wall - backend - torch_import - tf_import,
             "of_which": {"canonical_rewrite_s": canon, "tokenizer_load_s": tok_load,
-                         "sha256_on_main_thread_s": cum("sha256_file", "qrecipe/fingerprint.py"),
-                         "tokenizing_s": cum("token_ids", "qrecipe/data.py")}}
+                         "sha256_on_main_thread_s": cum("sha256_file", "qrecipe/record/fingerprint.py"),
+                         "tokenizing_s": cum("token_ids", "qrecipe/inputs/texts.py")}}
 
 
 if __name__ == "__main__":

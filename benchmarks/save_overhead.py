@@ -62,7 +62,7 @@ def gptqmodel_write(sd, out: Path, canonical: bool, phases: dict, shard_bytes=No
     hashed while written and the wait for that hashing after the write is qrecipe's."""
     from gptqmodel.utils.model import streaming_state_dict_to_shards
 
-    from qrecipe.backends.gptqmodel_shards import shard_writes
+    from qrecipe.backends.gptqmodel.shards import shard_writes
     with shard_writes(canonical) as hashes:
         t = time.perf_counter()
         streaming_state_dict_to_shards(dict(sd), save_dir=str(out), model_base_name="model",
@@ -85,7 +85,7 @@ def before(d: Path, phases: dict) -> str:
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from qrecipe.fingerprint import _sha256_read
+    from qrecipe.record.fingerprint import _sha256_read
     t = time.perf_counter()
     for f in sorted(d.glob("*.safetensors")):  # gptqmodel_backend._canonical_safetensors
         with safe_open(str(f), "pt") as h:
@@ -102,10 +102,10 @@ def before(d: Path, phases: dict) -> str:
 
 
 def after(d: Path, memo: Path, phases: dict) -> str:
-    from qrecipe import filehash
-    from qrecipe.canonical import canonicalize
-    from qrecipe.fingerprint import sha256_file
-    from qrecipe.stages import weights_sha256
+    from qrecipe.record import filehash
+    from qrecipe.record.canonical import canonicalize
+    from qrecipe.record.fingerprint import sha256_file
+    from qrecipe.run.stages import weights_sha256
     with filehash.memo(memo) if not filehash.active() else contextlib.nullcontext():
         t = time.perf_counter()
         canonicalize(d)
@@ -133,8 +133,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     sd = state_dict(a.layers)
     rows = []
-    from qrecipe import filehash
     from qrecipe.backends.base import SHARD_BYTES
+    from qrecipe.record import filehash
     for what in a.rows.split(",") * a.repeat:
         d = work / "model.partial"
         shutil.rmtree(d, ignore_errors=True)

@@ -14,10 +14,12 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from qrecipe import data, evaluate, models
-from qrecipe.cache import Cache
-from qrecipe.fingerprint import hash_files
-from qrecipe.report import find_runs, run_row
+from qrecipe.evaluation import perplexity as evaluate
+from qrecipe.inputs import models
+from qrecipe.inputs import texts as data
+from qrecipe.record.cache import Cache
+from qrecipe.record.fingerprint import hash_files
+from qrecipe.report.runs import find_runs, run_row
 
 TEXT = "pkg://qrecipe/texts/devils_dictionary.txt"
 

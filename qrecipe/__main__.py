@@ -1,3 +1,3 @@
-from .cli import main
+from qrecipe.cli import main
 
 main()

@@ -14,9 +14,10 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from . import rundir, schema
-from .errors import QRecipeError
-from .paths import config_dir
+from qrecipe.errors import QRecipeError
+from qrecipe.paths import config_dir
+from qrecipe.recipes import schema
+from qrecipe.run import rundir
 
 log = logging.getLogger("qrecipe")
 schema.register()
@@ -45,14 +46,14 @@ def _hydra_entry(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .runner import run_job
+    from qrecipe.run.runner import run_job
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     status = run_job(cfg, keep_failed_dir=multirun)
     if status == "ok":
         return
     if status == "interrupted":  # Ctrl-C / SIGTERM stop a sweep too
-        from . import runner
+        from qrecipe.run import runner
         sys.exit(runner.interrupt_exit_code)
     if not multirun:
         # A single run ends with the runner's one-line message and its exit code.
@@ -66,8 +67,8 @@ def _hydra_entry(cfg: DictConfig) -> None:
 def main() -> None:
     import os
 
-    from .commands import is_command, run_command
-    from .hydra_errors import is_config_error, one_line
+    from qrecipe.commands import is_command, run_command
+    from qrecipe.recipes.hydra_errors import is_config_error, one_line
 
     if is_command(sys.argv[1:]):
         sys.exit(run_command(sys.argv[1:]))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .errors import QRecipeError
+from qrecipe.errors import QRecipeError
 
 PKG_SCHEME = "pkg://"
 
@@ -21,8 +21,8 @@ def config_dir() -> Path:
 
 
 def recipes_dir() -> Path:
-    """The project's recipes: recipes/ in a checkout, qrecipe/recipes/ inside a wheel."""
-    packaged = _PKG / "recipes"
+    """The project's recipes: recipes/ in a checkout, qrecipe/recipes/shipped/ inside a wheel."""
+    packaged = _PKG / "recipes" / "shipped"
     return packaged if packaged.is_dir() else _PKG.parent / "recipes"
 
 

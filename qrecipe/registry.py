@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Generic, TypeVar
 
-from .errors import QRecipeError
+from qrecipe.errors import QRecipeError
 
 T = TypeVar("T")
 

@@ -33,9 +33,11 @@ def _isolated_cache(tmp_path_factory):
 
 
 def compose(overrides=()):
-    from hydra import compose as hcompose, initialize_config_dir
-    from qrecipe import schema
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+
     from qrecipe.paths import config_dir
+    from qrecipe.recipes import schema
 
     schema.register()
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):

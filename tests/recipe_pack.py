@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Dict
 
 import pytest
-
 from conftest import ROOT
 
 PACK = "teampack"  # entry point name: +recipe=teampack/NAME

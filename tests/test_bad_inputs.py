@@ -15,7 +15,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import JARGON
 
 TINY_ARGS = ["model=local", "bits.group_size=32", "eval.enabled=false",
@@ -270,7 +269,7 @@ def test_refuses_foreign_files(f, tmp_path, capsys):
 
 
 def test_refuses_while_another_run_writes(f, tmp_path, capsys):
-    from qrecipe.rundir import Claim
+    from qrecipe.run.rundir import Claim
     out = tmp_path / "run"
     held = Claim(out)  # another run holds the directory's lock
     try:
@@ -293,11 +292,11 @@ def test_read_only_output(f, tmp_path, capsys, monkeypatch):
 
 
 def test_disk_full_while_writing(f, tmp_path, capsys, monkeypatch):
-    from qrecipe import outputs
+    from qrecipe.recipes import frozen
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run"))
-    monkeypatch.setattr(outputs, "write_lock", full)
+    monkeypatch.setattr(frozen, "write_lock", full)
     code, err = cli(local(f, f"hydra.run.dir={tmp_path / 'run'}"), capsys)
     check_one_line(code, err, "cannot write the results (the disk is full")
 
@@ -321,7 +320,7 @@ def test_not_enough_memory(f, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("exc", ["MemoryError", "torch.OutOfMemoryError"])
 def test_out_of_memory_while_quantizing(exc, f, tmp_path, capsys, monkeypatch):
-    from qrecipe.backends.gptqmodel_backend import GPTQModelBackend
+    from qrecipe.backends.gptqmodel.adapter import GPTQModelBackend
 
     def oom(self, req):
         import torch
@@ -366,7 +365,7 @@ def test_pickle_opt_in_is_accepted(f, tmp_path, capsys):
     """The opt-in key lets a pickle-only directory through the safety check."""
     from omegaconf import OmegaConf
 
-    from qrecipe.weights import check_model
+    from qrecipe.inputs.weights import check_model
     check_model(OmegaConf.create({"source": "local", "path": str(f.pickle_only),
                                   "allow_pickle": True}))
 

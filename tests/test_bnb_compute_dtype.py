@@ -2,8 +2,9 @@
 casts activations in every layer; measured on an H200: docs/benchmarks.md, bnb_decode.py)."""
 from types import SimpleNamespace
 
-from qrecipe.backends.bnb_backend import compute_dtype
 from conftest import compose
+
+from qrecipe.backends.bitsandbytes import compute_dtype
 
 
 def test_auto_follows_a_half_model_dtype_and_an_explicit_value_wins():

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import JARGON, run_cli
 from omegaconf import OmegaConf
 
-from conftest import JARGON, run_cli
-from qrecipe import calibration
-from qrecipe.cache import Cache
 from qrecipe.errors import QRecipeError
+from qrecipe.inputs import calibration
+from qrecipe.record.cache import Cache
 
 TOPICS = ["quantization", "calibration", "perplexity", "tokenizers", "group size", "GPUs"]
 
@@ -36,7 +36,7 @@ def calib(path, **kw):
 
 @pytest.fixture(scope="module")
 def tok(tiny_model_dir):
-    from qrecipe import models
+    from qrecipe.inputs import models
     t = models.load_tokenizer(tiny_model_dir)
     assert t.chat_template  # SmolLM2's tokenizer carries one
     return t

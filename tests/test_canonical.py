@@ -1,4 +1,4 @@
-"""The streamed canonical rewrite (qrecipe/canonical.py) writes exactly the bytes safetensors' own
+"""The streamed canonical rewrite (qrecipe/record/canonical.py) writes exactly the bytes safetensors' own
 load_file + save_file writes (what gptqmodel's resumed runs were rewritten with before), hands
 the file's true sha256 to the file-hash memo, and leaves a canonical file alone."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from qrecipe import canonical, filehash
-from qrecipe.fingerprint import _sha256_read, sha256_file
+from qrecipe.record import canonical, filehash
+from qrecipe.record.fingerprint import _sha256_read, sha256_file
 
 _NAMES = {torch.float16: "F16", torch.float32: "F32", torch.int32: "I32", torch.bfloat16: "BF16",
           torch.int64: "I64", torch.uint8: "U8", torch.bool: "BOOL"}
@@ -123,7 +123,7 @@ def test_gptqmodel_writes_the_canonical_layout_itself(tmp_path, hooked):
     pytest.importorskip("gptqmodel")
     from gptqmodel.utils.model import TensorSource, streaming_state_dict_to_shards
 
-    from qrecipe.backends.gptqmodel_shards import shard_writes
+    from qrecipe.backends.gptqmodel.shards import shard_writes
 
     t = {k: v for k, v in _tensors().items() if v.dtype != torch.bool}
     sd = {k: TensorSource(k, v.dtype, tuple(v.shape), v) for k, v in t.items()}
@@ -151,7 +151,7 @@ def test_a_resumed_runs_shards_hold_the_uninterrupted_runs_tensors(tmp_path, can
     pytest.importorskip("gptqmodel")
     from gptqmodel.utils.model import TensorSource, streaming_state_dict_to_shards
 
-    from qrecipe.backends.gptqmodel_shards import shard_writes
+    from qrecipe.backends.gptqmodel.shards import shard_writes
 
     t = {k: v for k, v in _tensors().items() if v.dtype != torch.bool}
     files = {}
@@ -179,8 +179,8 @@ def test_shards_are_hashed_while_gptqmodel_writes_them(tmp_path, shard_mb):
 
     from gptqmodel.utils.model import TensorSource, streaming_state_dict_to_shards
 
-    from qrecipe import filehash, fingerprint
-    from qrecipe.backends.gptqmodel_shards import shard_writes
+    from qrecipe.backends.gptqmodel.shards import shard_writes
+    from qrecipe.record import filehash, fingerprint
 
     torch.manual_seed(0)
     t = {f"layer{i}.weight": torch.randn(256, 1024) for i in range(8)}  # 8 MiB

@@ -38,7 +38,7 @@ def _no_automatic_gc():
 
 def test_codec_leaves_its_tensor_copies_in_a_cycle():
     """The library behaviour the workaround exists for (gptqmodel pinned at 7.6.0). If this
-    fails after an upgrade, the cycle is gone and qrecipe/backends/gptqmodel_gc.py can go."""
+    fails after an upgrade, the cycle is gone and qrecipe/backends/gptqmodel/collect.py can go."""
     import torch
     from gptqmodel.looper.continuation import ContinuationCodec
 
@@ -57,7 +57,7 @@ def test_no_activation_copies_survive_a_checkpoint_commit(tiny_model_dir, tmp_pa
     from omegaconf import OmegaConf
 
     from qrecipe.backends.base import QuantizeRequest
-    from qrecipe.backends.gptqmodel_backend import GPTQModelBackend
+    from qrecipe.backends.gptqmodel.adapter import GPTQModelBackend
 
     left_over = []
     dumps = ContinuationCodec.__dict__["dumps"]
@@ -90,7 +90,7 @@ def test_frozen_heap_still_collects_what_the_call_creates_and_unfreezes():
     freeze must end with the call, also when it raises."""
     import weakref
 
-    from qrecipe.backends.gptqmodel_gc import frozen_heap
+    from qrecipe.backends.gptqmodel.collect import frozen_heap
 
     class Node:
         pass

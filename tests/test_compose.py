@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from omegaconf import OmegaConf
-
 from conftest import ROOT, compose, run_cli
+from omegaconf import OmegaConf
 
 GROUPS = ["model", "method", "bits", "calibration", "hardware", "eval"]
 RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.yaml"))
@@ -51,7 +50,8 @@ def test_cfg_job_prints_config_without_importing_torch():
             "else 'TORCH_ABSENT'))\n"
             "sys.argv=['qrecipe','--cfg','job','+recipe=awq_llama13b']\n"
             "from qrecipe.cli import main\nmain()\n")
-    import subprocess, sys
+    import subprocess
+    import sys
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "name: awq" in p.stdout and "meta-llama/Llama-2-13b-hf" in p.stdout
@@ -75,7 +75,8 @@ def test_multirun_dry_run_composes_four_jobs_and_rejects_awq_w2():
 
 def test_wheel_carries_configs_and_recipes(tmp_path):
     """Installed as a wheel (no checkout around it), recipes still compose."""
-    import subprocess, sys
+    import subprocess
+    import sys
     wheel_dir, site = tmp_path / "wheel", tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
                     str(wheel_dir), str(ROOT)], check=True, capture_output=True)

@@ -1,4 +1,4 @@
-"""qrecipe/ct_gptq.py: a compressed-tensors pack-quantized checkpoint rewritten into the GPTQ
+"""qrecipe/kernels/ct_gptq.py: a compressed-tensors pack-quantized checkpoint rewritten into the GPTQ
 layout must hold the same weights. Tensors come from compressed-tensors' own compressor and are
 read back by gptqmodel's own GPTQ unpacker (TorchLinear.dequantize_weight), so a wrong
 orientation, offset or zero-point packing fails here; a whole checkpoint (llm-compressor RTN on a
@@ -10,8 +10,9 @@ import json
 
 import pytest
 
-from qrecipe import ct_gptq, kernels
 from qrecipe.errors import QRecipeError
+from qrecipe.kernels import ct_gptq
+from qrecipe.kernels import table as kernels
 
 torch = pytest.importorskip("torch")
 
@@ -19,7 +20,9 @@ torch = pytest.importorskip("torch")
 def _ct_tensors(bits, sym, group_size, out_f=64, in_f=256, actorder=False):
     """One Linear as compressed-tensors saves it (its compressor), and the weight it decompresses
     to (float32)."""
-    from compressed_tensors.compressors.pack_quantized.base import PackedQuantizationCompressor
+    from compressed_tensors.compressors.pack_quantized.base import (
+        PackedQuantizationCompressor,
+    )
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
     torch.manual_seed(bits * 10 + sym)
     args = QuantizationArgs(num_bits=bits, type="int", symmetric=sym,
@@ -133,7 +136,7 @@ def ct_checkpoint(tiny_model_dir, tmp_path_factory):
 
 
 def test_reload_with_a_gptq_kernel_gives_the_decompressed_logits(ct_checkpoint, tmp_path):
-    from qrecipe import models
+    from qrecipe.inputs import models
     before = sorted(p.name for p in ct_checkpoint.iterdir())
     m = models.load_causal_lm(ct_checkpoint, "bfloat16", "cpu", kernel="torch")
     ref = models.load_causal_lm(ct_checkpoint, "bfloat16", "cpu", kernel="dequantized")
@@ -166,7 +169,7 @@ def test_convert_writes_a_gptq_v2_checkpoint(ct_checkpoint, tmp_path):
 def test_auto_falls_back_when_only_the_tensors_refuse_the_rewrite(ct_checkpoint, monkeypatch):
     """Some refusals need the tensors (3-D experts, odd shapes): under `auto` the checkpoint then
     loads with its own no-build kernel; a kernel asked by name stops with the reason."""
-    from qrecipe import models
+    from qrecipe.inputs import models
 
     def refuse(src, dst):
         raise ct_gptq._unfit("a 8x64x128 weight does not map onto a GPTQ Linear")

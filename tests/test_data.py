@@ -6,9 +6,15 @@ import json
 import pytest
 import torch
 
-from qrecipe.cache import Cache
-from qrecipe.data import TextSpec, calibration_rows, load_text, rows_fingerprint, token_ids
 from qrecipe.errors import QRecipeError
+from qrecipe.inputs.texts import (
+    TextSpec,
+    calibration_rows,
+    load_text,
+    rows_fingerprint,
+    token_ids,
+)
+from qrecipe.record.cache import Cache
 
 
 def spec(source, path=None, field="text"):

@@ -1,14 +1,14 @@
-"""The dtype a job runs in (qrecipe/dtypes.py): bfloat16 becomes float32 on CPUs whose bfloat16
+"""The dtype a job runs in (qrecipe/run/dtypes.py): bfloat16 becomes float32 on CPUs whose bfloat16
 matmul has no fast path, and the run says so (run.log, metrics.json, report.md)."""
 from __future__ import annotations
 
 import json
 
 import pytest
+from conftest import compose
 from omegaconf import OmegaConf
 
-from conftest import compose
-from qrecipe import dtypes
+from qrecipe.run import dtypes
 
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx fma avx2 bmi2\n"
 AVX512 = "flags\t\t: fpu avx2 avx512f avx512dq avx512bw avx512vl\n"
@@ -47,7 +47,7 @@ def test_bfloat16_runs_in_float32_only_where_the_cpu_has_no_fast_path(monkeypatc
 @pytest.mark.e2e
 @pytest.mark.parametrize("fast", [False, True])
 def test_the_run_records_the_dtype_it_used(fast, tiny_model_dir, tmp_path, monkeypatch, caplog):
-    from qrecipe.runner import run_job
+    from qrecipe.run.runner import run_job
     monkeypatch.setattr(dtypes, "cpu_fast_bf16", lambda: fast)
     cfg = compose(["method=rtn", "model=local", f"model.path={tiny_model_dir}",
                    "model.dtype=bfloat16", "bits.group_size=32", "eval=none"])

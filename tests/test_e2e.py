@@ -10,9 +10,9 @@ import math
 
 import pytest
 import torch
-
 from conftest import ROOT, WIKITEXT, run_cli
-from qrecipe.dtypes import cpu_fast_bf16
+
+from qrecipe.run.dtypes import cpu_fast_bf16
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ def test_recipe_writes_complete_output_dir_and_model_reloads(key, tmp_path_facto
               "fingerprints.json", "report.md", "run.log", "manifest.json",
               "model/config.json", "model/tokenizer.json"):
         assert (out / f).is_file(), f
-    from qrecipe.outputs import verify_manifest
+    from qrecipe.record.outputs import verify_manifest
     assert verify_manifest(out) == []
     m = json.loads((out / "metrics.json").read_text())
     assert m["format"] == fmt and m["status"] == "complete"
@@ -131,14 +131,14 @@ def test_awq_on_smollm2(tmp_path):
 # ---- qrecipe plan against the runs above --------------------------------------------------------
 # smollm2_gptq_w4 loads the model in bfloat16 (docs/benchmarks.md, issue 12): its fp baseline is
 # the plan's 16-bit row, except on a CPU without fast bfloat16, where it runs in float32
-# (qrecipe/dtypes.py); the other recipes run in fp32.
+# (qrecipe/run/dtypes.py); the other recipes run in fp32.
 GPTQ_FP = "fp32" if cpu_fast_bf16() is False else "fp16"
 
 
 @pytest.mark.parametrize("key,fmt,fp_fmt", [("gptq", "w4", GPTQ_FP), ("nf4", "nf4", "fp32"),
                                             ("int8", "int8", "fp32"), ("rtn", "w4", "fp32")])
 def test_plan_predicts_what_the_run_measures(key, fmt, fp_fmt, tmp_path_factory):
-    from qrecipe.plan_report import compare
+    from qrecipe.plan.compare import compare
 
     out, _ = run_recipe(key, tmp_path_factory)
     m = json.loads((out / "metrics.json").read_text())

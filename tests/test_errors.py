@@ -3,7 +3,6 @@ code 2, no traceback, and no output directory that looks complete."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import JARGON, run_cli
 
 CASES = {

@@ -6,7 +6,12 @@ import math
 import torch
 from omegaconf import OmegaConf
 
-from qrecipe.evaluate import _scored_tokens, _window_starts, perplexity, protocol
+from qrecipe.evaluation.perplexity import (
+    _scored_tokens,
+    _window_starts,
+    perplexity,
+    protocol,
+)
 
 
 def ecfg(**kw):

@@ -1,12 +1,12 @@
-"""The file-hash memo (qrecipe/filehash.py) gives the digest a fresh read gives, and never an old
+"""The file-hash memo (qrecipe/record/filehash.py) gives the digest a fresh read gives, and never an old
 digest for a changed file."""
 from __future__ import annotations
 
 import os
 import time
 
-from qrecipe import filehash
-from qrecipe.fingerprint import _sha256_read, hash_files, sha256_file
+from qrecipe.record import filehash
+from qrecipe.record.fingerprint import _sha256_read, hash_files, sha256_file
 
 BIG = filehash.MIN_BYTES + 1
 
@@ -72,7 +72,7 @@ def test_small_files_and_a_broken_entry(tmp_path):
 def test_a_renamed_directory_is_not_hashed_again(tmp_path, monkeypatch):
     """model.partial/ -> model/ keeps every file's inode, size, mtime and ctime: the manifest
     reuses the save stage's digests instead of reading the weights a second time."""
-    from qrecipe import fingerprint
+    from qrecipe.record import fingerprint
     d = tmp_path / "model.partial"
     d.mkdir()
     f = d / "model.safetensors"
@@ -112,7 +112,7 @@ def test_remember_is_used_only_for_that_exact_file_version(tmp_path):
 def test_two_threads_asking_for_one_file_read_it_once(tmp_path, monkeypatch):
     import threading
 
-    from qrecipe import fingerprint
+    from qrecipe.record import fingerprint
     f = tmp_path / "w.bin"
     _write(f, b"t")
     reads = []

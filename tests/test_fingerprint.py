@@ -1,4 +1,4 @@
-"""File hashing off the critical path (qrecipe/fingerprint.py): parallel hashing gives the digests
+"""File hashing off the critical path (qrecipe/record/fingerprint.py): parallel hashing gives the digests
 a plain sequential read gives, a background hash hands back its value or its error, and a
 cancelled one stops reading."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from qrecipe import fingerprint
-from qrecipe.fingerprint import Background, Cancelled, hash_files, sha256_files
+from qrecipe.record import fingerprint
+from qrecipe.record.fingerprint import Background, Cancelled, hash_files, sha256_files
 
 
 def _old_hash_files(paths):

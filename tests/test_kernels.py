@@ -1,11 +1,11 @@
-"""Kernel resolution (qrecipe/kernels.py): a pure function of format, device, compute capability
+"""Kernel resolution (qrecipe/kernels/table.py): a pure function of format, device, compute capability
 and allow_jit; no torch, no GPU."""
 import sys
 
 import pytest
 
-from qrecipe import kernels
 from qrecipe.errors import QRecipeError
+from qrecipe.kernels import table as kernels
 
 
 @pytest.mark.parametrize("fmt,expected", [("gptq", "torch"), ("awq", "torch"),
@@ -83,7 +83,7 @@ def test_format_of_and_snippet():
     assert kernels.format_of("gptqmodel", "awq") == "awq"
     assert kernels.format_of("gptqmodel", "rtn") == "gptq"
     assert kernels.format_of("llmcompressor", "gptq") == "compressed-tensors"
-    from qrecipe.kernel_config import load_lines
+    from qrecipe.kernels.hf_config import load_lines
     lines = load_lines("gptq", kernels.get("gptq", "torch"), 4)
     assert lines[-1] == ('model = AutoModelForCausalLM.from_pretrained("model", quantization_'
                          'config=GPTQConfig(bits=4, backend="torch"), device_map="auto")')
@@ -102,7 +102,7 @@ def test_jit_cache_goes_into_qrecipe_cache(tmp_path, monkeypatch):
 
 def test_module_imports_no_torch():
     import subprocess
-    code = "import qrecipe.kernels, qrecipe.kernel_config, qrecipe.ct_gptq, sys; " \
+    code = "import qrecipe.kernels.table, qrecipe.kernels.hf_config, qrecipe.kernels.ct_gptq, sys; " \
         "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr

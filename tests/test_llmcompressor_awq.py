@@ -14,13 +14,13 @@ import math
 
 import pytest
 import torch
-
 from conftest import compose, make_random_llama
 
 
 def test_fp16_loss_overflows_in_the_library_and_is_finite_under_the_patch():
     from llmcompressor.modifiers.transform.awq import AWQModifier
-    from qrecipe.backends.llmcompressor_backend import _fp32_awq_loss
+
+    from qrecipe.backends.llmcompressor.adapter import _fp32_awq_loss
 
     torch.manual_seed(0)
     ref = torch.randn(1, 64, 1024).half()
@@ -40,7 +40,8 @@ def test_fp16_loss_overflows_in_the_library_and_is_finite_under_the_patch():
 
 def test_awq_llmcompressor_runs_on_a_float16_model_whose_loss_sum_overflows(tmp_path):
     from safetensors.torch import load_file
-    from qrecipe.runner import run_job
+
+    from qrecipe.run.runner import run_job
 
     model_dir = make_random_llama(tmp_path / "m", 64, 128, torch.float16, init_std=0.5)
     cfg = compose(["method=awq", "method.backend=llmcompressor", "model=local",

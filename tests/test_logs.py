@@ -1,5 +1,5 @@
-"""run.log is for people: no progress-bar frames or tables (qrecipe/logs.py), one line per decoder
-layer (qrecipe/layerlog.py), while the terminal keeps the backends' progress bars."""
+"""run.log is for people: no progress-bar frames or tables (qrecipe/telemetry/logs.py), one line per decoder
+layer (qrecipe/telemetry/layerlog.py), while the terminal keeps the backends' progress bars."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
-from qrecipe import layerlog, logs
-from qrecipe.monitor import Stages
+
+from qrecipe.telemetry import layerlog, logs
+from qrecipe.telemetry.monitor import Stages
 
 TQDM = "Loading: 100%|██████████| 20/20 [00:00<00:00, 28445.60it/s]"
 LOGBAR = "\r[0 of 9] ░░░░░░░░░░░░ Forward rows 3/8 | 0:00:00 / 0:00:01"
@@ -106,7 +106,7 @@ def test_gpu_window_keeps_stage_peak(monkeypatch):
             self.peak = 0
 
     cuda = FakeCuda()
-    monkeypatch.setattr("qrecipe.monitor._cuda", lambda: cuda)
+    monkeypatch.setattr("qrecipe.telemetry.monitor._cuda", lambda: cuda)
     stages = Stages()
     with stages.stage("quantize", memory=True):
         cuda.peak = 5

@@ -7,7 +7,6 @@ import errno
 import json
 
 import pytest
-
 from conftest import compose
 from test_fingerprint import _old_hash_files
 
@@ -22,9 +21,9 @@ def _args(tiny, method="gptq"):
 def test_fingerprints_and_overhead_block(tiny_model_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file, save_file
 
-    from qrecipe.backends import gptqmodel_backend
-    from qrecipe.outputs import verify_manifest
-    from qrecipe.runner import run_job
+    from qrecipe.backends.gptqmodel import adapter as gptqmodel_backend
+    from qrecipe.record.outputs import verify_manifest
+    from qrecipe.run.runner import run_job
 
     # shards as a 7B model gets them (SHARD_BYTES), each hashed while gptqmodel writes it
     monkeypatch.setattr(gptqmodel_backend, "SHARD_BYTES", 64 << 10)
@@ -58,8 +57,8 @@ def test_fingerprints_and_overhead_block(tiny_model_dir, tmp_path, monkeypatch):
 def test_a_failing_input_hash_fails_the_job(tiny_model_dir, tmp_path, monkeypatch):
     """The input's sha256 runs on a background thread; its error still ends the job as an
     error (here an I/O error: a crash with its traceback), never a complete run."""
-    from qrecipe import models
-    from qrecipe.runner import run_job
+    from qrecipe.inputs import models
+    from qrecipe.run.runner import run_job
 
     def broken(cfg, stop=None):
         raise OSError(errno.EIO, "Input/output error", str(tiny_model_dir / "model.safetensors"))

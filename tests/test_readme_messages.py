@@ -8,7 +8,6 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 from test_bad_inputs import TINY_ARGS, cli
 
@@ -25,7 +24,7 @@ def test_section_exists():
 
 
 def test_interrupted_message():
-    from qrecipe.interrupt import Interrupted, message
+    from qrecipe.run.interrupt import Interrupted, message
     line = message(Interrupted(signal.SIGTERM), "/data/runs/a", "quantize")
     assert line in SECTION
 
@@ -42,7 +41,7 @@ def test_refused_complete_run(tiny_model_dir, tmp_path, capsys):
 
 def test_lock_and_read_only_messages(tmp_path, monkeypatch):
     from qrecipe.errors import QRecipeError
-    from qrecipe.rundir import Claim, check_writable
+    from qrecipe.run.rundir import Claim, check_writable
     out = tmp_path / "a"
     held = Claim(out)
     try:
@@ -81,7 +80,7 @@ def test_out_of_memory_message():
     from omegaconf import OmegaConf
 
     from qrecipe.errors import QRecipeError
-    from qrecipe.resources import oom_guard
+    from qrecipe.run.resources import oom_guard
 
     class OutOfMemoryError(RuntimeError):  # torch.OutOfMemoryError's name, without CUDA
         pass

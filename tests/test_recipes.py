@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 from recipe_pack import BASE, PACK, pack_site, team_recipe  # noqa: F401 (fixture)
+
 
 def cli(argv, capsys, env=None):
     """`qrecipe ARGV` in this process (Hydra's entry point included): (exit code, out, err)."""
@@ -179,7 +179,7 @@ UNSAFE = {
 
 @pytest.mark.parametrize("case", sorted(UNSAFE))
 def test_unsafe_construct_refused_by_the_loader_naming_file_and_key(case, tmp_path):
-    from qrecipe.recipe_safety import UnsafeRecipe, load_recipe
+    from qrecipe.recipes.safety import UnsafeRecipe, load_recipe
     text, key = UNSAFE[case]
     f = tmp_path / "bad.yaml"
     f.write_text(text.replace("MARKER", str(tmp_path / "marker")))
@@ -235,7 +235,7 @@ def test_what_a_recipe_may_do_still_composes(tmp_path, capsys):
 
 
 def test_every_shipped_recipe_passes_the_loader():
-    from qrecipe.recipe_safety import load_recipe
+    from qrecipe.recipes.safety import load_recipe
     for f in sorted((ROOT / "recipes").glob("*.yaml")):
         cfg, head = load_recipe(f)
         assert head["package"] == "_global_", f
@@ -268,7 +268,8 @@ def _metrics(ppl=40.98, windows=8, size_mb=166.8):
 
 def test_expectations_met_missed_and_not_comparable():
     from conftest import compose
-    from qrecipe.recipe_meta import check_expectations, report_lines
+
+    from qrecipe.recipes.meta import check_expectations, report_lines
     meta = compose(["+recipe=smollm2_rtn_w4"]).meta
     ok = check_expectations(meta, _metrics())
     assert ok["status"] == "met" and {c["status"] for c in ok["checks"]} == {"met"}
@@ -286,7 +287,7 @@ def test_expectations_met_missed_and_not_comparable():
     assert all(c["why"] == "the run overrides the recipe: bits=w8" for c in over["checks"])
     neutral = ["hardware.num_threads=2", "cache.dir=/c", "eval.speed=false", "dry_run=false"]
     assert check_expectations(meta, _metrics(), neutral)["status"] == "met"
-    # run in float32 on a CPU without fast bfloat16 (qrecipe/dtypes.py): not the recipe's run
+    # run in float32 on a CPU without fast bfloat16 (qrecipe/run/dtypes.py): not the recipe's run
     why = "model.dtype=bfloat16 runs in float32 on this CPU"
     other_dtype = check_expectations(meta, {**_metrics(), "dtype": {"used": "float32",
                                                                     "why": why}})
@@ -312,7 +313,7 @@ def test_validate_warns_when_installed_versions_differ(tmp_path, capsys):
                                                     "recipe_name: old"))
     rc, out, err = cli(["validate", str(tmp_path / "old.yaml")], capsys)
     assert rc == 0 and out.startswith("valid: old")
-    from qrecipe.recipe_meta import installed_version
+    from qrecipe.recipes.meta import installed_version
     assert f"warning: torch: recipe tested with 1.0.0, installed {installed_version('torch')}" \
         in err
     rc, _, err = cli(["validate", "smollm2_rtn_w4"], capsys)
@@ -323,14 +324,15 @@ def test_validate_warns_when_installed_versions_differ(tmp_path, capsys):
 
 def _lock(tmp_path):
     from conftest import compose
-    from qrecipe.outputs import write_lock
+
+    from qrecipe.recipes.frozen import write_lock
     cfg = compose(["+recipe=smollm2_rtn_w4"])
     return write_lock(tmp_path, cfg)
 
 
 def test_lock_carries_a_schema_version_and_passes_the_checks(tmp_path):
-    from qrecipe.lockfile import check_lock
-    from qrecipe.schema import SCHEMA_VERSION
+    from qrecipe.recipes.lock import check_lock
+    from qrecipe.recipes.schema import SCHEMA_VERSION
     lock = _lock(tmp_path)
     assert f"schema_version: {SCHEMA_VERSION}" in lock.read_text()
     assert check_lock(lock).bits.group_size == 64
@@ -340,7 +342,7 @@ def test_old_lock_that_no_longer_composes_names_the_changed_key(tmp_path, capsys
     lock = _lock(tmp_path)
     text = lock.read_text().replace("group_size: 64", "groupsize: 64")
     lock.write_text(text.replace("schema_version: 1", "schema_version: 0"))
-    from qrecipe.outputs import write_manifest
+    from qrecipe.record.outputs import write_manifest
     write_manifest(tmp_path)  # an intact directory, written by an older qrecipe
     rc, _, err = cli(["reproduce", str(tmp_path), "--out", str(tmp_path / "again")], capsys)
     assert rc == 2 and "bits.groupsize" in err and "schema version 0" in err, err
@@ -349,7 +351,7 @@ def test_old_lock_that_no_longer_composes_names_the_changed_key(tmp_path, capsys
 
 def test_reproduce_checks_import_no_torch_before_the_run(tmp_path):
     """Everything reproduce does before the repeated run (verify, lock checks) is torch-free."""
-    from qrecipe.outputs import write_manifest
+    from qrecipe.record.outputs import write_manifest
     lock = _lock(tmp_path)
     lock.write_text(lock.read_text().replace("group_size: 64", "groupsize: 64"))
     write_manifest(tmp_path)
@@ -365,8 +367,8 @@ def test_reproduce_checks_import_no_torch_before_the_run(tmp_path):
 
 
 def test_tampered_lock_is_refused_like_a_recipe(tmp_path):
-    from qrecipe.lockfile import check_lock
-    from qrecipe.recipe_safety import UnsafeRecipe
+    from qrecipe.recipes.lock import check_lock
+    from qrecipe.recipes.safety import UnsafeRecipe
     lock = _lock(tmp_path)
     lock.write_text(lock.read_text().replace("notes: ''", "notes: ${oc.env:HOME}"))
     with pytest.raises(UnsafeRecipe, match="notes"):

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, run_cli
 from recipe_pack import PACK, pack_site, team_recipe  # noqa: F401 (fixture)
 

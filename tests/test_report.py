@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import csv
 
-from qrecipe import outputs
-from qrecipe.report import find_runs, main as report_main
+from qrecipe.record import outputs
+from qrecipe.report.runs import find_runs
+from qrecipe.report.runs import main as report_main
 
 
 def fake_run(d, bits, ppl, complete=True, error=None):

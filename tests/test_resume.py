@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +50,7 @@ def snapshot(d):
 
 
 def state(out):
-    from qrecipe.outputs import run_state
+    from qrecipe.record.outputs import run_state
     return run_state(out)
 
 
@@ -73,7 +72,7 @@ def test_sigkill_during_quantization_then_resume(reference, tiny_model_dir, tmp_
     assert st.incomplete and "quantize" not in st.stages
     assert not (out / "manifest.json").exists() and not (out / "model").exists()
     assert (out / ".checkpoints" / "quantize" / "CURRENT").is_file()  # layer 0 committed
-    from qrecipe.report import run_row
+    from qrecipe.report.runs import run_row
     assert run_row(out)["status"] == "incomplete"
 
     r = resume(out)
@@ -84,7 +83,7 @@ def test_sigkill_during_quantization_then_resume(reference, tiny_model_dir, tmp_
         file_sha(reference / "model" / "model.safetensors")
     assert json.loads((out / "metrics.json").read_text())["quantize_details"]["layer_checkpoints"]
     assert not (out / ".checkpoints").exists()
-    from qrecipe.outputs import verify_manifest
+    from qrecipe.record.outputs import verify_manifest
     assert verify_manifest(out) == []
 
 

@@ -9,10 +9,10 @@ import signal
 import pytest
 from omegaconf import OmegaConf
 
-from qrecipe import outputs
 from qrecipe.errors import QRecipeError
-from qrecipe.outputs import run_state
-from qrecipe.rundir import Claim, identity
+from qrecipe.record import outputs
+from qrecipe.record.outputs import run_state
+from qrecipe.run.rundir import Claim, identity
 
 CFG = {"recipe_name": "r", "bits": {"width": 4}, "cache": {"dir": "/somewhere"}}
 
@@ -97,7 +97,7 @@ def test_two_claims_on_one_directory(tmp_path):
 
 
 def test_sigterm_becomes_an_interruption():
-    from qrecipe.interrupt import Interrupted, exit_code, sigterm_raises
+    from qrecipe.run.interrupt import Interrupted, exit_code, sigterm_raises
     with pytest.raises(Interrupted) as e:
         with sigterm_raises():
             os.kill(os.getpid(), signal.SIGTERM)

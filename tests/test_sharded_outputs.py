@@ -7,16 +7,15 @@ import json
 import math
 
 import pytest
-
 from conftest import compose
 
 pytestmark = pytest.mark.e2e
 
 
 def test_a_sharded_nf4_output_reloads_and_evaluates(tiny_model_dir, tmp_path, monkeypatch):
-    from qrecipe.backends import bnb_backend
-    from qrecipe.outputs import verify_manifest
-    from qrecipe.runner import run_job
+    from qrecipe.backends import bitsandbytes as bnb_backend
+    from qrecipe.record.outputs import verify_manifest
+    from qrecipe.run.runner import run_job
 
     monkeypatch.setattr(bnb_backend, "SHARD_BYTES", 256 << 10)
     cfg = compose(["method=bnb", "bits=w4", "model=local", f"model.path={tiny_model_dir}",

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import DATA, ROOT
 
 OFFLINE = sorted(p.stem for p in (ROOT / "recipes").glob("smollm2_*.yaml"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 
 import pytest
-
 from conftest import run_cli
 
 pytestmark = pytest.mark.e2e

@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, run_cli
 from omegaconf import OmegaConf
 
-from conftest import ROOT, run_cli
-from qrecipe import tasks
 from qrecipe.errors import QRecipeError
+from qrecipe.evaluation import tasks
 
-TASK_DIR = ROOT / "qrecipe" / "lm_tasks"
+TASK_DIR = ROOT / "qrecipe" / "evaluation" / "lm_tasks"
 
 
 def eval_cfg(**kw):
@@ -74,7 +74,7 @@ def test_retention_and_summary_columns():
 
 
 def test_paper_protocol_is_flagged_only_when_exact():
-    from qrecipe.evaluate import protocol
+    from qrecipe.evaluation.perplexity import protocol
     paper = OmegaConf.create({"seq_len": 2048, "stride": 2048, "max_windows": None})
     p = protocol(paper, "file:pkg://qrecipe/texts/wikitext2_raw_test.txt", "x", 300_000)
     assert "papers' WikiText-2 protocol" in p["paper_protocol"] and p["windows"] == 146
@@ -91,7 +91,7 @@ def test_paper_protocol_eval_option_composes():
 
 
 def test_score_on_tiny_model_gives_accuracy_and_stderr(tiny_model_dir):
-    from qrecipe import models
+    from qrecipe.inputs import models
     model = models.load_causal_lm(tiny_model_dir, "float32")
     tok = models.load_tokenizer(tiny_model_dir)
     s = tasks.settings(eval_cfg(limit=8), 0)

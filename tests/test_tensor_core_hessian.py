@@ -1,11 +1,10 @@
-"""hardware.tensor_core_hessian (qrecipe/backends/gptqmodel_hessian.py): GPTQ's Hessians as one
+"""hardware.tensor_core_hessian (qrecipe/backends/gptqmodel/hessian.py): GPTQ's Hessians as one
 tensor-core GEMM of the fp16/bf16 activations with float32 output. On the CPU the setting must
 leave gptqmodel's own path (and its numbers) untouched; on a GPU the two paths must agree.
 Which profiles turn it (and hardware.fast_layer_loop) on is checked here too."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import compose
 
 torch = pytest.importorskip("torch")
@@ -41,7 +40,7 @@ def test_profiles_turn_the_gpu_speed_settings_on_where_measured(profile, on):
 def test_cpu_activations_keep_gptqmodels_path():
     """fast_xtx_applies is false on the CPU, and with the setting on, the patched method gives
     exactly gptqmodel's float32 result (the CPU has no tensor-core path to take)."""
-    from qrecipe.backends import gptqmodel_hessian as gh
+    from qrecipe.backends.gptqmodel import hessian as gh
     task = _gptq()
     x = torch.randn(96, 256).to(torch.bfloat16)
     assert not gh.fast_xtx_applies(x, task.qcfg)
@@ -55,7 +54,7 @@ def test_cpu_activations_keep_gptqmodels_path():
 
 
 def test_off_leaves_the_switch_off_and_chunked_accumulation_alone():
-    from qrecipe.backends import gptqmodel_hessian as gh
+    from qrecipe.backends.gptqmodel import hessian as gh
     with gh.tensor_core_hessian(False):
         assert not gh._ON
     x = torch.randn(8, 256).to(torch.bfloat16)
@@ -68,7 +67,7 @@ def test_off_leaves_the_switch_off_and_chunked_accumulation_alone():
 def test_tensor_core_hessian_matches_float32_on_gpu(dtype):
     """The same products, less exact sums: measured max |error| / max |H| ~3.7e-4 on an H200
     at 65536 rows (docs/benchmarks.md), against ~1e-5 for float32; the bound leaves room."""
-    from qrecipe.backends import gptqmodel_hessian as gh
+    from qrecipe.backends.gptqmodel import hessian as gh
     task = _gptq()
     x = (torch.randn(4096, 256, device="cuda") * 2).to(dtype)
     ref = x.double().T @ x.double()

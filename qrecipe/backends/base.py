@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
-from ..errors import QRecipeError
+from qrecipe.errors import QRecipeError
 
 # The largest weights file (its tensors' bytes; a tensor over it gets a file of its own) the
 # gptqmodel and bitsandbytes adapters write (llm-compressor keeps its own 20 GB: its adapter
@@ -99,7 +99,7 @@ class Backend:
         raise NotImplementedError
 
 
-from ..registry import Registry  # noqa: E402  (after Backend: adapters register subclasses)
+from qrecipe.registry import Registry  # noqa: E402  (after Backend: adapters register subclasses)
 
 #: name -> Backend subclass. Adapters register themselves with @BACKENDS.register("name").
 BACKENDS: Registry[type] = Registry("backend", "method.backend")

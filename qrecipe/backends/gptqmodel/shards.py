@@ -1,0 +1,79 @@
+"""While gptqmodel 7.6 saves: each shard hashed as it is written, and (a resumed run) its tensors
+in safetensors' canonical order."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator, List
+
+from qrecipe.backends.patching import patched
+
+
+class ShardHashes:
+    """The shards' sha256 followers of one save; wait() joins them (qrecipe's own seconds)."""
+
+    def __init__(self) -> None:
+        self.followers: List = []
+
+    def wait(self) -> int:
+        """Join every follower; the number of shards hashed (files under filehash.MIN_BYTES are
+        not kept by the memo: cheaper to read again)."""
+        return sum(f.wait() is not None for f in self.followers)
+
+
+@contextmanager
+def shard_writes(canonical: bool) -> Iterator[ShardHashes]:
+    """While gptqmodel 7.6 saves, through its private shard writer:
+    - every shard is hashed while gptqmodel writes it (filehash.Follower, one thread per shard,
+      right behind the writer), so the save stage finds its sha256 in the file-hash memo
+      instead of reading a multi-GB file again after the write;
+    - canonical: the tensors in safetensors' canonical order (gptqmodel writes them in
+      registration order), so a resumed run's shards are written once instead of being written
+      again by the canonical rewrite; canonicalize() checks the result. The order is set
+      before gptqmodel splits the tensors into shards, so a resumed run's files hold the same
+      tensors as the uninterrupted run's (canonicalize() reorders within a file, not across).
+    The shards and the bytes written per tensor are gptqmodel's own. Without the private hook
+    (another gptqmodel), nothing is patched: the save stage reads the files, the rewrite
+    reorders them."""
+    hashes = ShardHashes()
+    try:
+        from gptqmodel.utils import model as gm
+        write, dtype_name = gm._write_shard_file, gm._torch_dtype_to_safetensors
+        plan = gm._plan_shards
+    except (ImportError, AttributeError):
+        yield hashes
+        return
+    from qrecipe.record import filehash
+
+    def hooked(path, entries, metadata):
+        if canonical:
+            entries = _ordered(entries, dtype_name)
+        follower = None
+        if filehash.active() and filehash.local_fs(os.path.dirname(path) or "."):
+            if os.path.lexists(path):  # the writer truncates it: the follower must not read it
+                os.remove(path)
+            follower = filehash.Follower(path).start()
+            hashes.followers.append(follower)
+        try:
+            return write(path, entries, metadata)
+        finally:
+            if follower is not None:
+                follower.writer_done()
+
+    def planned(entries, max_shard_size):
+        return plan(_ordered(entries, dtype_name) if canonical else entries, max_shard_size)
+
+    with patched({(gm, "_write_shard_file"): hooked, (gm, "_plan_shards"): planned}):
+        yield hashes
+
+
+def _ordered(entries, dtype_name):
+    from qrecipe.record.canonical import canonical_order
+    try:
+        order = canonical_order({e.name: dtype_name(e.torch_dtype) for e in entries})
+    except Exception:  # noqa: BLE001 - an unknown dtype: gptqmodel's order, then rewritten
+        order = None
+    if order is not None and len(order) == len(entries):
+        by_name = {e.name: e for e in entries}
+        entries = [by_name[n] for n in order]
+    return entries

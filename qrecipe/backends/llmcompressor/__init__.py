@@ -1,0 +1,1 @@
+"""The llm-compressor adapter (GPTQ, AWQ, RTN -> compressed-tensors) and the patches it needs."""

@@ -1,0 +1,282 @@
+"""llm-compressor adapter: GPTQ, AWQ and RTN weight-only integer quantization.
+
+The result is a compressed-tensors checkpoint ("pack-quantized": int weights packed into int32
+plus per-group scales / zero points) that plain ``AutoModelForCausalLM.from_pretrained`` loads on
+CPU (the Linears keep the packed weights and compressed-tensors dequantizes them in forward).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import Any, Dict, Iterator, List
+
+from qrecipe.backends.base import (
+    BACKENDS,
+    Backend,
+    MethodSupport,
+    QuantizeRequest,
+    QuantizeResult,
+)
+from qrecipe.errors import QRecipeError
+
+# compressed-tensors packs any int width 1..8 into int32 ("pack-quantized"); these are the widths
+# with a use (2/3 bits are lossy but legal, 8 is near-lossless).
+_BITS = (2, 3, 4, 8)
+# lm_head stays dense: SmolLM-style models tie it to the embedding, and quantizing it breaks
+# the tie (two tables saved) for little size gain. Same convention as GPTQ/AWQ checkpoints.
+_IGNORE = ["lm_head"]
+
+
+@BACKENDS.register("llmcompressor")
+class LLMCompressorBackend(Backend):
+    name = "llmcompressor"
+    requires = (("llmcompressor", "llmcompressor==0.14.0.1"),
+                ("compressed_tensors", "compressed-tensors==0.19.0"),
+                ("datasets", "datasets==5.2.0"))
+    support = {
+        "gptq": MethodSupport(bits=_BITS, note="GPTQModifier, sequential per decoder layer"),
+        "awq": MethodSupport(bits=_BITS, note="AWQModifier smoothing + QuantizationModifier"),
+        "rtn": MethodSupport(bits=_BITS, needs_calibration=False,
+                             note="QuantizationModifier, min-max round-to-nearest, no data"),
+    }
+
+    def quantize(self, req: QuantizeRequest) -> QuantizeResult:
+        self.check_installed()
+        method = req.method.name
+        if method not in self.support:
+            raise QRecipeError("method not provided by this backend", key="method.name",
+                               value=method, allowed=sorted(self.support))
+        import time
+        t_import = time.perf_counter()  # 0 when already imported (a sweep's later jobs)
+        import torch
+        from llmcompressor import oneshot
+        from transformers import AutoModelForCausalLM
+        t_import = time.perf_counter() - t_import
+
+        # llm-compressor picks its execution device itself (the accelerator when there is one) and
+        # onloads one layer at a time, so the model is loaded on CPU whatever req.device says.
+        used_device = "cpu"
+        if torch.accelerator.is_available():
+            used_device = torch.accelerator.current_accelerator().type
+        if req.device == "cuda" and used_device != "cuda":
+            raise QRecipeError("no CUDA device is visible", key="hardware.device",
+                               value=req.device, allowed="cpu")
+        torch.manual_seed(req.seed)  # the algorithms are deterministic; this guards any sampling
+
+        weights = _weight_args(req)
+        recipe = _recipe(req, weights)
+        t_load = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(str(req.model_dir),
+                                                     dtype=getattr(torch, req.dtype))
+        t_load = time.perf_counter() - t_load
+        model.eval()
+        _check_group_size(model, req.group_size)
+
+        kwargs: Dict[str, Any] = {}  # RTN: no dataset, so oneshot runs its data-free pipeline
+        rows = req.calibration if self.support[method].needs_calibration else None
+        if self.support[method].needs_calibration:
+            if not rows:
+                raise QRecipeError(f"{method} needs calibration data", key="calibration.num_samples",
+                                   value=0)
+            kwargs = dict(dataset=_dataset(rows), num_calibration_samples=len(rows),
+                          max_seq_length=max(len(r) for r in rows),
+                          # rows arrive already sampled with the recipe's seed; reshuffling would
+                          # only change the summation order of the Hessians (and the bytes).
+                          shuffle_calibration_samples=False,
+                          batch_size=max(1, int((req.hardware or {}).get("calib_batch_size", 1))))
+
+        t0 = time.perf_counter()
+        with _cpu_safe_pinning() as pin_patched, \
+                _fp32_awq_loss(method == "awq" and req.dtype == "float16") as loss_patched:
+            oneshot(model=model, recipe=recipe, **kwargs)
+        t_oneshot = time.perf_counter() - t0
+
+        req.out_dir.mkdir(parents=True, exist_ok=True)
+        # save_compressed=True: llm-compressor's wrapped save_pretrained packs the int weights
+        # (otherwise it would save fake-quantized dense fp weights at full size). Its own shard
+        # size (20 GB), not base.SHARD_BYTES: the wrapper marks every module offloaded, so
+        # transformers reverses its load-time weight conversions shard by shard, which fails for
+        # a fused weight whose parts land in different shards.
+        t_save = time.perf_counter()
+        model.save_pretrained(str(req.out_dir), save_compressed=True)
+        t_save = time.perf_counter() - t_save
+
+        # Report the scheme as written to config.json (observer and actorder resolved by the
+        # library), not as requested.
+        saved = json.loads((req.out_dir / "config.json").read_text())["quantization_config"]
+        group = next(iter(saved["config_groups"].values()))
+        details: Dict[str, Any] = {
+            "library": "llmcompressor",
+            "algorithm": {"gptq": "GPTQModifier", "awq": "AWQModifier+QuantizationModifier",
+                          "rtn": "QuantizationModifier"}[method],
+            "scheme": {k: group["weights"].get(k) for k in (
+                "num_bits", "type", "strategy", "group_size", "symmetric", "actorder", "observer")},
+            "activations": None,  # weight-only (WxA16): activations stay in the model dtype
+            "ignore": saved.get("ignore", list(_IGNORE)),
+            "compression_format": saved.get("format"),
+            "execution_device": used_device,
+            "dtype": req.dtype,
+            "calibration_rows": len(rows) if rows else 0,
+            "calibration_seq_len": max(len(r) for r in rows) if rows else 0,
+            "versions": self.package_versions(),
+            # the libraries' own time (what a script calling them directly spends too)
+            "seconds": {"import": round(t_import, 2), "load": round(t_load, 2),
+                        "quantize": round(t_oneshot, 2), "save": round(t_save, 2)},
+            "calib_batch_size": kwargs.get("batch_size"),
+        }
+        if method == "gptq":
+            details.update(dampening_frac=float(req.method.damp_percent), block_size=128,
+                           # llm-compressor's sequential pipeline re-feeds quantized outputs
+                           # between decoder layers; inside a layer all Linears share its inputs.
+                           true_sequential="per decoder layer")
+        if method == "awq":
+            details.update(zero_point=bool(req.method.zero_point), duo_scaling=True, n_grid=20,
+                           cpu_pin_memory_patch=pin_patched, fp32_loss_patch=loss_patched)
+        if used_device != req.device:
+            details["note"] = f"llm-compressor ran on {used_device} (it uses any visible accelerator)"
+        return QuantizeResult(format="compressed-tensors", details=details)
+
+
+def _weight_args(req: QuantizeRequest):
+    """compressed-tensors QuantizationArgs for int weights of any bits / group size.
+
+    Built explicitly rather than from preset names (W4A16, W8A16 ...): presets only cover 4/8 bits
+    and group size 128.
+    """
+    from compressed_tensors.quantization import QuantizationArgs
+
+    m = req.method
+    if m.name == "awq":
+        symmetric = not bool(m.zero_point)
+    else:
+        symmetric = bool(m.sym)
+    per_channel = req.group_size == -1
+    return QuantizationArgs(
+        num_bits=int(req.bits), type="int", symmetric=symmetric,
+        strategy="channel" if per_channel else "group",
+        group_size=None if per_channel else int(req.group_size))
+
+
+def _check_group_size(model: Any, group_size: int) -> None:
+    """Fail as a user error, before calibrating, where llm-compressor would raise a ValueError
+    halfway through (it only checks divisibility when the quantization config is applied)."""
+    import torch
+
+    if group_size == -1:
+        return
+    bad = sorted({mod.in_features for name, mod in model.named_modules()
+                  if isinstance(mod, torch.nn.Linear) and name.split(".")[-1] not in _IGNORE
+                  and mod.in_features % group_size})
+    if bad:
+        raise QRecipeError(f"group size must divide every quantized layer's input width {bad}",
+                           key="bits.group_size", value=group_size,
+                           hint="pick a divisor (e.g. 64 or 32) or -1 for per-channel scales")
+
+
+def _recipe(req: QuantizeRequest, weights) -> List[Any]:
+    from compressed_tensors.quantization import QuantizationScheme
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+
+    groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
+    m = req.method
+    if m.name == "gptq":
+        # actorder must be passed explicitly: the modifier's default is "static" (act-order on),
+        # and None is the honest mapping of desc_act=False. desc_act=True maps to "weight" (the
+        # only act-order GPTQ supports in 0.14: columns visited by activation, groups unchanged,
+        # so no g_idx in the checkpoint).
+        return [GPTQModifier(config_groups=groups, ignore=list(_IGNORE),
+                             dampening_frac=float(m.damp_percent),
+                             actorder="weight" if m.desc_act else None)]
+    quant = QuantizationModifier(config_groups=groups, ignore=list(_IGNORE))
+    if m.name == "awq":
+        # 0.14 splits AWQ into a smoothing transform followed by plain quantization; the
+        # transform reads the scheme the QuantizationModifier attaches to each Linear.
+        from llmcompressor.modifiers.transform import AWQModifier
+        return [AWQModifier(), quant]
+    return [quant]
+
+
+def _dataset(rows: List[Any]):
+    """Token id rows -> a tokenized datasets.Dataset (oneshot then skips its own tokenization)."""
+    from datasets import Dataset
+
+    ids = [[int(t) for t in r.tolist()] for r in rows]
+    return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(r) for r in ids]})
+
+
+@contextlib.contextmanager
+def _cpu_safe_pinning() -> Iterator[bool]:
+    """Make AWQ run on CPU-only torch.
+
+    AWQModifier._apply_smoothing calls IntermediatesCache.pin_memory unconditionally, and
+    pin_memory() raises "Cannot access accelerator device when none is available" on a CPU-only
+    build; there is no option to turn it off (offload_device only moves the cache). Pinning only
+    speeds host->device copies, so with no accelerator it is a pure no-op and skipping it changes
+    no result. The patch is applied only without an accelerator, only for the oneshot call, and
+    always restored.
+    """
+    import torch
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    if torch.accelerator.is_available():
+        yield False
+        return
+    original = IntermediatesCache.pin_memory
+    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
+    try:
+        yield True
+    finally:
+        IntermediatesCache.pin_memory = original
+
+
+class _Float32View(Sequence):
+    """A list of tensors read back as float32 where they are float16, one item at a time (no
+    second copy of all the calibration outputs at once)."""
+
+    def __init__(self, tensors: List[Any]):
+        self._tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def __getitem__(self, i):
+        import torch
+
+        t = self._tensors[i]
+        return t.float() if t.dtype == torch.float16 else t
+
+
+@contextlib.contextmanager
+def _fp32_awq_loss(active: bool) -> Iterator[bool]:
+    """Make AWQ's scale search work on float16 models: sum its loss in float32.
+
+    llm-compressor 0.14.0.1's AWQModifier._compute_loss
+    (llmcompressor/modifiers/transform/awq/base.py:792-794) adds up
+    ``F.mse_loss(fp16_batch, int_w_batch, reduction="sum")`` per calibration batch, a scalar in
+    the outputs' dtype. In float16 it is inf as soon as one batch's summed squared error passes
+    65504 (e.g. 8 rows x 512 tokens x 4096 channels at a mean squared error of 0.004); every grid
+    point then scores inf, ``inf < inf`` never picks one (base.py:724) and base.py:730-737 raises
+    "No finite loss was found in best scales grid search", whose text blames NaN in the forward
+    pass although the forward is finite (base.py:524-535 would have skipped a non-finite one).
+    Measured on the random Llama-2-7B-shaped benchmark model (docs/benchmarks.md). Upcasting the
+    outputs to float32 for that sum removes the overflow (and the sum's fp16 rounding, so a
+    near-tie between grid points may resolve differently); the forward passes and the grid are
+    unchanged. Applied for float16 AWQ only (bfloat16 and float32 cannot overflow there), for
+    the oneshot call only, and always restored.
+    """
+    if not active:
+        yield False
+        return
+    from llmcompressor.modifiers.transform.awq import AWQModifier
+
+    original = AWQModifier._compute_loss
+
+    def _compute_loss(self, fp16_outputs, int_w_outputs):
+        return original(self, _Float32View(fp16_outputs), _Float32View(int_w_outputs))
+
+    AWQModifier._compute_loss = _compute_loss
+    try:
+        yield True
+    finally:
+        AWQModifier._compute_loss = original

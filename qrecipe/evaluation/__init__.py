@@ -1,0 +1,1 @@
+"""Evaluate: perplexity, decode speed and task accuracy of the fp and the quantized model."""

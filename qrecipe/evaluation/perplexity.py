@@ -1,0 +1,101 @@
+"""Perplexity with a fixed, recorded protocol; generation speed; memory footprint.
+
+Protocol (recorded verbatim in metrics.json): the eval text is tokenized whole without special
+tokens, cut into windows of `seq_len` tokens starting every `stride` tokens, the first
+`max_windows` windows are scored, and perplexity is exp(mean next-token NLL) over every scored
+token. With stride == seq_len each token is predicted once, with no context from the previous
+window: the GPTQ/AWQ papers' WikiText-2 protocol.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Dict
+
+log = logging.getLogger(__name__)
+
+
+def protocol(eval_cfg, spec_desc: str, ids_fp: str, n_tokens: int) -> Dict[str, Any]:
+    windows = _window_starts(n_tokens, eval_cfg.seq_len, eval_cfg.stride, eval_cfg.max_windows)
+    return {"dataset": spec_desc, "seq_len": eval_cfg.seq_len, "stride": eval_cfg.stride,
+            "windows": len(windows), "text_tokens": n_tokens,
+            "scored_tokens": _scored_tokens(windows, eval_cfg.seq_len, eval_cfg.stride),
+            "token_ids_sha256": ids_fp,
+            "paper_protocol": paper_protocol(eval_cfg, spec_desc, windows)}
+
+
+# The GPTQ / AWQ papers' WikiText-2 perplexity: wikitext-2-raw-v1 test joined by "\n\n", windows
+# of 2048 tokens, stride 2048, every window of the test set. Recorded (and flagged in report.md)
+# only when this run's protocol is exactly that one.
+PAPER_SEQ_LEN = 2048
+
+
+def paper_protocol(eval_cfg, spec_desc: str, windows) -> str | None:
+    wikitext = ("wikitext2_raw_test.txt" in spec_desc
+                or spec_desc.startswith("hub:wikitext/wikitext-2-raw-v1/test"))
+    if (wikitext and eval_cfg.seq_len == PAPER_SEQ_LEN and eval_cfg.stride == PAPER_SEQ_LEN
+            and not eval_cfg.max_windows):
+        return (f"GPTQ/AWQ papers' WikiText-2 protocol (seq {PAPER_SEQ_LEN}, full test set, "
+                f"stride {PAPER_SEQ_LEN}, {len(windows)} windows): comparable with their tables.")
+    return None
+
+
+def _window_starts(n: int, seq_len: int, stride: int, max_windows):
+    starts = list(range(0, max(n - seq_len, 0) + 1, stride))
+    return starts[:max_windows] if max_windows else starts
+
+
+def _scored_tokens(starts, seq_len: int, stride: int) -> int:
+    # The first window scores seq_len-1 tokens; an overlapping later window scores only the
+    # tokens past the previous window's end (the others only serve as context).
+    if not starts:
+        return 0
+    return (seq_len - 1) + (len(starts) - 1) * min(stride, seq_len - 1)
+
+
+def perplexity(model, ids, eval_cfg, label: str) -> Dict[str, float]:
+    import torch
+    from tqdm.auto import tqdm
+
+    seq_len, stride = eval_cfg.seq_len, eval_cfg.stride
+    starts = _window_starts(int(ids.numel()), seq_len, stride, eval_cfg.max_windows)
+    if not starts:
+        from qrecipe.errors import QRecipeError
+        raise QRecipeError(f"eval text has {ids.numel()} tokens, fewer than one window",
+                           key="eval.seq_len", value=seq_len)
+    device = next(model.parameters()).device
+    nll, count = 0.0, 0
+    t0 = time.perf_counter()
+    bs = max(1, eval_cfg.batch_size)
+    with torch.inference_mode():
+        for i in tqdm(range(0, len(starts), bs), desc=f"perplexity ({label})", leave=False):
+            batch = torch.stack([ids[s:s + seq_len] for s in starts[i:i + bs]]).to(device)
+            logits = model(batch).logits.float()
+            losses = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1),
+                reduction="none").view(batch.size(0), -1)
+            for j, s in enumerate(starts[i:i + bs]):
+                # Overlapping windows: score only the tokens the previous window did not.
+                skip = 0 if s == 0 else max(0, seq_len - stride - 1)
+                nll += losses[j, skip:].double().sum().item()
+                count += losses.size(1) - skip
+    ppl = math.exp(nll / count)
+    log.info("perplexity (%s): %.4f over %d tokens in %.1fs", label, ppl, count,
+             time.perf_counter() - t0)
+    return {"ppl": ppl, "nll": nll / count, "tokens": count,
+            "seconds": time.perf_counter() - t0}
+
+
+def generation_speed(model, ids, prompt_len: int, new_tokens: int) -> Dict[str, float]:
+    """Batch 1, greedy, warm, device-synchronized (qrecipe/evaluation/speed.py): prefill tokens/s from one
+    forward over the prompt, decode tokens/s from `new_tokens` single-token steps over the KV
+    cache (on CUDA replayed as a CUDA graph when the kernels allow; `decode_path` says which)."""
+    from qrecipe.evaluation.speed import measure
+
+    cuda = next(model.parameters()).device.type == "cuda"
+    return measure(model, ids, prompt_len, new_tokens, batch=1, repeats=3 if cuda else 1)
+
+
+def footprint_bytes(model) -> int:
+    return int(model.get_memory_footprint())

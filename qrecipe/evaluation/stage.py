@@ -1,0 +1,84 @@
+"""The runner's evaluate stage: perplexity of the fp baseline (cached) and of the saved
+checkpoint reloaded as a user would, with the kernel qrecipe chose, plus speed and task accuracy
+when asked. Returns the `eval` block of metrics.json."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict
+
+from omegaconf import OmegaConf
+
+from qrecipe.inputs import models
+from qrecipe.inputs import texts as data
+from qrecipe.record.cache import Cache
+from qrecipe.record.fingerprint import sha256_text
+
+log = logging.getLogger("qrecipe")
+
+
+def run(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, model_fp: str,
+        dtype: str, cache: Cache, fps: Dict[str, Any]) -> Dict[str, Any]:
+    from qrecipe.evaluation import perplexity as evaluate
+
+    e = cfg.eval
+    spec = data.TextSpec.from_cfg("eval", e)
+    ids = data.token_ids(spec, tokenizer, tok_fp, cache)
+    ids_fp = data.rows_fingerprint([ids])
+    proto = evaluate.protocol(e, spec.describe(), ids_fp, int(ids.numel()))
+    fps["eval_token_ids_sha256"] = ids_fp
+    hw = cfg.hardware
+    place = dict(device=hw.device, device_map=hw.device_map,
+                 max_memory=OmegaConf.to_container(hw.max_memory) if hw.max_memory else None)
+    res: Dict[str, Any] = {"protocol": proto}
+
+    if e.baseline:
+        res["fp"] = _baseline(cfg, model_dir, ids, proto, model_fp, dtype, cache, place)
+
+    # Reload the saved checkpoint exactly as a user would (plain transformers, dtype from the
+    # checkpoint): the number in metrics.json is the number a reloaded model gives.
+    from qrecipe.kernels.table import loaded_kernels
+    q_model = models.load_causal_lm(model_out, "auto", **place, kernel=hw.get("kernel", "auto"),
+                                    allow_jit=bool(hw.get("allow_jit", False)))
+    res["kernel"] = {"requested": hw.get("kernel", "auto"), "resolved": q_model.qrecipe_kernel,
+                     "loaded_modules": loaded_kernels(q_model), "device": hw.device}
+    quant = evaluate.perplexity(q_model, ids, e, "quantized")
+    quant["footprint_bytes"] = evaluate.footprint_bytes(q_model)
+    if e.speed:
+        quant["speed"] = evaluate.generation_speed(q_model, ids, e.speed_prompt_len,
+                                                   e.speed_new_tokens)
+    res["quantized"] = quant
+    if "fp" in res:
+        res["delta_ppl"] = quant["ppl"] - res["fp"]["ppl"]
+    if e.get("tasks"):  # task accuracy through lm-evaluation-harness (qrecipe/evaluation/tasks.py)
+        from qrecipe.evaluation import tasks
+        res["tasks"] = tasks.evaluate_tasks(
+            e, cfg.seed, q_model, tokenizer, model_fp, dtype, cache,
+            lambda: models.load_causal_lm(model_dir, dtype, **place))
+    return res
+
+
+def _baseline(cfg, model_dir: Path, ids, proto, model_fp: str, dtype: str, cache: Cache,
+              place: Dict[str, Any]) -> Dict[str, Any]:
+    """The fp model's figures, cached. Keyed by what determines the number: weights, protocol
+    (incl. token ids), dtype, and the speed settings, so a sweep evaluates the fp model once,
+    not once per job."""
+    from qrecipe.evaluation import perplexity as evaluate
+
+    e, hw = cfg.eval, cfg.hardware
+    key = sha256_text(OmegaConf.to_yaml(OmegaConf.create({
+        "model": model_fp, "protocol": proto, "dtype": dtype, "device": hw.device,
+        "speed": [e.speed, e.speed_prompt_len, e.speed_new_tokens]})))
+    base = cache.load_json("baselines", key)
+    if base is not None:
+        log.info("perplexity (fp): %.4f from cache", base["ppl"])
+        return base
+    fp_model = models.load_causal_lm(model_dir, dtype, **place)
+    base = evaluate.perplexity(fp_model, ids, e, "fp")
+    base["footprint_bytes"] = evaluate.footprint_bytes(fp_model)
+    if e.speed:
+        base["speed"] = evaluate.generation_speed(fp_model, ids, e.speed_prompt_len,
+                                                  e.speed_new_tokens)
+    del fp_model
+    cache.save_json("baselines", key, base)
+    return base

@@ -1,0 +1,80 @@
+"""Loading safety: weights come from safetensors unless the recipe opts into pickle.
+
+A pickle checkpoint (.bin, .pt, .pth, .ckpt) can run arbitrary code when loaded, so a local
+model directory that has only those needs `model.allow_pickle=true`. Files are checked before
+any weight is read: a safetensors file must have a readable header whose tensors fit in the file
+(a truncated download fails here, not halfway through loading), and a GGUF file must start with
+the GGUF magic.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import List
+
+from qrecipe.errors import QRecipeError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+GGUF_MAGIC = b"GGUF"
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def check_safetensors(path: Path, key: str = "model.path") -> None:
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError("shorter than a header")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, _MAX_HEADER):
+                raise ValueError("header length beyond the file")
+            header = json.loads(f.read(n))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"),
+                  default=0)
+        if 8 + n + end > size:
+            raise ValueError(f"truncated: tensors need {8 + n + end} bytes, file has {size}")
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as e:
+        raise QRecipeError(f"corrupt safetensors file {path.name} ({e})", key=key,
+                           value=str(path), hint="download or copy the model again") from None
+
+
+def check_gguf(path: Path, key: str = "model.path") -> None:
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise QRecipeError(f"not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})",
+                           key=key, value=str(path))
+
+
+def check_model_dir(path: Path, allow_pickle: bool, key: str = "model.path") -> List[Path]:
+    """The weight files a local model directory would be loaded from; raises when there are
+    none, when only pickle files exist without the opt-in, or when one is corrupt."""
+    files = sorted(Path(path).iterdir())
+    safe = [p for p in files if p.suffix == ".safetensors"]
+    pickles = [p for p in files if p.suffix in PICKLE_SUFFIXES]
+    if safe:
+        for p in safe:
+            check_safetensors(p, key)
+        return safe
+    if pickles and not allow_pickle:
+        raise QRecipeError(f"only pickle weights ({', '.join(p.name for p in pickles)}), which "
+                           "can run code when loaded", key=key, value=str(path),
+                           hint="convert them to safetensors, or set model.allow_pickle=true "
+                                "if you trust their source")
+    if not pickles:
+        raise QRecipeError("no weights in the model directory (no *.safetensors)", key=key,
+                           value=str(path), hint="pickle checkpoints (.bin, .pt) are only "
+                                                 "used with model.allow_pickle=true")
+    return pickles
+
+
+def check_model(cfg) -> None:
+    """Called by validation for local and GGUF models (hub snapshots are checked by the hub)."""
+    from qrecipe.paths import resolve_path
+    p = resolve_path(cfg.path)
+    if cfg.source == "gguf" and p.is_file():
+        check_gguf(p)
+    elif cfg.source == "local" and (p / "config.json").is_file():
+        check_model_dir(p, bool(cfg.get("allow_pickle", False)))

@@ -1,0 +1,41 @@
+"""What makes transformers load a checkpoint with the kernel qrecipe/kernels/table.py resolved: the
+config passed to from_pretrained, and the lines the report prints for users to do the same."""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from qrecipe.kernels.table import Kernel
+
+
+def quantization_config(fmt: str, k: Kernel, saved: Dict[str, Any]) -> Any:
+    """The transformers config to pass to from_pretrained so the checkpoint loads with kernel
+    `k`; None for formats whose kernel is fixed. `saved` is config.json's quantization_config."""
+    if fmt == "gptq":
+        from transformers import GPTQConfig
+        return GPTQConfig(bits=int(saved.get("bits", 4)), backend=k.hf_backend)
+    if fmt == "awq":
+        from transformers import AwqConfig
+        return AwqConfig(bits=int(saved.get("bits", 4)), backend=k.hf_backend)
+    if fmt == "compressed-tensors":
+        from transformers import CompressedTensorsConfig
+        return CompressedTensorsConfig(dequantize=k.name == "dequantized")
+    return None
+
+
+def load_lines(fmt: str, k: Kernel, bits: int, device: str = "cuda") -> List[str]:
+    """The Python lines that load a saved checkpoint ("model") with kernel k: the loading snippet
+    the report prints."""
+    if k.via:  # plain transformers cannot: qrecipe rewrites the layout in a temporary directory
+        return ["from qrecipe.inputs.models import load_causal_lm  # rewrites the layout in a temp dir",
+                f'model = load_causal_lm("model", "auto", "{device}", kernel="{k.name}"'
+                + (", allow_jit=True)" if k.jit else ")")]
+    imp, kw = "", ""
+    if fmt in ("gptq", "awq"):
+        cls = "GPTQConfig" if fmt == "gptq" else "AwqConfig"
+        imp = f"from transformers import {cls}"
+        kw = f'quantization_config={cls}(bits={bits}, backend="{k.hf_backend}"), '
+    elif fmt == "compressed-tensors" and k.name == "dequantized":
+        imp = "from transformers import CompressedTensorsConfig"
+        kw = "quantization_config=CompressedTensorsConfig(dequantize=True), "
+    return ["from transformers import AutoModelForCausalLM", *([imp] if imp else []),
+            f'model = AutoModelForCausalLM.from_pretrained("model", {kw}device_map="auto")']

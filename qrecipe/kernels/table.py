@@ -1,0 +1,302 @@
+"""Which inference kernel runs a quantized checkpoint, chosen rather than stumbled into.
+
+Left alone, gptqmodel picks the "best" kernel it can import, and several of its CUDA kernels are
+not shipped compiled: Marlin, ExLlamaV2 and AWQ GEMM are nvcc-built on first use (35 s to 2 min,
+on every fresh machine) and Machete also downloads CUTLASS, which crashes offline
+(socket.gaierror in machete_prepack_B). ``resolve`` turns (checkpoint format, device, compute
+capability, ``hardware.kernel``, ``hardware.allow_jit``) into one named kernel that needs no
+download and, unless ``allow_jit``, no compile; qrecipe/kernels/hf_config.py gives the transformers
+config that makes from_pretrained use it. ``configure_jit_cache`` points gptqmodel's build cache
+into qrecipe's cache dir, so an allowed compile happens once per machine.
+
+Pure data and functions: importing this module imports neither torch nor transformers.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from qrecipe.errors import QRecipeError
+from qrecipe.kernels.ct_gptq import (
+    BITS as REWRITE_BITS,  # the widths compressed-tensors' rewrite takes
+)
+
+FORMATS = ("gptq", "awq", "compressed-tensors", "bitsandbytes")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str  # qrecipe's name, the value of hardware.kernel
+    hf_backend: Optional[str]  # what transformers' GPTQConfig/AwqConfig(backend=...) takes
+    devices: Tuple[str, ...]
+    jit: bool = False  # nvcc-built on first use (gptqmodel ships no compiled kernels)
+    download: bool = False  # fetches sources at build time (fails offline)
+    min_cc: float = 0.0  # lowest CUDA compute capability
+    dtypes: Tuple[str, ...] = ("float16", "bfloat16")
+    zero_points: bool = True  # runs asymmetric checkpoints (sym=False); gptq Marlin does not
+    bits: Tuple[int, ...] = ()  # weight widths it runs (its SUPPORTS_BITS); () = any
+    group_sizes: Tuple[int, ...] = ()  # its SUPPORTS_GROUP_SIZE; () = not checked here
+    note: str = ""
+    # the checkpoint is rewritten at load into this format (qrecipe/kernels/ct_gptq.py, lossless) and
+    # runs on that format's kernel of the same name
+    via: Optional[str] = None
+
+
+def _k(name, hf, devices=("cuda",), **kw) -> Kernel:
+    return Kernel(name=name, hf_backend=hf, devices=tuple(devices), **kw)
+
+
+# the group sizes gptqmodel's tiled CUDA kernels take (ExLlamaV2, Marlin: SUPPORTS_GROUP_SIZE)
+_G_TILED = (-1, 32, 64, 128)
+
+# format -> kernels, in the order `auto` tries them on each device (first that fits wins).
+# Names and capabilities read from gptqmodel 7.6's nn_modules/qlinear/*.py (SUPPORTS_DEVICES,
+# SUPPORTS_DTYPES, SUPPORTS_BITS, SUPPORTS_GROUP_SIZE) and utils/cpp.py / machete.py (which are
+# built, which download).
+_GPTQ = (
+    _k("torch", "torch", ("cpu", "cuda"),
+       note="TorchLinear: dequantize + matmul, plain torch; no build"),
+    _k("triton", "triton", bits=(2, 4, 8),
+       note="TritonV2Linear: Triton JIT (no nvcc, no download)"),
+    _k("marlin", "marlin", jit=True, min_cc=8.0, zero_points=False, bits=(4, 8),
+       group_sizes=_G_TILED,
+       note="MarlinLinear: nvcc-built (~2 min once); symmetric checkpoints only"),
+    _k("exllama_v2", "exllama_v2", jit=True, bits=(4,), group_sizes=_G_TILED,
+       note="ExllamaV2Linear: nvcc-built (~35 s once)"),
+    _k("machete", "machete", jit=True, download=True, min_cc=9.0, bits=(4, 8),
+       group_sizes=(-1, 64, 128),
+       note="MacheteLinear: nvcc-built and downloads CUTLASS (fails offline)"),
+)
+
+
+def _rewritten(k: Kernel) -> Kernel:
+    """GPTQ kernel k serving a compressed-tensors checkpoint rewritten into the GPTQ layout at
+    load (qrecipe/kernels/ct_gptq.py): its capabilities, on the widths the rewrite takes."""
+    bits = tuple(b for b in (k.bits or REWRITE_BITS) if b in REWRITE_BITS)
+    return replace(k, via="gptq", bits=bits,
+                   note=k.note.split(":")[0] + " on the GPTQ layout (rewritten at load, lossless)")
+
+
+KERNELS: Dict[str, Tuple[Kernel, ...]] = {
+    "gptq": _GPTQ,
+    "awq": (
+        _k("torch", "torch_awq", ("cpu", "cuda"), note="AwqTorchLinear: dequantize + matmul"),
+        _k("triton", "gemm_triton", dtypes=("float16",),
+           note="AwqGEMMTritonLinear: Triton JIT, float16 only"),
+        _k("marlin", "marlin", jit=True, min_cc=8.0, group_sizes=_G_TILED,
+           note="AwqMarlinLinear: nvcc-built (~2 min)"),
+        _k("gemm", "gemm", jit=True, note="AwqGEMMLinear: nvcc-built (~1 min once)"),
+    ),
+    "compressed-tensors": (
+        _k("compressed", None, ("cpu", "cuda"),
+           note="compressed-tensors keeps packed int weights and dequantizes in forward"),
+        _k("dequantized", None, ("cpu", "cuda"),
+           note="weights dequantized to dense at load: fp16 speed, fp16 memory"),
+        # int weight-only schemes rewritten into the GPTQ layout at load
+        *(_rewritten(k) for k in _GPTQ if k.name in ("torch", "triton", "exllama_v2", "marlin")),
+    ),
+    "bitsandbytes": (
+        _k("bitsandbytes", None, ("cpu", "cuda"),
+           note="bitsandbytes' own kernels (shipped compiled; CPU: torch fallback)"),
+    ),
+}
+
+# `auto` on CUDA without JIT. Measured on the H100 (docs/benchmarks.md, GPU path): see there.
+_AUTO_NO_JIT = {"gptq": "torch", "awq": "torch", "compressed-tensors": "compressed",
+                "bitsandbytes": "bitsandbytes"}
+# `auto` on CUDA when allow_jit: the compiled GEMV/GEMM kernels, built once into the cache, in
+# order. gptqmodel's GPTQ Marlin refuses zero points (SUPPORTS_SYM = [True]), so an asymmetric
+# GPTQ checkpoint (qrecipe's default, sym: false) gets ExLlamaV2, which takes both.
+# compressed-tensors: its int weights in the GPTQ layout on ExLlamaV2 (GPTQ's ExLlamaV2 decoded
+# 1.6x fp16 at batch 1 where AWQ's Marlin gave 1.14x, same H200 and shape), Marlin second.
+_AUTO_JIT = {"gptq": ("marlin", "exllama_v2"), "awq": ("marlin",),
+             "compressed-tensors": ("exllama_v2", "marlin")}
+
+
+def auto_jit(fmt: str) -> Tuple[str, ...]:
+    """The compiled kernels `auto` tries first for fmt when allow_jit, in order."""
+    return _AUTO_JIT.get(fmt, ())
+
+
+def names(fmt: Optional[str] = None) -> Tuple[str, ...]:
+    """Every kernel name (of one format, or of all): hardware.kernel's allowed values."""
+    fmts = [fmt] if fmt else list(KERNELS)
+    out = ["auto"]
+    for f in fmts:
+        out += [k.name for k in KERNELS[f] if k.name not in out]
+    return tuple(out)
+
+
+def get(fmt: str, name: str) -> Kernel:
+    for k in KERNELS[fmt]:
+        if k.name == name:
+            return k
+    raise KeyError(name)
+
+
+def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False,
+            cc: Optional[float] = None, dtype: Optional[str] = None,
+            sym: Optional[bool] = None, bits: Optional[int] = None,
+            group_size: Optional[int] = None, convertible: bool = True) -> Kernel:
+    """The kernel a checkpoint of `fmt` runs with on `device` (cc: CUDA compute capability, None
+    when unknown; sym, bits, group_size: the checkpoint's, None when not known; convertible:
+    False when its scheme cannot be rewritten for a `via` kernel). Raises QRecipeError for an
+    unknown name, one that does not run here or on this checkpoint, or one that needs a compile
+    while allow_jit is false."""
+    if fmt not in KERNELS:
+        raise QRecipeError("no kernel table for this checkpoint format", key="format",
+                           value=fmt, allowed=FORMATS)
+    ck = _Checkpoint(device, cc, dtype, sym, bits, group_size, convertible)
+    if kernel == "auto":
+        # the compiled kernels were measured on Hopper (docs); below Ampere auto keeps no-build
+        jit_ok = allow_jit and device == "cuda" and (cc is None or cc >= 8.0)
+        for name in list(auto_jit(fmt) if jit_ok else ()) + [_AUTO_NO_JIT[fmt]]:
+            k = get(fmt, name)
+            if ck.misfit(k) is None:
+                return k
+        return fallback(fmt)
+    try:
+        k = get(fmt, kernel)
+    except KeyError:
+        raise QRecipeError(f"unknown kernel for {fmt} checkpoints", key="hardware.kernel",
+                           value=kernel, allowed=names(fmt)) from None
+    why = ck.misfit(k)
+    if why:
+        raise QRecipeError(f"kernel {kernel} {why}", key="hardware.kernel", value=kernel,
+                           allowed=ck.usable(fmt, allow_jit))
+    if k.jit and not allow_jit:
+        raise QRecipeError(f"kernel {kernel} is compiled with nvcc on first use"
+                           + (" and downloads CUTLASS" if k.download else ""),
+                           key="hardware.kernel", value=kernel,
+                           allowed=ck.usable(fmt, False),
+                           hint="set hardware.allow_jit=true to build it once into the cache")
+    return k
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    """Where a checkpoint is to run and what is known of it: what a kernel must fit."""
+    device: str
+    cc: Optional[float] = None
+    dtype: Optional[str] = None
+    sym: Optional[bool] = None
+    bits: Optional[int] = None
+    group_size: Optional[int] = None
+    convertible: bool = True
+
+    def misfit(self, k: Kernel) -> Optional[str]:
+        """Why kernel k cannot run it, None when it can."""
+        if self.device not in k.devices:
+            return f"does not run on {self.device}"
+        if self.device == "cuda" and self.cc is not None and self.cc < k.min_cc:
+            return f"needs compute capability >= {k.min_cc} (this GPU: {self.cc})"
+        if self.dtype and self.dtype not in ("auto", "float32") and self.dtype not in k.dtypes:
+            return f"does not run in {self.dtype}"
+        if self.sym is False and not k.zero_points:
+            return "runs symmetric checkpoints only (this one has zero points: sym false)"
+        if self.bits is not None and k.bits and self.bits not in k.bits:
+            return f"runs {'/'.join(map(str, k.bits))}-bit weights only (this one: {self.bits})"
+        if self.group_size is not None and k.group_sizes and \
+                self.group_size not in k.group_sizes:
+            return (f"takes group sizes {', '.join(map(str, k.group_sizes))} only "
+                    f"(this one: {self.group_size})")
+        if k.via and not self.convertible:
+            return f"needs an int weight-only scheme to rewrite into the {k.via} layout"
+        return None
+
+    def usable(self, fmt: str, allow_jit: bool) -> str:
+        ok = [k.name for k in KERNELS[fmt] if self.misfit(k) is None
+              and (allow_jit or not k.jit)]
+        return ", ".join(["auto"] + ok)
+
+
+def fallback(fmt: str) -> Kernel:
+    """The kernel `auto` ends on for a format: no build, no download, no rewrite."""
+    return get(fmt, _AUTO_NO_JIT[fmt])
+
+
+def _always_jit(name: str) -> bool:
+    ks = [k for f in KERNELS for k in KERNELS[f] if k.name == name]
+    return bool(ks) and all(k.jit for k in ks)
+
+
+def check(kernel: str, allow_jit: bool) -> None:
+    """Config-time check (no format known yet): the name exists, and is not a compiled kernel
+    while allow_jit is false. Device and format specific checks happen in `resolve`."""
+    if kernel not in names():
+        raise QRecipeError("unknown kernel", key="hardware.kernel", value=kernel,
+                           allowed=names())
+    if _always_jit(kernel) and not allow_jit:
+        raise QRecipeError(f"kernel {kernel} is compiled with nvcc on first use",
+                           key="hardware.kernel", value=kernel,
+                           allowed=", ".join(n for n in names() if not _always_jit(n)),
+                           hint="set hardware.allow_jit=true to build it once into the cache")
+
+
+def format_of(backend: str, method: str) -> str:
+    """The checkpoint format a backend writes for a method (what QuantizeResult.format says)."""
+    if backend == "gptqmodel":
+        return "awq" if method == "awq" else "gptq"
+    return {"llmcompressor": "compressed-tensors", "bitsandbytes": "bitsandbytes"}[backend]
+
+
+def checkpoint_format(model_dir: Path) -> Optional[str]:
+    """The format of a saved checkpoint, from config.json's quantization_config (None: dense)."""
+    import json
+    conf = json.loads((Path(model_dir) / "config.json").read_text())
+    q = conf.get("quantization_config") or {}
+    method = str(q.get("quant_method", "")).lower()
+    if not method:
+        return None
+    return {"gptq": "gptq", "awq": "awq", "compressed-tensors": "compressed-tensors",
+            "bitsandbytes": "bitsandbytes"}.get(method, method)
+
+
+def saved_facts(fmt: str, saved: Dict[str, Any]) -> Dict[str, Any]:
+    """What the kernel table checks, read from a checkpoint's saved quantization_config:
+    resolve()'s sym, bits, group_size and convertible."""
+    if fmt == "compressed-tensors":
+        from qrecipe.kernels import ct_gptq
+        try:
+            s = ct_gptq.scheme(saved)
+        except QRecipeError:
+            return {"convertible": False}
+        return {"sym": s.sym, "bits": s.bits, "group_size": s.group_size}
+    bits, group = saved.get("bits"), saved.get("group_size")
+    return {"sym": saved.get("sym"), "bits": int(bits) if bits is not None else None,
+            "group_size": int(group) if group is not None else None}
+
+
+def configure_jit_cache(cache_dir: Path) -> Dict[str, str]:
+    """Point gptqmodel's extension builds into qrecipe's cache (one compile per machine) and keep
+    it offline (never download CUTLASS). Must run before gptqmodel is imported; a value the user
+    set wins."""
+    root = Path(cache_dir).expanduser() / "kernels"
+    env = {"GPTQMODEL_TORCH_EXTENSIONS_DIR": str(root / "torch_extensions"),
+           "GPTQMODEL_CACHE_DIR": str(root / "gptqmodel"),
+           "GPTQMODEL_OFFLINE": "1"}
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
+    return {k: os.environ[k] for k in env}
+
+
+def loaded_kernels(model) -> Dict[str, int]:
+    """Class name -> count of the quantized linear layers actually in a loaded model: what ran,
+    read back from the modules rather than echoed from the request."""
+    import torch
+    counts: Dict[str, int] = {}
+    for mod in model.modules():
+        cls = type(mod)
+        name = cls.__name__
+        quant = hasattr(cls, "QUANT_TYPE") or "bitsandbytes" in cls.__module__ or \
+            "compressed_tensors" in cls.__module__ or (
+                isinstance(mod, torch.nn.Linear) and hasattr(mod, "quantization_scheme"))
+        if quant and not list(mod.children()):
+            if isinstance(mod, torch.nn.Linear) and hasattr(mod, "quantization_scheme") \
+                    and name == "Linear":
+                status = getattr(mod, "quantization_status", None)
+                name = f"Linear[compressed-tensors {getattr(status, 'value', status)}]"
+            counts[name] = counts.get(name, 0) + 1
+    return counts

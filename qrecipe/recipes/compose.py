@@ -1,0 +1,55 @@
+"""Config-only composition for the commands (show, validate): Hydra's compose API on qrecipe's
+own config dir, every recipe source included. Hydra's errors become QRecipeError (exit 2).
+No torch here."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Sequence
+
+from omegaconf import DictConfig
+
+from qrecipe.errors import QRecipeError
+from qrecipe.recipes.sources import ENV_PATH
+
+
+def compose(overrides: Sequence[str]) -> DictConfig:
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from qrecipe.paths import config_dir
+    from qrecipe.recipes import schema
+
+    schema.register()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+            return hcompose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        msg = str(e).strip()
+        if msg.startswith("error: "):
+            msg = msg[len("error: "):]
+        cause = e.__cause__
+        if cause is not None and str(cause).strip() not in msg:
+            msg += f" ({str(cause).strip().splitlines()[0]})"
+        raise QRecipeError(" ".join(msg.split("\n")[:3])) from None
+
+
+@contextmanager
+def folder_on_recipe_path(folder: Path) -> Iterator[None]:
+    """Let `+recipe=STEM` find a recipe file given by path (validate FILE)."""
+    old = os.environ.get(ENV_PATH)
+    os.environ[ENV_PATH] = os.pathsep.join([str(folder)] + ([old] if old else []))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(ENV_PATH, None)
+        else:
+            os.environ[ENV_PATH] = old
+
+
+def recipe_overrides(name: str, extra: Sequence[str]) -> List[str]:
+    return [f"+recipe={name}", *extra]

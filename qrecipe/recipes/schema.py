@@ -1,0 +1,212 @@
+"""Typed schema of every config group, registered in Hydra's ConfigStore.
+
+The primary config's schema (`Config`) types every group; the method options, whose fields differ,
+name theirs in their defaults list (``- /schema/method@_here_: gptq``). So a typo (``method.dampp``) or a wrong type (``bits.width=four``) fails at composition, before
+anything heavy is imported. Cross-field rules (bits a method supports, group sizes that divide the
+model) live in ``validate.py``; this file only says what fields exist and their types.
+
+Nothing here imports torch: ``python -m qrecipe --cfg job`` must stay cheap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from qrecipe.recipes.meta import RecipeMeta
+
+
+@dataclass
+class ModelConfig:
+    # hub: `path` is a hub id (pinned by `revision`); local: a transformers directory;
+    # gguf: a .gguf file, or pkg://PACKAGE/FILE for one shipped inside a Python package.
+    source: str = "hub"
+    path: str = MISSING
+    revision: Optional[str] = None
+    # Only for gguf: the tokenizer comes from the GGUF file itself unless this names another.
+    tokenizer: Optional[str] = None
+    # dtype the unquantized model is loaded in (for the fp baseline and the quantizer's input).
+    dtype: str = "float32"
+    # Pickle checkpoints (.bin/.pt) can run code when loaded: only with this explicit opt-in.
+    allow_pickle: bool = False
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    backend: str = MISSING
+
+
+@dataclass
+class GPTQMethod(MethodConfig):
+    name: str = "gptq"
+    backend: str = "gptqmodel"
+    desc_act: bool = False  # act-order: quantize columns by decreasing activation
+    sym: bool = False  # measured (docs/benchmarks.md); conf/method/gptq.yaml says the same
+    damp_percent: float = 0.01
+    true_sequential: bool = True
+
+
+@dataclass
+class AWQMethod(MethodConfig):
+    name: str = "awq"
+    backend: str = "gptqmodel"
+    zero_point: bool = True
+
+
+@dataclass
+class RTNMethod(MethodConfig):
+    name: str = "rtn"
+    backend: str = "gptqmodel"
+    sym: bool = False
+
+
+@dataclass
+class BnbMethod(MethodConfig):
+    name: str = "bnb"
+    backend: str = "bitsandbytes"
+    quant_type: str = "nf4"  # 4-bit data type: nf4 or fp4 (8-bit is always LLM.int8)
+    double_quant: bool = True
+    compute_dtype: str = "auto"  # auto: the model's dtype when half, else bfloat16
+    int8_threshold: float = 6.0  # LLM.int8 outlier threshold
+
+
+@dataclass
+class BitsConfig:
+    width: int = 4
+    # Columns that share one scale; -1 means one scale per output channel.
+    group_size: int = 128
+
+
+@dataclass
+class CalibrationConfig:
+    source: str = "pydoc"  # hub | local | pydoc
+    path: Optional[str] = None  # hub dataset id, or local file (txt, jsonl, json, parquet)
+    name: Optional[str] = None  # hub dataset config, e.g. wikitext-2-raw-v1
+    split: str = "train"
+    text_field: str = "text"
+    num_samples: int = 128
+    seq_len: int = 512
+    seed: int = 0
+    # false: samples never share tokens (num_samples x seq_len must fit in the text).
+    overlap: bool = True
+    # Local chat / instruction data: a jsonl whose records hold `messages` (OpenAI format:
+    # [{"role": ..., "content": ...}]) is rendered with the tokenizer's chat template.
+    messages_field: str = "messages"
+    # Several sources in one calibration set: each entry holds the fields above (source, path,
+    # ...) and a `weight`; num_samples is split by weight (e.g. 0.7 user chats, 0.3 generic text).
+    mix: List[Dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class HardwareConfig:
+    device: str = "cpu"  # cpu | cuda
+    # How evaluation spreads a model over devices, e.g. auto for models larger than one GPU;
+    # max_memory caps each device then ({"0": "22GiB", "cpu": "64GiB"}).
+    device_map: Optional[str] = None
+    max_memory: Optional[Dict[str, str]] = None
+    num_threads: Optional[int] = None
+    dtype: Optional[str] = None  # overrides model.dtype on this hardware (e.g. float16 on GPU)
+    # Local parallel sweeps: each job locks `gpus_per_job` GPUs of the pool (null: all visible)
+    # and sees only those (CUDA_VISIBLE_DEVICES). See qrecipe/run/gpus.py.
+    assign_gpus: bool = True
+    gpus_per_job: int = 1
+    gpu_pool: Optional[str] = None
+    # Inference kernel of the quantized checkpoint at reload (qrecipe/kernels/table.py): auto picks one
+    # that needs no download and no nvcc build unless allow_jit; a name picks it.
+    kernel: str = "auto"
+    allow_jit: bool = False
+    # Quantization speed (docs/benchmarks.md, GPU path): calibration rows per forward (gptqmodel
+    # quantize(batch_size) / llm-compressor oneshot(batch_size)); whether gptqmodel offloads
+    # finished layers to disk (its default) or keeps them in RAM; whether AWQ's scale search
+    # streams the layer's activations through CPU RAM in chunks (gptqmodel's default: caps GPU
+    # memory) or keeps them on the GPU (measured 1.5x faster per layer on an H100).
+    calib_batch_size: int = 1
+    offload_to_disk: bool = True
+    stream_activations: bool = True
+    # GPTQ via gptqmodel on CUDA: each Hessian (X^T X) as one tensor-core GEMM of the fp16/bf16
+    # activations with float32 output, instead of a float32 copy and a float32 GEMM
+    # (qrecipe/backends/gptqmodel/hessian.py; 12-15x faster GEMM, less exact sums; SmolLM2's
+    # perplexity within 1% of the float32 path on an H200; on in the 80 GB profiles, docs).
+    tensor_core_hessian: bool = False
+    # GPTQ via gptqmodel on CUDA: gptqmodel's layer loop without its pageable copies and host
+    # syncs, layer inputs kept on the GPU (qrecipe/backends/gptqmodel/fastloop.py): the same
+    # checkpoint bytes, ~20% less quantize time on an H200; on in the 80 GB profiles (docs).
+    # Applies with one visible GPU and no layer checkpoints (the case measured).
+    fast_layer_loop: bool = False
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    source: str = "local"  # hub | local | pydoc
+    path: Optional[str] = None
+    name: Optional[str] = None
+    split: str = "test"
+    text_field: str = "text"
+    # Protocol: the text is tokenized whole, cut into windows of seq_len tokens every `stride`
+    # tokens, the first `max_windows` are scored (null: all). Recorded verbatim in metrics.json.
+    seq_len: int = 512
+    stride: int = 512
+    max_windows: Optional[int] = 8
+    batch_size: int = 1
+    baseline: bool = True  # also score the unquantized model (cached across runs)
+    speed: bool = True  # prefill / decode tokens per second of the saved model
+    speed_prompt_len: int = 128
+    speed_new_tokens: int = 32
+    # Task accuracy through lm-evaluation-harness (qrecipe/evaluation/tasks.py): lm-eval task names, or
+    # qrecipe_mc (the multiple-choice task shipped inside the package, offline). Empty: none.
+    tasks: List[str] = field(default_factory=list)
+    limit: Optional[float] = None  # items per task (a count, or a fraction below 1); null: all
+    num_fewshot: Optional[int] = None  # null: each task's own default
+    task_batch_size: int = 8
+
+
+@dataclass
+class CacheConfig:
+    # Shared, fingerprint-keyed cache of dequantized models, token ids and fp baselines.
+    enabled: bool = True
+    dir: str = "${oc.env:QRECIPE_CACHE,${oc.env:HOME,.}/.cache/qrecipe}"
+
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    method: Any = MISSING  # one of the Method dataclasses above, chosen by the `method` group
+    bits: BitsConfig = MISSING
+    calibration: CalibrationConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    eval: EvalConfig = MISSING
+    recipe_name: str = "custom"
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    seed: int = 0
+    # Validate and print the plan, then stop: checks a whole sweep before any work.
+    dry_run: bool = False
+    notes: str = ""
+    tags: List[str] = field(default_factory=list)
+    # A recipe's description, author, tested versions and promised results (recipe_meta.py).
+    meta: RecipeMeta = field(default_factory=RecipeMeta)
+    # Bumped when a key is renamed or removed; frozen into recipe.lock.yaml.
+    schema_version: int = SCHEMA_VERSION
+    # A run directory that holds another result (or an unfinished run of another config) is
+    # refused; force=true moves it aside (DIR.replaced-<time>) and runs. Never frozen in a lock.
+    force: bool = False
+
+
+METHOD_SCHEMAS = {"gptq": GPTQMethod, "awq": AWQMethod, "rtn": RTNMethod, "bnb": BnbMethod}
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    # The primary schema types every group but `method`, whose fields depend on the option:
+    # each method YAML pulls its own schema from schema/method.
+    cs.store(name="qrecipe_schema", node=Config)
+    for name, node in METHOD_SCHEMAS.items():
+        cs.store(group="schema/method", name=name, node=node)
+    from qrecipe.recipes.hydra_source import register as register_recipe_sources
+    register_recipe_sources()

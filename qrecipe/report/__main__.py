@@ -1,0 +1,5 @@
+import sys
+
+from qrecipe.report import main
+
+sys.exit(main())

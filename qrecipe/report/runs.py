@@ -1,0 +1,170 @@
+"""The comparison table + plots for any set of runs (a sweep's summary).
+
+`python -m qrecipe.report DIR [DIR ...] [--out OUT]` rebuilds the table from output
+directories (a sweep root, or run directories, searched recursively). A run without a manifest is
+incomplete: it is listed with its error (from error.json) or as "incomplete", never as a result.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+from qrecipe.record.outputs import ERROR, run_state
+
+COLUMNS = ["run", "status", "recipe", "method", "backend", "bits", "group_size", "ppl",
+           "fp_ppl", "delta_ppl", "size_mb", "footprint_mb", "fp_footprint_mb",
+           "quantize_s", "total_s", "peak_rss_mb", "peak_gpu_mb", "prefill_tok_s",
+           "decode_tok_s", "gpu", "error"]
+
+_MB = 1024 * 1024
+
+
+def _mb(v: Optional[float]) -> Optional[float]:
+    return None if v is None else round(v / _MB, 1)
+
+
+def _r(v: Optional[float], nd: int = 3) -> Optional[float]:
+    return None if v is None else round(v, nd)
+
+
+def _read(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_row(run_dir: Path, name: Optional[str] = None) -> Dict[str, Any]:
+    """One table row from a run directory, complete or not."""
+    row: Dict[str, Any] = {c: None for c in COLUMNS}
+    row["run"] = name or run_dir.name
+    cfg = _read_lock(run_dir)
+    if cfg:
+        row.update(recipe=cfg.get("recipe_name"), method=cfg["method"].get("name"),
+                   backend=cfg["method"].get("backend"), bits=cfg["bits"].get("width"),
+                   group_size=cfg["bits"].get("group_size"))
+    metrics = _read(run_dir / "metrics.json")
+    state = run_state(run_dir)
+    if not state.complete or metrics is None:
+        err = _read(run_dir / ERROR) or {}
+        row["status"] = err.get("status", "incomplete")
+        row["error"] = (err.get("error") or f"{state.describe()}: the run did not finish; "
+                        f"qrecipe resume {run_dir}")[:300]
+        return row
+    ev = metrics.get("eval") or {}
+    q, fp = ev.get("quantized") or {}, ev.get("fp") or {}
+    size, t = metrics.get("size", {}), metrics.get("time_s", {})
+    env = _read(run_dir / "env.json") or {}
+    row.update(
+        status="complete", recipe=metrics.get("recipe"), method=metrics.get("method"),
+        backend=metrics.get("backend"), bits=metrics.get("bits"),
+        group_size=metrics.get("group_size"), ppl=_r(q.get("ppl")), fp_ppl=_r(fp.get("ppl")),
+        delta_ppl=_r(ev.get("delta_ppl")), size_mb=_mb(size.get("model_dir_bytes")),
+        footprint_mb=_mb(size.get("footprint_bytes")),
+        fp_footprint_mb=_mb(size.get("fp_footprint_bytes")),
+        quantize_s=_r(t.get("quantize"), 1), total_s=_r(sum(t.values()), 1) if t else None,
+        peak_rss_mb=_mb((metrics.get("peak_rss_bytes") or {}).get("quantize")),
+        peak_gpu_mb=_mb((metrics.get("peak_gpu_bytes") or {}).get("quantize")),
+        prefill_tok_s=_r((q.get("speed") or {}).get("prefill_tokens_per_s"), 1),
+        decode_tok_s=_r((q.get("speed") or {}).get("decode_tokens_per_s"), 1),
+        gpu=env.get("cuda_visible_devices"))
+    from qrecipe.evaluation.tasks import (
+        summary_columns,  # per-task accuracy, stderr, retention (lm-eval)
+    )
+    row.update(summary_columns(metrics))
+    return row
+
+
+def _read_lock(run_dir: Path) -> Optional[dict]:
+    from omegaconf import OmegaConf
+    for p in (run_dir / "recipe.lock.yaml", run_dir / ".hydra" / "config.yaml"):
+        if p.is_file():
+            try:
+                return OmegaConf.to_container(OmegaConf.load(p), resolve=False)
+            except Exception:  # an unresolvable interpolation in .hydra/config.yaml
+                continue
+    return None
+
+
+def find_runs(paths: Iterable[Path]) -> List[Path]:
+    """Run directories under the given paths: any folder holding .hydra/ or metrics.json."""
+    found: List[Path] = []
+    for p in paths:
+        p = Path(p)
+        cands = [p] + sorted(d.parent for d in p.rglob(".hydra")) if p.is_dir() else []
+        for d in cands:
+            if ((d / ".hydra").is_dir() or (d / "metrics.json").is_file()) and d not in found:
+                found.append(d)
+    return found
+
+
+def write_summary(root: Path, runs: List[Path], plots: bool = True) -> List[Dict[str, Any]]:
+    rows = [run_row(r, str(r.relative_to(root)) if r.is_relative_to(root) else str(r))
+            for r in runs]
+    rows.sort(key=lambda r: (str(r["method"]), str(r["backend"]), r["bits"] or 0,
+                             r["group_size"] or 0, r["run"]))
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "summary.csv", "w", newline="") as f:
+        extra = sorted({k for r in rows for k in r} - set(COLUMNS))  # task columns
+        w = csv.DictWriter(f, fieldnames=COLUMNS + extra, restval="")
+        w.writeheader()
+        w.writerows(rows)
+    (root / "summary.md").write_text(summary_markdown(rows))
+    if plots:
+        from qrecipe.report.plots import write_plots
+        write_plots(root, rows)
+    return rows
+
+
+def summary_markdown(rows: List[Dict[str, Any]]) -> str:
+    cols = ["run", "status", "method", "backend", "bits", "group_size", "ppl", "delta_ppl",
+            "size_mb", "footprint_mb", "quantize_s", "peak_rss_mb", "decode_tok_s"]
+    cols += sorted({k for r in rows for k in r if k.startswith(("acc:", "acc_stderr:",
+                                                                  "retention:"))})
+    fmt = lambda v: "" if v is None else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    fp = next((r["fp_ppl"] for r in rows if r["fp_ppl"] is not None), None)
+    head = "# Sweep summary\n\n"
+    if fp is not None:
+        fpm = next((r["fp_footprint_mb"] for r in rows if r["fp_footprint_mb"]), None)
+        head += f"Unquantized baseline: ppl {fp}, footprint {fpm} MB.\n\n"
+    bad = [r for r in rows if r["status"] != "complete"]
+    tail = ""
+    if bad:
+        tail = "\n## Runs that did not complete\n\n" + "\n".join(
+            f"- `{r['run']}` ({r['status']}): {r['error']}" for r in bad) + "\n"
+    return head + "\n".join(lines) + "\n" + tail
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m qrecipe.report.runs",
+                                 description="Rebuild the comparison table from output dirs.")
+    ap.add_argument("dirs", nargs="+", type=Path)
+    ap.add_argument("--out", type=Path, help="where to write summary.* (default: first DIR)")
+    ap.add_argument("--no-plots", action="store_true")
+    a = ap.parse_args(argv)
+    missing = [str(d) for d in a.dirs if not d.is_dir()]
+    if missing:
+        print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    runs = find_runs(a.dirs)
+    if not runs:
+        print("error: no run directories (with .hydra/ or metrics.json) found", file=sys.stderr)
+        return 2
+    out = a.out or a.dirs[0]
+    rows = write_summary(out, runs, plots=not a.no_plots)
+    for r in rows:
+        if r["status"] != "complete":
+            print(f"skipped {r['run']}: {r['status']} ({r['error']})", file=sys.stderr)
+    done = sum(r["status"] == "complete" for r in rows)
+    print(f"{done}/{len(rows)} complete runs -> {out / 'summary.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
