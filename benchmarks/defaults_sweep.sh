@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The smallest sweep that justifies each shipped SmolLM2 4-bit default (docs/benchmarks.md,
-# "Measured defaults"). Each job is scored on WikiText-2 (its metrics.json); then
+# The smallest sweep that justifies each shipped SmolLM2 4-bit default (docs/benchmarks.md, "4-bit
+# settings on two texts"). Each job is scored on WikiText-2 (its metrics.json); then
 # benchmarks/score_texts.py scores every saved model again on the held-out Devil's Dictionary:
 #   PYTHONPATH=. python3 benchmarks/score_texts.py outputs/bench/defaults \
 #       --fp-model ~/.cache/qrecipe/models/<dequantized SmolLM2> --out outputs/bench/heldout.json
@@ -18,7 +18,7 @@ $Q +recipe=smollm2_gptq_w4 model.dtype=float32 method.sym=false,true hydra.sweep
 $Q +recipe=smollm2_gptq_w4 method.sym=false model.dtype=bfloat16 hydra.sweep.dir=$OUT/gptq_bf16
 # AWQ: the shipped settings (8 x 512, zero point)
 $Q +recipe=smollm2_awq_w4 calibration.num_samples=8 hydra.sweep.dir=$OUT/awq
-# Not run yet (docs/benchmarks.md, "Not measured"):
+# Not run yet (docs/benchmarks.md lists them under the same heading):
 # GPTQ, asymmetric: act-order instead of group-aware reordering; damping
 $Q +recipe=smollm2_gptq_w4 method.sym=false method.desc_act=true hydra.sweep.dir=$OUT/gptq_descact
 $Q +recipe=smollm2_gptq_w4 method.sym=false method.damp_percent=0.1 hydra.sweep.dir=$OUT/gptq_damp

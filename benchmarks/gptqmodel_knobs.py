@@ -22,7 +22,7 @@ import sys
 import time
 
 # qrecipe's h100_80gb profile, as its gptqmodel adapter passes it (gptqmodel_backend.py): q_b32 is
-# its settings before the sixth device session; q_b32_hmm adds hardware.tensor_core_hessian,
+# its settings without the two speed settings below; q_b32_hmm adds hardware.tensor_core_hessian,
 # q_b32_fast adds hardware.fast_layer_loop; q_b32_fast_hmm (both) is the profile as shipped since.
 _Q = {"pack_impl": "gpu", "offload_to_disk": False}
 _QG = {**_Q, "damp_percent": 0.01, "act_group_aware": True, "true_sequential": True, "sym": False}

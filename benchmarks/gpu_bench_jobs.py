@@ -64,6 +64,7 @@ def job_qrecipe(spec) -> dict:
 
 
 def _observe_layers(backend: str, n_layers: int):
+    import qrecipe.backends  # noqa: F401  (the adapters register the libraries' layer hooks)
     from qrecipe.telemetry.layerlog import layer_log
     return layer_log(backend, n_layers, None)
 

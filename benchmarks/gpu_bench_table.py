@@ -120,8 +120,8 @@ def ratios(doc) -> dict:
     return out
 
 
-# Sustained device-to-device copy rate, bytes/s, by card: H100 SXM ~3.0 TB/s (the figure the
-# first device sessions assumed, not measured here); H200 4.3 TB/s (8.6 GB copied in 2.0 ms
+# Sustained device-to-device copy rate, bytes/s, by card: H100 SXM ~3.0 TB/s (an assumed
+# figure, not measured here); H200 4.3 TB/s (8.6 GB copied in 2.0 ms
 # through PyTorch, as the device tool's KINDS.md records it; not re-measured here).
 COPY_RATE = {"H200": 4.3e12, "H100": 3.0e12}
 

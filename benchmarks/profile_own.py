@@ -37,11 +37,9 @@ def own(prof: str) -> dict:
         return sum(v[3] for k, v in st.items() if k[2] == name and where in k[0])
 
     wall = cum("_run_stages", "qrecipe/run/runner.py")
-    canon = cum("_canonical_safetensors", "gptqmodel_backend.py") + \
-        cum("canonicalize", "qrecipe/record/canonical.py")
-    backend = cum("quantize", "backends/gptqmodel_backend.py") - canon
-    torch_import = cum("_set_threads", "qrecipe/run/runner.py") + \
-        cum("set_threads", "qrecipe/run/resources.py")
+    canon = cum("canonicalize", "qrecipe/record/canonical.py")
+    backend = cum("run", "backends/gptqmodel/adapter.py") - canon
+    torch_import = cum("set_threads", "qrecipe/run/resources.py")
     lt = next(k for k in st if k[2] == "load_tokenizer" and "qrecipe/inputs/models.py" in k[0])
     fp = next(k for k in st if k[2] == "from_pretrained" and "tokenization_auto" in k[0])
     tok_load = st[fp][4].get(lt, (0, 0, 0, 0))[3]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SmolLM2 (real weights) GPTQ on a GPU with hardware.tensor_core_hessian off and on, scored with
 # the papers' WikiText-2 protocol: the quality check behind the 80 GB profiles' setting
-# (docs/benchmarks.md, "Sixth device session"). Prints one line per run; run dirs in $WORK.
+# (docs/benchmarks.md, "GPU: tensor-core Hessians on a real checkpoint"). One line per run;
+# run dirs in $WORK.
 #   benchmarks/smollm2_gpu_hessian.sh PATH/SmolLM2-135M-Instruct.Q4_1.gguf [WORK]
 set -u
 G=$1

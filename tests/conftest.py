@@ -28,6 +28,10 @@ def _isolated_cache(tmp_path_factory):
     user's ~/.cache/qrecipe. QRECIPE_TEST_CACHE keeps it across sessions for local iteration."""
     cache = os.environ.get("QRECIPE_TEST_CACHE") or str(tmp_path_factory.mktemp("qcache"))
     os.environ["QRECIPE_CACHE"] = cache
+    # The per-user key that seals stage markers and cache entries (qrecipe/boundary/sealed.py):
+    # one for the test session, never the user's ~/.config/qrecipe/seal.key.
+    os.environ.setdefault("QRECIPE_SEAL_KEY_FILE",
+                          str(tmp_path_factory.getbasetemp() / "seal.key"))
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))
     yield Path(cache)
 

@@ -1,7 +1,8 @@
 """A real recipe pack for the tests: a wheel written by hand (no build backend needed, offline),
 holding a package with recipe YAML files and a `qrecipe.recipes` entry point, then installed by
 pip into a --target folder that PYTHONPATH puts on sys.path (importlib.metadata sees its
-dist-info there)."""
+dist-info there). `build_wheel` takes another distribution, package or pack name and extra
+files (the trust-boundary tests build a pack that ships code, and two packs of one name)."""
 from __future__ import annotations
 
 import base64
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import pytest
 from conftest import ROOT
@@ -26,19 +27,24 @@ def _record_line(name: str, data: bytes) -> str:
     return f"{name},sha256={digest},{len(data)}"
 
 
-def build_wheel(out_dir: Path, recipes: Dict[str, str]) -> Path:
-    info = f"{DIST}-{VERSION}.dist-info"
-    files = {f"{PACKAGE}/__init__.py": b'"""Recipes for qrecipe (data only)."""\n'}
+def build_wheel(out_dir: Path, recipes: Dict[str, str], *, dist: str = DIST,
+                package: str = PACKAGE, pack: str = PACK,
+                init: bytes = b'"""Recipes for qrecipe (data only)."""\n',
+                extra: Optional[Dict[str, bytes]] = None) -> Path:
+    """A wheel of `dist` whose `package` holds the recipes and whose entry point declares
+    `pack`; `extra`: more files by their path in the wheel (code, other packages)."""
+    info = f"{dist}-{VERSION}.dist-info"
+    files = {f"{package}/__init__.py": init, **(extra or {})}
     for name, text in recipes.items():
-        files[f"{PACKAGE}/{name}.yaml"] = text.encode()
-    files[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {DIST}\nVersion: {VERSION}\n"
+        files[f"{package}/{name}.yaml"] = text.encode()
+    files[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {dist}\nVersion: {VERSION}\n"
                                  "Summary: a qrecipe recipe pack for tests\n").encode()
     files[f"{info}/WHEEL"] = (b"Wheel-Version: 1.0\nGenerator: qrecipe-tests\n"
                               b"Root-Is-Purelib: true\nTag: py3-none-any\n")
-    files[f"{info}/entry_points.txt"] = f"[qrecipe.recipes]\n{PACK} = {PACKAGE}\n".encode()
+    files[f"{info}/entry_points.txt"] = f"[qrecipe.recipes]\n{pack} = {package}\n".encode()
     record = [_record_line(n, d) for n, d in files.items()] + [f"{info}/RECORD,,"]
     files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
-    wheel = Path(out_dir) / f"{DIST}-{VERSION}-py3-none-any.whl"
+    wheel = Path(out_dir) / f"{dist}-{VERSION}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:
         for n, d in files.items():
             z.writestr(n, d)

@@ -122,16 +122,13 @@ def calib(f, path, *extra):
 
 # name -> (argv builder, expected text in the error line). Dry runs where validation decides.
 CASES = {
-    # YAML syntax (recipes found through --config-dir)
-    "yaml unclosed brace": (lambda f: ["--config-dir", str(f.d), "+recipe=unclosed"],
-                            "unclosed"),
-    "yaml tab indentation": (lambda f: ["--config-dir", str(f.d), "+recipe=tabs"], "tabs"),
-    "yaml duplicate key": (lambda f: ["--config-dir", str(f.d), "+recipe=dupkey"], "seed"),
-    "yaml list not mapping": (lambda f: ["--config-dir", str(f.d), "+recipe=alist"], "alist"),
-    "yaml unknown key in recipe": (lambda f: ["--config-dir", str(f.d), "+recipe=unknownkey"],
-                                   "dampp"),
-    "yaml wrong type in recipe": (lambda f: ["--config-dir", str(f.d), "+recipe=wrongtype"],
-                                  "four"),
+    # YAML syntax (recipes found through QRECIPE_RECIPE_PATH: every yaml case sets it)
+    "yaml unclosed brace": (lambda f: ["+recipe=unclosed"], "unclosed"),
+    "yaml tab indentation": (lambda f: ["+recipe=tabs"], "tabs"),
+    "yaml duplicate key": (lambda f: ["+recipe=dupkey"], "seed"),
+    "yaml list not mapping": (lambda f: ["+recipe=alist"], "alist"),
+    "yaml unknown key in recipe": (lambda f: ["+recipe=unknownkey"], "dampp"),
+    "yaml wrong type in recipe": (lambda f: ["+recipe=wrongtype"], "four"),
     "override syntax": (lambda f: ["bits.width=[1,"], "bits.width=[1,"),
     # schema
     "unknown key": (lambda f: ["method.dampp=0.1"], "dampp"),
@@ -143,7 +140,7 @@ CASES = {
     "wrong type threads": (lambda f: ["hardware.num_threads=x"], "hardware.num_threads=x"),
     "null where required": (lambda f: ["bits.group_size=null"], "bits.group_size"),
     "missing model path": (lambda f: ["model=local", "dry_run=true"], "model.path"),
-    "unknown group option": (lambda f: ["bits=w5"], "allowed: w2, w3, w4, w8"),
+    "unknown group option": (lambda f: ["bits=w5"], "allowed: w2, w3, w4, w4_g64, w8"),
     "unknown recipe": (lambda f: ["+recipe=nope"], "smollm2_gptq_w4"),
     # semantics
     "awq 2-bit": (lambda f: local(f, "method=awq", "bits=w2", "bits.group_size=32"),
@@ -200,7 +197,7 @@ CASES = {
     "pickle weights without opt-in": (lambda f: [*TINY_ARGS, f"model.path={f.pickle_only}"],
                                       "model.allow_pickle=true"),
     "unreadable config.json": (lambda f: [*TINY_ARGS, f"model.path={f.bad_config}"],
-                               "cannot read the model's shapes"),
+                               "config.json is not valid JSON"),
     "folder without config.json": (lambda f: [*TINY_ARGS, f"model.path={f.no_config}"],
                                    "no config.json"),
     "not a gguf": (lambda f: ["model.source=gguf", f"model.path={f.not_gguf}"],
@@ -219,8 +216,10 @@ DRY = "dry_run=true"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_bad_input(name, f, tmp_path, capsys):
+def test_bad_input(name, f, tmp_path, capsys, monkeypatch):
     build, expect = CASES[name]
+    if name.startswith("yaml "):
+        monkeypatch.setenv("QRECIPE_RECIPE_PATH", str(f.d / "recipe"))
     argv = build(f)
     out = tmp_path / "run"
     if "dry_run=false" not in argv:
@@ -345,20 +344,29 @@ def test_missing_optional_backend(f, tmp_path, capsys, monkeypatch):
 
 
 def test_no_cuda(f, tmp_path, capsys):
+    """A dry run checks the config, not this machine (issue 26): a GPU config is valid here, and
+    says the hardware was not checked; the real run is refused before any weight, in one line."""
     import torch
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is visible")
-    code, err = cli(local(f, "hardware=gpu_24gb", DRY, f"hydra.run.dir={tmp_path}/r"), capsys)
+    code, err = cli(local(f, "hardware=gpu_24gb", DRY, f"hydra.run.dir={tmp_path}/d"), capsys)
+    assert code == 0 and "dry run: valid" in err, err
+    assert "hardware not checked here: a visible CUDA device" in err
+    code, err = cli(local(f, "hardware=gpu_24gb", f"hydra.run.dir={tmp_path}/r"), capsys)
     check_one_line(code, err, "hardware.device='cuda': no CUDA device is visible")
 
 
 def test_hub_id_offline(tmp_path, capsys, monkeypatch):
     from huggingface_hub import constants
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     code, err = cli(["+recipe=gptq_llama7b", "hardware=cpu", DRY,
                      f"hydra.run.dir={tmp_path}/r"], capsys)
-    check_one_line(code, err, "model.path='meta-llama/Llama-2-7b-hf': cannot fetch")
+    check_one_line(code, err, "model.path='meta-llama/Llama-2-7b-hf': HF_HUB_OFFLINE is set")
+    # a hub id the shipped configs know nothing of: the same line, nothing fetched
+    code, err = cli(["+recipe=gptq_llama7b", "hardware=cpu", "model.path=org/no-such-model", DRY,
+                     f"hydra.run.dir={tmp_path}/r2"], capsys)
+    check_one_line(code, err, "model.path='org/no-such-model': HF_HUB_OFFLINE is set")
 
 
 def test_pickle_opt_in_is_accepted(f, tmp_path, capsys):

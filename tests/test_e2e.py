@@ -129,7 +129,7 @@ def test_awq_on_smollm2(tmp_path):
 
 
 # ---- qrecipe plan against the runs above --------------------------------------------------------
-# smollm2_gptq_w4 loads the model in bfloat16 (docs/benchmarks.md, issue 12): its fp baseline is
+# smollm2_gptq_w4 loads the model in bfloat16 (docs/benchmarks.md, "bfloat16 matmuls on a CPU without AVX-512"): its fp baseline is
 # the plan's 16-bit row, except on a CPU without fast bfloat16, where it runs in float32
 # (qrecipe/run/dtypes.py); the other recipes run in fp32.
 GPTQ_FP = "fp32" if cpu_fast_bf16() is False else "fp16"

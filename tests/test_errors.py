@@ -85,5 +85,7 @@ def test_hub_model_offline_is_a_clear_error(tmp_path):
     p = run_cli(["+recipe=gptq_llama7b", "hardware=cpu", f"hydra.run.dir={tmp_path}/run"],
                 env={"HF_HUB_OFFLINE": "1"})
     assert p.returncode == 2, p.stderr[-2000:]
-    assert "model.path='meta-llama/Llama-2-7b-hf': cannot fetch config.json" in p.stderr
-    assert "Traceback" not in p.stderr
+    # refused up front (qrecipe/inputs/offline.py), before the hub calibration and eval text
+    assert ("model.path='meta-llama/Llama-2-7b-hf': HF_HUB_OFFLINE is set and this hub model is "
+            "not in the local Hugging Face cache") in p.stderr
+    assert "Traceback" not in p.stderr and p.stderr.count("error:") == 1

@@ -1,11 +1,15 @@
-"""The file-hash memo (qrecipe/record/filehash.py) gives the digest a fresh read gives, and never an old
-digest for a changed file."""
+"""The file-hash memo (qrecipe/record/filehash.py) gives the digest a fresh read gives, and never
+an old digest for a changed file; the atomic writer behind the memo, the cache and the records."""
 from __future__ import annotations
 
 import os
+import stat
 import time
 
+import pytest
+
 from qrecipe.record import filehash
+from qrecipe.record.atomic import write_bytes, write_with
 from qrecipe.record.fingerprint import _sha256_read, hash_files, sha256_file
 
 BIG = filehash.MIN_BYTES + 1
@@ -132,3 +136,21 @@ def test_two_threads_asking_for_one_file_read_it_once(tmp_path, monkeypatch):
         for t in threads:
             t.join()
     assert got == [_sha256_read(f)] * 3 and len(reads) == 1
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
+    """The one atomic writer (qrecipe/record/atomic.py): a writer that fails leaves the old file
+    and no temp file; one that succeeds leaves a file others can read (0644, not mkstemp's 0600)."""
+    f = tmp_path / "sub" / "entry.json"
+    write_bytes(f, b"old")
+    assert f.read_bytes() == b"old" and stat.S_IMODE(f.stat().st_mode) == 0o644
+
+    def fail(fh):
+        fh.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_with(f, fail)
+    assert f.read_bytes() == b"old" and [p.name for p in f.parent.iterdir()] == ["entry.json"]
+    write_with(f, lambda fh: fh.write(b"new"))
+    assert f.read_bytes() == b"new"

@@ -4,6 +4,8 @@ sync-free scale search against upstream find_params; on a GPU: a whole quantize(
 without the patches, packed tensors compared bit for bit."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -57,11 +59,13 @@ def test_syncfree_scale_search_equals_upstream(monkeypatch, sym, bits):
     calls = []  # which quantizers reached upstream's find_params
     original = Quantizer.find_params
 
+    @functools.wraps(original)  # the guard fingerprints the function it wraps (upstream's)
     def spy(self, x, weight=False):
         calls.append(self)
         return original(self, x, weight)
     monkeypatch.setattr(Quantizer, "find_params", spy)
-    with fast_layer_loop(True):
+    with fast_layer_loop(True) as applied:
+        assert applied
         patched = Quantizer(q)
         patched.configure(perchannel=True)
         for rows in (torch.randn(256, 128), torch.randn(256, 128).abs(),

@@ -78,3 +78,15 @@ def test_assigned_gpus_sets_and_restores_visibility(tmp_path, monkeypatch):
     cpu = OmegaConf.create({"device": "cpu", "assign_gpus": True})
     with assigned_gpus(cpu, tmp_path) as gpus:
         assert gpus is None
+
+
+def test_cuda_questions_never_import_torch():
+    """qrecipe/cuda.py answers from torch only if the job imported it: asking costs no import
+    (the GPU lease asks before anything may touch CUDA)."""
+    import subprocess
+    import sys
+    code = ("import sys; from qrecipe import cuda; "
+            "assert cuda.loaded() is None and cuda.initialized() is False; "
+            "print('torch' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr

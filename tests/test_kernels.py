@@ -79,10 +79,11 @@ def test_hf_backend_names_are_transformers_values():
         "torch", "triton", "marlin", "exllama_v2", "machete"]
 
 
-def test_format_of_and_snippet():
-    assert kernels.format_of("gptqmodel", "awq") == "awq"
-    assert kernels.format_of("gptqmodel", "rtn") == "gptq"
-    assert kernels.format_of("llmcompressor", "gptq") == "compressed-tensors"
+def test_capability_formats_and_snippet():
+    from qrecipe.backends.capabilities import CAPABILITIES
+    assert CAPABILITIES["gptqmodel"]["awq"].format == "awq"
+    assert CAPABILITIES["gptqmodel"]["rtn"].format == "gptq"
+    assert CAPABILITIES["llmcompressor"]["gptq"].format == "compressed-tensors"
     from qrecipe.kernels.hf_config import load_lines
     lines = load_lines("gptq", kernels.get("gptq", "torch"), 4)
     assert lines[-1] == ('model = AutoModelForCausalLM.from_pretrained("model", quantization_'

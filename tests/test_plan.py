@@ -55,11 +55,12 @@ def test_cpu_times_scale_the_measured_runs_and_name_their_source():
     q = {(x["method"], x["backend"]): x for x in rows["w4"]["quantize"]}
     # The measured run itself: 4.39 s a layer x 30 layers at 32 x 512 tokens.
     assert q["gptq", "gptqmodel"]["seconds"] == pytest.approx(4.39 * 30, rel=1e-3)
-    assert "cpu_smollm2.json" in q["gptq", "gptqmodel"]["time_source"]
+    assert "cpu/gptq/gptqmodel" in q["gptq", "gptqmodel"]["time_source"]
     twice = plan("smollm2_135m", "--group-size", "64", "--samples", "64")["rows"]["w4"]
     assert twice["quantize"][0]["seconds"] == pytest.approx(2 * 4.39 * 30, rel=1e-3)
     gpu = plan("smollm2_135m", "hardware=t4_16gb")["rows"]["w4"]["quantize"][0]
-    assert gpu["seconds"] is None or "gpu_bench" in gpu["time_source"]
+    assert "cuda/gptq/gptqmodel" in gpu["time_source"] and "scaled by fp16 TFLOPS 65/989" in \
+        gpu["time_source"]
 
 
 def test_json_interface_is_stable():
@@ -169,27 +170,74 @@ def test_plan_never_imports_torch(args):
     assert "NO_TORCH" in p.stderr
 
 
-def test_gpu_times_come_from_the_gpu_benchmark_file(tmp_path):
-    from qrecipe.plan.figures import estimate_time, load_results
+def _measurement(**kw):
+    m = {"id": "cuda/gptq/gptqmodel", "method": "gptq", "backend": "gptqmodel", "bits": None,
+         "device_class": "cuda", "device": "NVIDIA H100 80GB HBM3",
+         "shape": {"hidden": 4096, "intermediate": 11008, "heads": 32, "kv_heads": 32},
+         "calibration": {"num_samples": 128, "seq_len": 2048}, "per_layer_s": 10.0,
+         "fp16_tflops": 989.0, "source": {"script": "benchmarks/gpu_bench.py"}}
+    return {**m, **kw}
+
+
+def test_gpu_times_scale_the_measurement_by_tokens_and_tflops(tmp_path):
+    from qrecipe.plan.times import estimate_time, load_measurements
     assert estimate_time([], "gptq", "gptqmodel", "cuda", 10, 2, 128, 512) is None
-    (tmp_path / "gpu_bench_h100.json").write_text(json.dumps({
-        "device": "NVIDIA H100 80GB HBM3",
-        "shape": {"hidden": 4096, "intermediate": 11008, "layers": 4, "heads": 32,
-                  "kv_heads": 32, "vocab": 32000},
-        "calibration": {"num_samples": 128, "seq_len": 2048},
-        "rows": [{"method": "gptq", "backend": "gptqmodel", "runner": "qrecipe",
-                  "per_layer_s": 10.0, "peak_gpu_bytes": 5e9, "wall_s": 40.0}]}))
-    (tmp_path / "broken.json").write_text("{not json")
-    res = load_results(tmp_path)
-    assert len(res) == 1
+    f = tmp_path / "m.json"
+    f.write_text(json.dumps({"measurements": [_measurement()]}))
+    res = load_measurements(f)
     layer = 4096 * 4 * 4096 + 3 * 4096 * 11008
     t = estimate_time(res, "gptq", "gptqmodel", "cuda", layer, 32, 128, 2048, tflops=312)
     assert t["seconds"] == pytest.approx(10.0 * 32 * 989 / 312, rel=1e-3)
-    assert "gpu_bench_h100.json" in t["source"] and "H100" in t["source"]
-    # Half the calibration tokens, half the time; no CPU figure from a GPU file.
+    assert "cuda/gptq/gptqmodel" in t["source"] and "H100" in t["source"]
+    # Half the calibration tokens, half the time; no CPU figure from a GPU measurement.
     assert estimate_time(res, "gptq", "gptqmodel", "cuda", layer, 32, 64, 2048,
                          tflops=989)["seconds"] == pytest.approx(160.0)
     assert estimate_time(res, "gptq", "gptqmodel", "cpu", layer, 32, 128, 2048) is None
+    # RTN has no calibration: its time does not scale with tokens.
+    rtn = [_measurement(method="rtn", per_layer_s=1.0)]
+    assert estimate_time(rtn, "rtn", "gptqmodel", "cuda", layer, 32, 64, 512,
+                         tflops=989)["seconds"] == pytest.approx(32.0)
+
+
+def test_the_planner_reads_only_its_curated_measurements():
+    """One named file, one measurement per method, backend, bits and kind of device, each with
+    where it came from; the plan's time sources name it."""
+    from qrecipe.plan import times
+    ms = times.load_measurements()
+    keys = [(m["method"], m["backend"], m["bits"], m["device_class"]) for m in ms]
+    assert len(keys) == len(set(keys)) and len({m["id"] for m in ms}) == len(ms)
+    for m in ms:
+        assert m["per_layer_s"] > 0 and m["device_class"] in ("cpu", "cuda"), m["id"]
+        assert {"script", "date", "machine"} <= set(m["source"]), m["id"]
+        assert m["source"].get("command") or m["source"].get("note"), m["id"]
+        assert (m["fp16_tflops"] or 0) > 0 or m["device_class"] == "cpu", m["id"]
+    import inspect
+
+    from qrecipe.plan import build
+    src = inspect.getsource(times) + inspect.getsource(build)
+    assert "benchmarks/results" not in src and "glob(" not in src
+    q = plan("smollm2_135m")["rows"]["w4"]["quantize"]
+    assert all("measurements.json" in x["time_source"] for x in q)
+
+
+def test_gpu_profiles_are_the_hardware_configs():
+    """Every one-GPU hardware config is a plan profile (conf/hardware/*.yaml: label, memory_mib,
+    fp16_tflops), and only those; a config that is not one GPU is refused with its reason."""
+    from omegaconf import OmegaConf
+
+    from qrecipe.paths import config_dir
+    from qrecipe.plan.hardware import gpu_profiles
+    from qrecipe.recipes.schema import HardwareConfig
+    confs = {f.stem: OmegaConf.merge(OmegaConf.structured(HardwareConfig), OmegaConf.load(f))
+             for f in (config_dir() / "hardware").glob("*.yaml")}
+    assert set(gpu_profiles()) == {n for n, c in confs.items() if c.device == "cuda"} - {
+        "multi_gpu"}
+    for name, p in gpu_profiles().items():
+        assert p.memory_bytes == confs[name].memory_mib * 2 ** 20 and p.tflops > 0, name
+    t4 = plan(FIX / "llama2_7b", "hardware=t4_16gb")["hardware"]
+    assert t4["memory_bytes"] == 15360 * 2 ** 20 and t4["label"] == confs["t4_16gb"].label
+    p = run_cli(["plan", str(FIX / "llama2_7b"), "hardware=multi_gpu"])
+    assert p.returncode == 2 and "not one GPU" in p.stderr
 
 
 def test_near_miss_calibration_override_uses_the_recipes_own_rows():
@@ -220,7 +268,8 @@ def test_from_dirs_ranks_measured_runs_instead_of_rules(tmp_path):
     p = run_cli(["plan", "smollm2_135m", "--from", str(tmp_path)])
     assert p.returncode == 0, p.stderr
     assert "ranked from 3 measured runs" in p.stdout and "advice (rules" not in p.stdout
-    order = [line.split(":")[0].strip() for line in p.stdout.splitlines()
+    measured = p.stdout.split("shipped recipes")[0]  # the recipes below are ranked too
+    order = [line.split(":")[0].strip() for line in measured.splitlines()
              if line.strip()[:2] in ("1.", "2.", "3.")]
     assert [o.split("/")[-1] for o in order] == ["b", "a", "c"]  # best measured Δppl first
     j = plan("smollm2_135m", "--from", str(tmp_path))

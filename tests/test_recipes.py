@@ -120,10 +120,14 @@ def test_missing_recipe_path_folder_is_a_user_error(tmp_path, capsys):
     assert rc == 2 and "QRECIPE_RECIPE_PATH" in err and "not a folder" in err
 
 
-def test_recipe_group_survives_a_searchpath_override(team, capsys):
+def test_a_searchpath_override_is_refused_pointing_to_the_recipe_path(team, capsys):
+    """hydra.searchpath would make the folder's files composable past the safe loader
+    (issue 23): one line saying where recipe folders go instead."""
     rc, out, err = cli(["--cfg", "job", "+recipe=smollm2_nf4", f"hydra.searchpath=[file://{team}]"],
                        capsys)
-    assert rc == 0 and "recipe_name: smollm2_nf4" in out, err
+    assert rc == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("error: hydra.searchpath is not accepted")
+    assert "QRECIPE_RECIPE_PATH" in err
 
 
 # ---- safety ------------------------------------------------------------------------------
@@ -240,6 +244,14 @@ def test_every_shipped_recipe_passes_the_loader():
         cfg, head = load_recipe(f)
         assert head["package"] == "_global_", f
         assert cfg.meta.description, f"{f}: every shipped recipe carries meta.description"
+
+
+@pytest.mark.parametrize("command", ["show", "validate"])
+def test_unknown_recipe_is_one_line(command, capsys):
+    rc, out, err = cli([command, "no_such_recipe_anywhere"], capsys)
+    assert rc == 2 and out == ""
+    assert err.strip() == ("error: recipe='no_such_recipe_anywhere': no such recipe; "
+                           "`qrecipe recipes` lists them"), err
 
 
 # ---- config-only commands stay light ----------------------------------------------------

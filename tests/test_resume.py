@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,20 @@ from conftest import ROOT, run_cli
 pytestmark = pytest.mark.e2e
 
 FAULT = str(Path(__file__).with_name("fault_run.py"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def seal_key(tmp_path_factory):
+    """Stage markers are sealed (qrecipe/boundary/sealed.py): every run and resume of this
+    module uses the session's key, never the user's."""
+    from qrecipe.boundary.sealed import ENV
+    old = os.environ.get(ENV)
+    os.environ[ENV] = str(tmp_path_factory.getbasetemp() / "seal.key")
+    yield
+    if old is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = old
 
 
 def args(tiny, out, *extra):
@@ -77,6 +92,7 @@ def test_sigkill_during_quantization_then_resume(reference, tiny_model_dir, tmp_
 
     r = resume(out)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "not verified" not in r.stderr  # its own sealed checkpoint and markers are believed
     assert state(out).complete
     assert weights_sha(out) == weights_sha(reference)
     assert file_sha(out / "model" / "model.safetensors") == \

@@ -62,6 +62,18 @@ def test_fresh_clone_with_nothing_beside_it_validates_every_offline_recipe(tmp_p
     _dry_run_all(sys.executable, elsewhere, _clean_env(PYTHONPATH=str(clone)))
 
 
+def _see_this_environment(py: str) -> None:
+    """--system-site-packages exposes the *base* interpreter's packages. When the tests run
+    inside a virtualenv (as the README suggests), torch & co. live in that virtualenv instead:
+    list its site-packages in the new venv as plain path entries (a .pth line adds a folder but
+    runs none of the .pth files inside it, so an editable qrecipe there stays invisible)."""
+    import sysconfig
+    ours = sorted({sysconfig.get_paths()[k] for k in ("purelib", "platlib")})
+    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    (Path(site) / "_qrecipe_test_parent_env.pth").write_text("\n".join(ours) + "\n")
+
+
 @pytest.mark.e2e
 def test_installed_wheel_in_a_fresh_venv_validates_from_any_folder(tmp_path):
     """The wheel carries the texts; a venv (system packages visible for torch & co., qrecipe
@@ -74,6 +86,7 @@ def test_installed_wheel_in_a_fresh_venv_validates_from_any_folder(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
                    check=True)
     py = str(venv / "bin" / "python")
+    _see_this_environment(py)
     subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
                    check=True, capture_output=True)
     work = tmp_path / "work"

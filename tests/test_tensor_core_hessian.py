@@ -25,8 +25,8 @@ def _gptq(hessian_chunk=None):
                                         ("a100_80gb", True), ("rtx4090_24gb", False),
                                         ("t4_16gb", False), ("gpu_24gb", False)])
 def test_profiles_turn_the_gpu_speed_settings_on_where_measured(profile, on):
-    """The 80 GB profiles, whose settings were measured on an H200 (docs/benchmarks.md, "Sixth
-    device session": SmolLM2's perplexity with tensor-core Hessians within 1%, the fast loop's
+    """The 80 GB profiles, whose settings were measured on an H200 (docs/benchmarks.md, "GPU:
+    tensor-core Hessians on a real checkpoint": SmolLM2's perplexity with tensor-core Hessians within 1%, the fast loop's
     bytes identical); the small-memory profiles keep the layer inputs off the GPU. A user's
     override wins either way."""
     hw = compose(["+recipe=smollm2_gptq_w4", f"hardware={profile}"]).hardware
@@ -44,19 +44,24 @@ def test_cpu_activations_keep_gptqmodels_path():
     task = _gptq()
     x = torch.randn(96, 256).to(torch.bfloat16)
     assert not gh.fast_xtx_applies(x, task.qcfg)
+    from gptqmodel.quantization.gptq import GPTQ
+    upstream = GPTQ.compute_hessian_xtx
     before = task.compute_hessian_xtx(x)
-    with gh.tensor_core_hessian(True):
-        assert gh._ON
+    with gh.tensor_core_hessian(True) as applied:
+        assert applied and GPTQ.compute_hessian_xtx is not upstream
         during = task.compute_hessian_xtx(x)
-    assert not gh._ON  # off again once the quantize() call is over
+    assert GPTQ.compute_hessian_xtx is upstream  # gptqmodel's own once the call is over
     assert torch.equal(before, during)
     assert during.dtype == torch.float32
 
 
-def test_off_leaves_the_switch_off_and_chunked_accumulation_alone():
+def test_off_leaves_gptqmodel_alone_and_chunked_accumulation_too():
+    from gptqmodel.quantization.gptq import GPTQ
+
     from qrecipe.backends.gptqmodel import hessian as gh
-    with gh.tensor_core_hessian(False):
-        assert not gh._ON
+    upstream = GPTQ.compute_hessian_xtx
+    with gh.tensor_core_hessian(False) as applied:
+        assert not applied and GPTQ.compute_hessian_xtx is upstream
     x = torch.randn(8, 256).to(torch.bfloat16)
     assert not gh.fast_xtx_applies(x, _gptq(hessian_chunk=4).qcfg)  # a user's chunking wins
 

@@ -1,8 +1,10 @@
-"""What every backend adapter provides: a capability table and one `quantize` call.
+"""What every backend adapter provides: its capabilities, its patches and one `quantize` call.
 
-The capability table is plain data so ``validate.py`` can check a recipe (bits, group size,
-device, installed packages) before any weight is loaded. Adapters import their heavy libraries
-inside `quantize`, never at module level: composing a config must not import torch.
+The capabilities are plain data (backends/capabilities.py) so ``run/validate.py`` can check a
+recipe (bits, group size, device, installed packages, library versions) before any weight is
+loaded; an adapter then only translates the request, runs its library, saves and describes.
+Adapters import their heavy libraries inside `run`, never at module level: composing a config
+must not import torch.
 """
 from __future__ import annotations
 
@@ -11,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
+from qrecipe import cuda
+from qrecipe.backends import patching
+from qrecipe.backends.capabilities import MethodSupport, backends_for
 from qrecipe.errors import QRecipeError
+from qrecipe.recipes.meta import installed_version
+
+__all__ = ["BACKENDS", "Backend", "MethodSupport", "QuantizeRequest", "QuantizeResult",
+           "SHARD_BYTES", "TRANSFORMERS", "require_cuda"]
 
 # The largest weights file (its tensors' bytes; a tensor over it gets a file of its own) the
 # gptqmodel and bitsandbytes adapters write (llm-compressor keeps its own 20 GB: its adapter
@@ -19,20 +28,14 @@ from qrecipe.errors import QRecipeError
 # side by side after a save_pretrained). One sha256 stream ran at ~1 GB/s on the H200 host
 # (3.9 GB read back and hashed in 3.6 s), slower than gptqmodel's write (its whole save of the
 # same 3.9 GB took 1.96 s): saved as one file, a 32-layer 7B GPTQ model left 2.2 s of hashing
-# after the write, most of qrecipe's own 2.8 s (6.4% of the job; docs/benchmarks.md, "Eighth
-# device session"). Hub checkpoints are commonly sharded at 2-5 GB; smaller models keep one
+# after the write, most of qrecipe's own 2.8 s (6.4% of the job; docs/benchmarks.md, "GPU: hashing the output while it
+# is written (H200 host)"). Hub checkpoints are commonly sharded at 2-5 GB; smaller models keep one
 # model.safetensors. gptqmodel's own default is 4 GiB, transformers' 50 GB.
 SHARD_BYTES = 2 << 30
 
 
-@dataclass(frozen=True)
-class MethodSupport:
-    bits: Tuple[int, ...]
-    # Group sizes accepted; -1 means per output channel. None: the library fixes it (bnb).
-    group_sizes: Optional[Tuple[int, ...]] = (-1, 32, 64, 128, 256)
-    needs_calibration: bool = True
-    devices: Tuple[str, ...] = ("cpu", "cuda")
-    note: str = ""
+# Every backend loads and saves through transformers (llm-compressor 0.14.0.1 pins <=5.17).
+TRANSFORMERS = patching.Supported("transformers", "5.17")
 
 
 @dataclass
@@ -62,11 +65,32 @@ class QuantizeResult:
     details: Dict[str, Any] = field(default_factory=dict)  # effective settings, kernel, versions
 
 
+def require_cuda(device: str) -> None:
+    """hardware.device=cuda needs a visible CUDA device (imports torch: only for cuda)."""
+    if device != "cuda":
+        return
+    import torch  # noqa: F401  deferred: torch (qrecipe.cuda asks a torch already imported)
+    if cuda.loaded() is None:
+        raise QRecipeError("no CUDA device is visible", key="hardware.device", value=device,
+                           hint="use hardware=cpu on this machine")
+
+
 class Backend:
     name: ClassVar[str]
-    # (import name, pip requirement) of every package quantize() needs.
+    # (import name, pip requirement) of every package run() needs.
     requires: ClassVar[Tuple[Tuple[str, str], ...]] = ()
-    support: ClassVar[Dict[str, MethodSupport]] = {}
+    support: ClassVar[Dict[str, MethodSupport]] = {}  # CAPABILITIES[name]
+    # The library versions qrecipe supports, and the patch sets the adapter may apply.
+    versions: ClassVar[Tuple[patching.Supported, ...]] = (TRANSFORMERS,)
+    patch_sets: ClassVar[Tuple[patching.PatchSet, ...]] = ()
+
+    def support_for(self, method: str) -> MethodSupport:
+        if method in self.support:
+            return self.support[method]
+        others = ", ".join(backends_for(method)) or "none"
+        raise QRecipeError(f"backend {self.name} does not implement method {method}",
+                           key="method.backend", value=self.name,
+                           allowed=f"for method {method}: {others}")
 
     def missing_packages(self) -> List[str]:
         return [pip for mod, pip in self.requires if importlib.util.find_spec(mod) is None]
@@ -80,22 +104,29 @@ class Backend:
                 key="method.backend", value=self.name,
                 hint=f"install it with: pip install -c constraints.txt {pins}")
 
+    def check_versions(self, method: str) -> None:
+        """One line per library outside its supported series: a warning that says which patches
+        the run goes without, or a refusal where the result depends on one (backends/patching)."""
+        patching.check_versions(self.versions, self.patch_sets, method, self.name)
+
     def package_versions(self) -> Dict[str, str]:
-        from importlib.metadata import PackageNotFoundError, version
-        out = {}
-        for _, pip in self.requires:
-            dist = pip.split("==")[0].split("[")[0]
-            try:
-                out[dist] = version(dist)
-            except PackageNotFoundError:
-                out[dist] = "missing"
-        return out
+        return {dist: installed_version(dist)
+                for dist in (pip.split("==")[0].split("[")[0] for _, pip in self.requires)}
 
     def preflight(self, method: str, bits: int, group_size: int, device: str) -> None:
         """Backend-specific limits the capability table cannot express; raise QRecipeError.
         Called by validate.py before any weight is loaded."""
 
-    def quantize(self, req: QuantizeRequest) -> QuantizeResult:  # pragma: no cover - abstract
+    def quantize(self, req: QuantizeRequest) -> QuantizeResult:
+        """Quantize and save. validate.validate() has checked the method, the packages, their
+        versions, the device and preflight(); what is left is the request's own data."""
+        if self.support_for(req.method.name).needs_calibration and not req.calibration:
+            raise QRecipeError(f"{req.method.name} needs calibration data",
+                               key="calibration.num_samples", value=0)
+        return self.run(req)
+
+    def run(self, req: QuantizeRequest) -> QuantizeResult:  # pragma: no cover - abstract
+        """translate the request -> run the library -> save -> describe."""
         raise NotImplementedError
 
 

@@ -8,16 +8,17 @@ optional `kernels` package), so nothing here needs a GPU.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Dict
 
 from qrecipe.backends.base import (
     BACKENDS,
     SHARD_BYTES,
     Backend,
-    MethodSupport,
     QuantizeRequest,
     QuantizeResult,
 )
+from qrecipe.backends.capabilities import CAPABILITIES
 from qrecipe.errors import QRecipeError
 
 _QUANT_TYPES = ("nf4", "fp4")
@@ -29,61 +30,27 @@ class BitsAndBytesBackend(Backend):
     # accelerate: transformers' bnb quantizer refuses to run without it (it is not pinned in
     # constraints.txt, so any version transformers accepts will do).
     requires = (("bitsandbytes", "bitsandbytes==0.50.2"), ("accelerate", "accelerate"))
-    support = {
-        "bnb": MethodSupport(bits=(4, 8), group_sizes=None, needs_calibration=False,
-                             note="4 bits: nf4/fp4 in blocks of 64; 8 bits: LLM.int8 per row"),
-    }
+    support = CAPABILITIES["bitsandbytes"]
 
-    def quantize(self, req: QuantizeRequest) -> QuantizeResult:
-        self.check_installed()
-        m = req.method
-        if m.name != "bnb":
-            raise QRecipeError("method not provided by this backend", key="method.name",
-                               value=m.name, allowed=sorted(self.support))
-        if req.bits not in (4, 8):
-            raise QRecipeError("bitsandbytes quantizes to 4 or 8 bits", key="bits.width",
-                               value=req.bits, allowed=(4, 8))
-        import time
+    def run(self, req: QuantizeRequest) -> QuantizeResult:
         t_import = time.perf_counter()  # 0 when already imported (a sweep's later jobs)
-        import torch
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+        import torch  # noqa: F401 - the libraries' import, timed
+        from transformers import AutoModelForCausalLM  # noqa: F401
         t_import = time.perf_counter() - t_import
-
-        if req.device == "cuda" and not torch.cuda.is_available():
-            raise QRecipeError("no CUDA device is visible", key="hardware.device",
-                               value=req.device, allowed="cpu")
-        if req.bits == 4:
-            if m.quant_type not in _QUANT_TYPES:
-                raise QRecipeError("unknown 4-bit data type", key="method.quant_type",
-                                   value=m.quant_type, allowed=_QUANT_TYPES)
-            qconfig = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type=str(m.quant_type),
-                bnb_4bit_use_double_quant=bool(m.double_quant),
-                bnb_4bit_compute_dtype=_torch_dtype(torch, compute_dtype(m, req.dtype),
-                                                    "method.compute_dtype"))
-        else:
-            # LLM.int8: the quant_type/double_quant/compute_dtype options do not apply.
-            qconfig = BitsAndBytesConfig(load_in_8bit=True,
-                                         llm_int8_threshold=float(m.int8_threshold))
-
-        # An explicit single-device map: bnb quantizes each weight as it is placed, on that
-        # device (CPU kernels on "cpu"); "auto" could split layers across devices or offload.
+        qconfig = _translate(req)
         t0 = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(
-            str(req.model_dir), quantization_config=qconfig,
-            dtype=_torch_dtype(torch, req.dtype, "model.dtype"), device_map={"": req.device})
+        model = _load(req, qconfig)  # bnb quantizes each weight as it is placed
         t1 = time.perf_counter()
         req.out_dir.mkdir(parents=True, exist_ok=True)
         # save_pretrained writes the packed weights + quant state and the quantization_config,
         # so a plain from_pretrained(out_dir) rebuilds the bnb layers without the config again.
         model.save_pretrained(str(req.out_dir), max_shard_size=SHARD_BYTES)
         t2 = time.perf_counter()
-
         details = self._details(model, req)
         # the libraries' own time; bnb quantizes each weight as it is loaded, so "load" holds it
         details["seconds"] = {"import": round(t_import, 2), "load": round(t1 - t0, 2),
                               "save": round(t2 - t1, 2)}
-        return QuantizeResult(format="bitsandbytes", details=details)
+        return QuantizeResult(format=self.support[req.method.name].format, details=details)
 
     def _details(self, model: Any, req: QuantizeRequest) -> Dict[str, Any]:
         """Effective settings, read back from the quantized layers rather than echoed."""
@@ -122,6 +89,34 @@ class BitsAndBytesBackend(Backend):
                 # through int8. Inputs are cast to fp16 either way.
                 has_fp16_weights=False)
         return details
+
+
+def _translate(req: QuantizeRequest):
+    """The request as transformers' BitsAndBytesConfig."""
+    import torch
+    from transformers import BitsAndBytesConfig
+    m = req.method
+    if req.bits == 4:
+        if m.quant_type not in _QUANT_TYPES:
+            raise QRecipeError("unknown 4-bit data type", key="method.quant_type",
+                               value=m.quant_type, allowed=_QUANT_TYPES)
+        return BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=str(m.quant_type),
+            bnb_4bit_use_double_quant=bool(m.double_quant),
+            bnb_4bit_compute_dtype=_torch_dtype(torch, compute_dtype(m, req.dtype),
+                                                "method.compute_dtype"))
+    # LLM.int8: the quant_type/double_quant/compute_dtype options do not apply.
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(m.int8_threshold))
+
+
+def _load(req: QuantizeRequest, qconfig):
+    """An explicit single-device map: bnb quantizes each weight as it is placed, on that
+    device (CPU kernels on "cpu"); "auto" could split layers across devices or offload."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(
+        str(req.model_dir), quantization_config=qconfig,
+        dtype=_torch_dtype(torch, req.dtype, "model.dtype"), device_map={"": req.device})
 
 
 def compute_dtype(m: Any, model_dtype: str) -> str:

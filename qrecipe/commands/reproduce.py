@@ -3,7 +3,9 @@
 
 Order: DIR must be intact (`qrecipe verify`); its lock passes the recipe safety rules and the
 schema (a key renamed since the lock was written is named); the run repeats in a subprocess
-(`python -m qrecipe` on a private copy of the lock: nothing else from DIR is on the search path).
+(`python -m qrecipe --config-dir DIR --config-name recipe.lock`, which hands Hydra a private
+checked copy of the lock alone: nothing else from DIR is on the search path; qrecipe/recipes/
+routes.py). DIR and --out are paths, never interpolated (`${` in one is refused).
 Then: environment differences (versions, device, threads, qrecipe commit), input fingerprints
 (model weights, tokenizer, calibration and eval token ids: must be identical), quantized-weight
 hashes (bit-identical expected when the environment is the same), and otherwise the metrics
@@ -14,15 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from qrecipe.boundary.pathargs import check_path_arg, override_value
+from qrecipe.boundary.rundir import check_no_symlinks
+from qrecipe.commands import description
+from qrecipe.commands.verify import check
 from qrecipe.errors import QRecipeError
+from qrecipe.recipes.lock import check_lock
 from qrecipe.record.outputs import LOCK
 
 ENV_KEYS = ("qrecipe", "python", "machine", "platform", "cpu_count", "device", "torch_threads",
@@ -100,39 +105,31 @@ def compare(old: Path, new: Path, rtol: float) -> bool:
 
 
 def rerun(run_dir: Path, out: Path) -> int:
-    """The lock, checked, copied alone into a fresh folder, run by `python -m qrecipe`."""
-    from omegaconf import OmegaConf
-
-    from qrecipe.recipes.lock import check_lock
-    from qrecipe.recipes.schema import CacheConfig
-
-    check_lock(run_dir / LOCK)
-    cache = OmegaConf.create({"dir": CacheConfig().dir}).dir  # resolved here, from this env
-    with tempfile.TemporaryDirectory(prefix="qrecipe-reproduce-") as tmp:
-        shutil.copyfile(run_dir / LOCK, Path(tmp) / LOCK)
-        cmd = [sys.executable, "-m", "qrecipe", "--config-dir", tmp, "--config-name",
-               Path(LOCK).stem, f"hydra.run.dir={out}",
-               # this machine's cache, not the path frozen on the machine that made DIR
-               f"cache.dir='{cache}'"]
-        print("re-running: " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
-        # the run's own output goes to stderr: stdout is the comparison alone
-        return subprocess.run(cmd, stdout=sys.stderr).returncode
+    """The lock, checked, re-run by `python -m qrecipe` from a private copy (the cache is this
+    machine's: a lock's frozen cache settings are dropped when it is read)."""
+    check_lock(run_dir / LOCK)  # its one-line errors here, before a process starts
+    cmd = [sys.executable, "-m", "qrecipe", "--config-dir", check_path_arg(run_dir, "DIR"),
+           "--config-name", Path(LOCK).stem, "hydra.run.dir=" + override_value(out, "--out")]
+    print("re-running: " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
+    # the run's own output goes to stderr: stdout is the comparison alone
+    return subprocess.run(cmd, stdout=sys.stderr).returncode
 
 
 def main(argv: List[str]) -> int:
-    ap = argparse.ArgumentParser(prog="qrecipe reproduce", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="qrecipe reproduce", description=description(__doc__))
     ap.add_argument("dir", type=Path, help="a finished run directory")
     ap.add_argument("--out", type=Path, help="where the repeat goes (default: DIR-repro-TIME)")
     ap.add_argument("--rtol", type=float, default=0.01,
                     help="relative tolerance on metrics when weights are not bit-identical")
     a = ap.parse_args(argv)
-    from qrecipe.commands.verify import check
-
+    check_path_arg(a.dir, "DIR")
+    check_no_symlinks(a.dir, key="DIR")  # a received directory is data: no link is followed
     bad = {k: v for k, v in check(a.dir).items() if v}
     if bad:
         raise QRecipeError("the run directory is not intact; `qrecipe verify` it",
                            key="DIR", value=str(a.dir), hint=json.dumps(bad))
     out = a.out or a.dir.with_name(f"{a.dir.name}-repro-{datetime.now():%Y%m%d-%H%M%S}")
+    check_path_arg(out, "--out")
     if out.exists():
         raise QRecipeError("exists already: a finished result is never overwritten",
                            key="--out", value=str(out))

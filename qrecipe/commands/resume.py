@@ -1,10 +1,15 @@
 """`qrecipe resume DIR`: finish an interrupted run in its own directory.
 
 The directory's recipe.lock.yaml is the config (nothing is re-composed), and the runner skips
-every stage whose marker says it finished (a saved quantized model is never quantized again;
-gptqmodel continues from its last per-layer checkpoint). A complete run is left as it is.
-Re-running the frozen config into the same directory (`python -m qrecipe --config-dir DIR
---config-name recipe.lock hydra.run.dir=DIR`) does the same.
+every stage whose marker verifies (qrecipe/run/stages.py: sealed by this user, and the files it
+vouches for unchanged; a saved quantized model is never quantized again; gptqmodel continues
+from its last per-layer checkpoint). A complete run is left as it is. Re-running the frozen
+config into the same directory (`python -m qrecipe --config-dir DIR --config-name recipe.lock
+hydra.run.dir=DIR`) does the same.
+
+DIR may come from someone else: one that is or holds a symbolic link is refused before anything
+is read or written, and the lock is read through the safe loader (qrecipe/recipes/lock.py: no
+resolver runs, no `cache`/`force` from it is used).
 """
 from __future__ import annotations
 
@@ -13,31 +18,12 @@ import logging
 import sys
 from pathlib import Path
 
+from qrecipe.boundary.rundir import check_no_symlinks
 from qrecipe.errors import QRecipeError
+from qrecipe.recipes.lock import check_lock
 from qrecipe.record.outputs import LOCK, run_state
-
-
-def load_lock(run_dir: Path):
-    """The frozen config of a run directory, typed by the schema (method by its own)."""
-    from omegaconf import OmegaConf
-
-    from qrecipe.recipes.schema import METHOD_SCHEMAS, Config
-
-    try:
-        body = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / LOCK))
-    except Exception as e:
-        raise QRecipeError(f"cannot read {LOCK} ({type(e).__name__})", key="DIR",
-                           value=str(run_dir)) from None
-    body.pop("defaults", None)
-    body.pop("hydra", None)
-    method = body.pop("method", {}) or {}
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), body)
-    schema = METHOD_SCHEMAS.get(method.get("name"))
-    if schema is None:
-        raise QRecipeError(f"{LOCK} names an unknown method", key="method.name",
-                           value=method.get("name"), allowed=sorted(METHOD_SCHEMAS))
-    cfg.method = OmegaConf.merge(OmegaConf.structured(schema), method)
-    return cfg
+from qrecipe.run import runner
+from qrecipe.telemetry.logs import RunLogHandler
 
 
 def _log_to(run_dir: Path) -> None:
@@ -46,7 +32,7 @@ def _log_to(run_dir: Path) -> None:
     root.setLevel(logging.INFO)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
-    file = logging.FileHandler(Path(run_dir) / "run.log")
+    file = RunLogHandler(Path(run_dir) / "run.log")  # never through a symbolic link
     file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
     root.addHandler(console)
     root.addHandler(file)
@@ -57,6 +43,7 @@ def main(argv) -> int:
                                  description="Finish an interrupted run in its directory.")
     ap.add_argument("dir", type=Path, help="the run directory (holds recipe.lock.yaml)")
     a = ap.parse_args(argv)
+    check_no_symlinks(a.dir, key="DIR")  # before anything in it is read or written
     state = run_state(a.dir)
     if state.complete:
         print(f"already complete: {a.dir} (nothing to resume)", file=sys.stderr)
@@ -64,10 +51,9 @@ def main(argv) -> int:
     if not state.incomplete:
         raise QRecipeError(f"not a qrecipe run directory ({state.status}: no {LOCK})",
                            key="DIR", value=str(a.dir))
-    cfg = load_lock(a.dir)
+    cfg = check_lock(a.dir / LOCK)
     print(f"resuming {a.dir}: {state.describe()}", file=sys.stderr)
     _log_to(a.dir)
-    from qrecipe.run import runner
     status = runner.run_job(cfg, a.dir, keep_failed_dir=True)
     if status == "interrupted":
         return runner.interrupt_exit_code

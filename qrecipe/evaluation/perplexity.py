@@ -11,7 +11,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
+
+from qrecipe.errors import QRecipeError
+from qrecipe.evaluation.speed import measure
+from qrecipe.telemetry.terminal import progress
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +58,29 @@ def _scored_tokens(starts, seq_len: int, stride: int) -> int:
     return (seq_len - 1) + (len(starts) - 1) * min(stride, seq_len - 1)
 
 
-def perplexity(model, ids, eval_cfg, label: str) -> Dict[str, float]:
+def perplexity(model, ids, eval_cfg, label: str) -> Dict[str, Any]:
+    """{"ppl", "nll", "tokens", "seconds"} over the protocol's windows. The model's logits are
+    taken in its own dtype (the lm_head's output; float16 on a float16 model), upcast to float32
+    before the log-softmax, and the NLL summed in float64. A number that is not a measurement
+    (non-finite or float16-saturated logits, a degenerate model, a perplexity that overflows or
+    equals float16's largest value) gives ppl None and `ppl_problem` saying why."""
     import torch
-    from tqdm.auto import tqdm
 
     seq_len, stride = eval_cfg.seq_len, eval_cfg.stride
     starts = _window_starts(int(ids.numel()), seq_len, stride, eval_cfg.max_windows)
     if not starts:
-        from qrecipe.errors import QRecipeError
         raise QRecipeError(f"eval text has {ids.numel()} tokens, fewer than one window",
                            key="eval.seq_len", value=seq_len)
     device = next(model.parameters()).device
-    nll, count = 0.0, 0
+    nll, count, problem = 0.0, 0, None
     t0 = time.perf_counter()
     bs = max(1, eval_cfg.batch_size)
-    with torch.inference_mode():
-        for i in tqdm(range(0, len(starts), bs), desc=f"perplexity ({label})", leave=False):
+    with torch.inference_mode(), progress(f"perplexity ({label})", len(starts), "windows") as bar:
+        for i in range(0, len(starts), bs):
             batch = torch.stack([ids[s:s + seq_len] for s in starts[i:i + bs]]).to(device)
-            logits = model(batch).logits.float()
+            raw = model(batch).logits
+            problem = problem or logits_problem(raw, label)
+            logits = raw.float()
             losses = torch.nn.functional.cross_entropy(
                 logits[:, :-1].reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1),
                 reduction="none").view(batch.size(0), -1)
@@ -80,19 +89,68 @@ def perplexity(model, ids, eval_cfg, label: str) -> Dict[str, float]:
                 skip = 0 if s == 0 else max(0, seq_len - stride - 1)
                 nll += losses[j, skip:].double().sum().item()
                 count += losses.size(1) - skip
-    ppl = math.exp(nll / count)
-    log.info("perplexity (%s): %.4f over %d tokens in %.1fs", label, ppl, count,
-             time.perf_counter() - t0)
-    return {"ppl": ppl, "nll": nll / count, "tokens": count,
-            "seconds": time.perf_counter() - t0}
+            bar.update(min(i + bs, len(starts)))
+    seconds = time.perf_counter() - t0
+    ppl, problem = _checked_ppl(nll / count, problem)
+    if problem:
+        log.warning("perplexity (%s): %s", label, problem)
+    else:
+        log.info("perplexity (%s): %.4f over %d tokens in %.1fs", label, ppl, count, seconds)
+    out = {"ppl": ppl, "nll": nll / count if math.isfinite(nll) else None, "tokens": count,
+           "seconds": seconds}
+    return {**out, "ppl_problem": problem} if problem else out
+
+
+FP16_MAX = 65504.0  # float16's largest finite value
+_DEGENERATE = 0.5  # share of positions whose logits are all equal that makes a model degenerate
+
+
+def logits_problem(logits, label: str) -> Optional[str]:
+    """Why a batch's logits cannot give a perplexity, None when they can: NaN/inf, float16's
+    largest value (saturated), or the same value for every token at most positions."""
+    import torch
+
+    half = logits.dtype == torch.float16
+    finite = torch.isfinite(logits)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        return (f"perplexity not finite: the {label} model's logits "
+                + ("overflow in float16" if half else "are not finite")
+                + f" ({bad} NaN/inf values)")
+    if half and float(logits.abs().max()) >= FP16_MAX:
+        return (f"perplexity not a measurement: the {label} model's logits saturate at "
+                f"float16's largest value ({FP16_MAX:.0f}): they overflow in float16")
+    flat = logits.reshape(-1, logits.size(-1))
+    equal = (flat.amax(-1) == flat.amin(-1)).float().mean().item()
+    if equal >= _DEGENERATE:
+        return (f"perplexity not a measurement: the {label} model is degenerate (every token "
+                f"gets the same logit at {equal:.0%} of positions)")
+    return None
+
+
+def _checked_ppl(mean_nll: float, problem: Optional[str]) -> Tuple[Optional[float], Optional[str]]:
+    """(ppl, None), or (None, why) where the number would not be a measurement."""
+    if problem:
+        return None, problem
+    if not math.isfinite(mean_nll):
+        return None, f"perplexity not finite: the mean NLL is {mean_nll}"
+    try:
+        ppl = math.exp(mean_nll)
+    except OverflowError:
+        return None, f"perplexity not finite: exp of the mean NLL {mean_nll:.1f} overflows"
+    if not math.isfinite(ppl):
+        return None, f"perplexity not finite: exp of the mean NLL {mean_nll:.1f} overflows"
+    if abs(ppl - FP16_MAX) <= FP16_MAX * 1e-4:
+        return None, (f"perplexity {ppl:.2f} is float16's largest value ({FP16_MAX:.0f}): a "
+                      "saturated computation, not a measurement")
+    return ppl, None
 
 
 def generation_speed(model, ids, prompt_len: int, new_tokens: int) -> Dict[str, float]:
-    """Batch 1, greedy, warm, device-synchronized (qrecipe/evaluation/speed.py): prefill tokens/s from one
-    forward over the prompt, decode tokens/s from `new_tokens` single-token steps over the KV
-    cache (on CUDA replayed as a CUDA graph when the kernels allow; `decode_path` says which)."""
-    from qrecipe.evaluation.speed import measure
-
+    """Batch 1, greedy, warm, device-synchronized (qrecipe/evaluation/speed.py): prefill
+    tokens/s from one forward over the prompt, decode tokens/s from `new_tokens` single-token
+    steps over the KV cache (on CUDA replayed as a CUDA graph when the kernels allow;
+    `decode_path` says which)."""
     cuda = next(model.parameters()).device.type == "cuda"
     return measure(model, ids, prompt_len, new_tokens, batch=1, repeats=3 if cuda else 1)
 

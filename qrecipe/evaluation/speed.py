@@ -1,6 +1,9 @@
 """Prefill and decode speed, measured honestly: device-synchronized, warmed up, median of repeats,
-and decode timed as its own loop (one token per step over a KV cache), not as generate() minus a
-separate prefill.
+and decode timed as its own loop (one token per step over a KV cache, the prefill that fills the
+cache not counted), not as generate() minus a separate prefill. On CPU each step is timed on its
+own and the median step gives tokens/s: a step slowed by another process on the machine does not
+move it (a loop total minus a separately timed prefill gave decode speeds off by 10x, and
+negative times, on a busy 2-core machine).
 
 Two decode paths:
 - "eager": model(token, past_key_values=DynamicCache) per step: what generate() does; on a GPU
@@ -52,15 +55,15 @@ def measure(model, ids, prompt_len: int = 128, new_tokens: int = 32, batch: int 
     with torch.inference_mode():
         prefill = _timed(lambda: model(prompt, use_cache=False), device, repeats)
         out["prefill_tokens_per_s"] = batch * prompt_len / prefill
-        # Both decode loops start with one prefill (to fill the cache); it is subtracted.
-        eager = _timed(lambda: _decode_eager(model, prompt, new_tokens), device, repeats)
-        eager = max(eager - prefill, 1e-9)
-        out["eager_decode_tokens_per_s"] = batch * new_tokens / eager
+        _decode_eager(model, prompt, 2)  # warm-up
+        step = statistics.median(_decode_eager(model, prompt, new_tokens, device)
+                                 for _ in range(repeats))
+        out["eager_decode_tokens_per_s"] = batch / step
         out["decode_tokens_per_s"], out["decode_path"] = out["eager_decode_tokens_per_s"], "eager"
         if graphs and device.type == "cuda":
             try:
-                step = _GraphDecoder(model, prompt, new_tokens)
-                g = max(_timed(step.run, device, repeats) - prefill, 1e-9)
+                graph = _GraphDecoder(model, prompt, new_tokens)
+                g = statistics.median(graph.run() for _ in range(repeats))
                 out["graph_decode_tokens_per_s"] = batch * new_tokens / g
                 out["decode_tokens_per_s"], out["decode_path"] = batch * new_tokens / g, "graph"
             except Exception as e:  # capture refused (host sync inside a kernel, ...)
@@ -70,14 +73,25 @@ def measure(model, ids, prompt_len: int = 128, new_tokens: int = 32, batch: int 
     return out
 
 
-def _decode_eager(model, prompt, new_tokens: int) -> None:
+def _decode_eager(model, prompt, new_tokens: int, device=None) -> float:
+    """Seconds per decode step after a prefill: the median step on CPU, the loop's mean
+    (device-synchronized at both ends) elsewhere."""
     from transformers import DynamicCache
     cache = DynamicCache()
     o = model(prompt, past_key_values=cache, use_cache=True)
     tok = o.logits[:, -1:].argmax(-1)
+    if device is not None:
+        _sync(device)
+    steps, t0 = [], time.perf_counter()
     for _ in range(new_tokens):
+        t = time.perf_counter()
         o = model(tok, past_key_values=cache, use_cache=True)
         tok = o.logits[:, -1:].argmax(-1)
+        steps.append(time.perf_counter() - t)
+    if device is not None and device.type != "cpu":
+        _sync(device)
+        return (time.perf_counter() - t0) / new_tokens
+    return statistics.median(steps)
 
 
 class _GraphDecoder:
@@ -118,9 +132,15 @@ class _GraphDecoder:
         self.tok.copy_(o.logits[:, -1:].argmax(-1))
         self.pos.fill_(p)
 
-    def run(self) -> None:
+    def run(self) -> float:
+        """Seconds of the replayed decode loop (the prefill before it not counted)."""
+        import torch
         self._prefill()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
         for _ in range(self.n):
             self.graph.replay()
             self.tok.copy_(self.logits.argmax(-1))
             self.pos.add_(1)
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0

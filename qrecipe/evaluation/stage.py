@@ -9,18 +9,26 @@ from typing import Any, Dict
 
 from omegaconf import OmegaConf
 
+from qrecipe.evaluation import perplexity as evaluate
+from qrecipe.evaluation import tasks
 from qrecipe.inputs import models
 from qrecipe.inputs import texts as data
+from qrecipe.kernels.hf_config import finish_load
+from qrecipe.kernels.table import loaded_kernels
 from qrecipe.record.cache import Cache
 from qrecipe.record.fingerprint import sha256_text
 
 log = logging.getLogger("qrecipe")
+# how speed is measured (evaluation/speed.py): part of the fp baseline's cache key, so a cached
+# speed is one measured the same way
+SPEED_METHOD = "median-step"
 
 
 def run(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, model_fp: str,
-        dtype: str, cache: Cache, fps: Dict[str, Any]) -> Dict[str, Any]:
-    from qrecipe.evaluation import perplexity as evaluate
-
+        dtype: str, cache: Cache, fps: Dict[str, Any], reload_dtype: str = "auto"
+        ) -> Dict[str, Any]:
+    """`dtype`: what the fp baseline computes in; `reload_dtype`: what the saved checkpoint is
+    reloaded in ("auto": its own; the compute dtype where qrecipe/run/dtypes.py changed it)."""
     e = cfg.eval
     spec = data.TextSpec.from_cfg("eval", e)
     ids = data.token_ids(spec, tokenizer, tok_fp, cache)
@@ -35,11 +43,13 @@ def run(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, model_fp:
     if e.baseline:
         res["fp"] = _baseline(cfg, model_dir, ids, proto, model_fp, dtype, cache, place)
 
-    # Reload the saved checkpoint exactly as a user would (plain transformers, dtype from the
-    # checkpoint): the number in metrics.json is the number a reloaded model gives.
-    from qrecipe.kernels.table import loaded_kernels
-    q_model = models.load_causal_lm(model_out, "auto", **place, kernel=hw.get("kernel", "auto"),
+    # Reload the saved checkpoint as a user would (plain transformers, the checkpoint's dtype
+    # unless this machine computes in another): the number in metrics.json is the number a
+    # reloaded model gives.
+    q_model = models.load_causal_lm(model_out, reload_dtype, **place,
+                                    kernel=hw.get("kernel", "auto"),
                                     allow_jit=bool(hw.get("allow_jit", False)))
+    finish_load(q_model)  # the `dequantized` kernel's dense weights (kernels/dense.py)
     res["kernel"] = {"requested": hw.get("kernel", "auto"), "resolved": q_model.qrecipe_kernel,
                      "loaded_modules": loaded_kernels(q_model), "device": hw.device}
     quant = evaluate.perplexity(q_model, ids, e, "quantized")
@@ -49,9 +59,10 @@ def run(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, model_fp:
                                                    e.speed_new_tokens)
     res["quantized"] = quant
     if "fp" in res:
-        res["delta_ppl"] = quant["ppl"] - res["fp"]["ppl"]
+        fp_ppl = res["fp"]["ppl"]
+        res["delta_ppl"] = None if quant["ppl"] is None or fp_ppl is None \
+            else quant["ppl"] - fp_ppl
     if e.get("tasks"):  # task accuracy through lm-evaluation-harness (qrecipe/evaluation/tasks.py)
-        from qrecipe.evaluation import tasks
         res["tasks"] = tasks.evaluate_tasks(
             e, cfg.seed, q_model, tokenizer, model_fp, dtype, cache,
             lambda: models.load_causal_lm(model_dir, dtype, **place))
@@ -63,15 +74,14 @@ def _baseline(cfg, model_dir: Path, ids, proto, model_fp: str, dtype: str, cache
     """The fp model's figures, cached. Keyed by what determines the number: weights, protocol
     (incl. token ids), dtype, and the speed settings, so a sweep evaluates the fp model once,
     not once per job."""
-    from qrecipe.evaluation import perplexity as evaluate
-
     e, hw = cfg.eval, cfg.hardware
     key = sha256_text(OmegaConf.to_yaml(OmegaConf.create({
         "model": model_fp, "protocol": proto, "dtype": dtype, "device": hw.device,
-        "speed": [e.speed, e.speed_prompt_len, e.speed_new_tokens]})))
+        "speed": [e.speed, e.speed_prompt_len, e.speed_new_tokens, SPEED_METHOD]})))
     base = cache.load_json("baselines", key)
     if base is not None:
-        log.info("perplexity (fp): %.4f from cache", base["ppl"])
+        log.info("perplexity (fp): %s from cache", base.get("ppl_problem")
+                 or f"{base['ppl']:.4f}")
         return base
     fp_model = models.load_causal_lm(model_dir, dtype, **place)
     base = evaluate.perplexity(fp_model, ids, e, "fp")

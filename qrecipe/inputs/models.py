@@ -1,9 +1,10 @@
 """Model sources: a hub id (pinned by revision), a local transformers directory, or a GGUF file
 (also one shipped inside a Python package, named pkg://PACKAGE/FILE).
 
-Three jobs: describe a model's shapes without loading weights (for validation), fingerprint its
-input weights, and materialize it as a plain transformers directory that every backend can load.
-A GGUF model is dequantized once into the cache and reused by every later run and sweep job.
+Two jobs: fingerprint a model's input weights, and materialize it as a plain transformers
+directory that every backend can load (and load it: torch, imported where used). A GGUF model is
+dequantized once into the cache and reused by every later run and sweep job. Its metadata (the
+widths validation checks, `describe`) is read by qrecipe/inputs/shapes.py, without torch.
 """
 from __future__ import annotations
 
@@ -13,94 +14,28 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Optional
 
+from qrecipe.boundary.modelfolder import check_model_folder
 from qrecipe.errors import QRecipeError
-from qrecipe.paths import resolve_path
+from qrecipe.inputs.shapes import (  # noqa: F401 (describe, ModelInfo: validate's names)
+    ModelInfo,
+    describe,
+    hub_file,
+    model_file,
+)
+from qrecipe.inputs.weights import PICKLE_SUFFIXES, check_model_dir, trusts_code
+from qrecipe.kernels import ct_gptq
+from qrecipe.kernels import hf_config as kernel_config
+from qrecipe.kernels import table as kernels
 from qrecipe.record.fingerprint import hash_files, sha256_text
+from qrecipe.telemetry.overhead import timed_import
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("hub", "local", "gguf")
 DTYPES = ("float32", "float16", "bfloat16", "auto")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    architecture: str
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-
-    def linear_in_features(self) -> dict:
-        """in_features of the quantized linear layers: what a group size must divide."""
-        return {"hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size}
-
-
-def _check_exists(cfg) -> Path:
-    p = resolve_path(cfg.path)
-    if cfg.source == "gguf" and not p.is_file():
-        raise QRecipeError("GGUF file not found", key="model.path", value=cfg.path)
-    if cfg.source == "local" and not (p / "config.json").is_file():
-        raise QRecipeError("not a transformers model directory (no config.json)",
-                           key="model.path", value=cfg.path)
-    return p
-
-
-def describe(cfg) -> ModelInfo:
-    """Shapes from metadata only: GGUF header, config.json, or the hub's config.json."""
-    if cfg.source not in SOURCES:
-        raise QRecipeError("unknown model source", key="model.source", value=cfg.source,
-                           allowed=SOURCES)
-    if cfg.source == "gguf":
-        return _describe_gguf(_check_exists(cfg))
-    if cfg.source == "local":
-        conf = json.loads((_check_exists(cfg) / "config.json").read_text())
-    else:
-        conf = json.loads(Path(_hub_file(cfg, "config.json")).read_text())
-    return ModelInfo(architecture=(conf.get("architectures") or ["?"])[0],
-                     hidden_size=int(conf["hidden_size"]),
-                     intermediate_size=int(conf.get("intermediate_size", conf["hidden_size"] * 4)),
-                     num_layers=int(conf.get("num_hidden_layers", 0)))
-
-
-def _describe_gguf(path: Path) -> ModelInfo:
-    from qrecipe.inputs.gguf_meta import (
-        read_fields,  # header only: ~1000x faster than GGUFReader
-    )
-
-    keys = ("{arch}.embedding_length", "{arch}.feed_forward_length", "{arch}.block_count")
-    fields = read_fields(path, ("general.architecture",) + keys)
-    if fields and all(isinstance(fields.get(k), int) for k in keys) \
-            and isinstance(fields.get("general.architecture"), str):
-        return ModelInfo(architecture=fields["general.architecture"],
-                         hidden_size=int(fields[keys[0]]),
-                         intermediate_size=int(fields[keys[1]]), num_layers=int(fields[keys[2]]))
-    from gguf import GGUFReader  # numpy only: cheap, and no weights are read
-
-    reader = GGUFReader(str(path))
-    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-
-    def field(name: str) -> int:
-        f = reader.fields[f"{arch}.{name}"]
-        return int(f.parts[f.data[0]][0])
-
-    return ModelInfo(architecture=arch, hidden_size=field("embedding_length"),
-                     intermediate_size=field("feed_forward_length"),
-                     num_layers=field("block_count"))
-
-
-def _hub_file(cfg, filename: str) -> str:
-    try:
-        from huggingface_hub import hf_hub_download
-        return hf_hub_download(cfg.path, filename, revision=cfg.revision)
-    except Exception as e:  # offline, gated, or a typo in the id: all fixable by the user
-        raise QRecipeError(f"cannot fetch {filename} from the hub ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:200]})", key="model.path", value=cfg.path,
-                           hint="check the id and revision, log in for gated models, or use "
-                                "model.source=local / gguf offline") from None
 
 
 def fingerprint(cfg, stop=None) -> str:
@@ -112,9 +47,9 @@ def fingerprint(cfg, stop=None) -> str:
         try:
             sha = HfApi().model_info(cfg.path, revision=cfg.revision).sha
         except Exception:  # offline but cached: the snapshot's folder name is the commit
-            sha = Path(_hub_file(cfg, "config.json")).parent.name
+            sha = Path(hub_file(cfg.path, cfg.revision, "config.json")).parent.name
         return sha256_text(f"hub:{cfg.path}@{sha}")
-    p = _check_exists(cfg)
+    p = model_file(cfg.source, cfg.path)
     if cfg.source == "gguf":
         return hash_files([p], stop)
     files = sorted(f for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".json"))
@@ -123,25 +58,42 @@ def fingerprint(cfg, stop=None) -> str:
 
 def materialize(cfg, cache_dir: Path, model_fp) -> Path:
     """A plain transformers directory (weights + tokenizer) of the unquantized model. model_fp()
-    gives the input's fingerprint (called for a GGUF model only: it names the cached copy)."""
+    gives the input's fingerprint (called for a GGUF model only: it names the cached copy).
+    The directory returned is the one the backend's library loads: it passes the model-folder
+    check here (qrecipe/boundary/modelfolder.py), at load time, whatever validation saw."""
+    trust = trusts_code(cfg)
     if cfg.source == "local":
-        return _check_exists(cfg)
+        path = model_file(cfg.source, cfg.path)
+        check_model_folder(path, trust)
+        return path
     if cfg.source == "hub":
         from huggingface_hub import snapshot_download
-
-        from qrecipe.inputs.weights import PICKLE_SUFFIXES, check_model_dir
         allow_pickle = bool(cfg.get("allow_pickle", False))
         # Loading safety: pickle checkpoints are not even downloaded without the opt-in.
         patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
         patterns += [f"*{s}" for s in PICKLE_SUFFIXES] if allow_pickle else []
         snap = Path(snapshot_download(cfg.path, revision=cfg.revision, allow_patterns=patterns))
+        check_model_folder(snap, trust)  # no *.py is fetched, but config.json may name code
         check_model_dir(snap, allow_pickle)
         return snap
     dest = cache_dir / "models" / model_fp()[:16]
     if (dest / "config.json").is_file():
         log.info("model: reusing dequantized GGUF at %s", dest)
-        return dest
-    src = _check_exists(cfg)
+    else:
+        _dequantize(cfg, dest)
+    # qrecipe writes no code into its copy: code here was put there by someone else (or came
+    # with another job's copy), and gptqmodel would import it.
+    check_model_folder(dest, trust, key="cache.dir", hint=_CACHE_HINT.format(dest=dest))
+    return dest
+
+
+_CACHE_HINT = ("a dequantized GGUF holds no code: remove {dest} (qrecipe makes it again), or "
+               "pass trust_remote_code=true on the command line if you trust this folder's code")
+
+
+def _dequantize(cfg, dest: Path) -> None:
+    """The GGUF model as float32 safetensors and its tokenizer, written into `dest` (once)."""
+    src = model_file(cfg.source, cfg.path)
     log.info("model: dequantizing %s into %s (once; later runs reuse it)", src.name, dest)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -163,7 +115,6 @@ def materialize(cfg, cache_dir: Path, model_fp) -> Path:
         os.rename(tmp, dest)
     except OSError:  # another job won the race; its copy is identical
         shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 
 def _torch_dtype(name: str):
@@ -197,8 +148,6 @@ def _kernel(path: Path, device: str, kernel: str, allow_jit: bool, temp: context
     """(directory to load, resolved kernel or None for a dense model, transformers'
     quantization_config or None). A `via` kernel's rewritten copy goes into a temporary
     directory that `temp` removes."""
-    from qrecipe.kernels import hf_config as kernel_config
-    from qrecipe.kernels import table as kernels
     fmt = kernels.checkpoint_format(path)
     if fmt not in kernels.KERNELS:
         return path, None, None
@@ -221,10 +170,8 @@ def _kernel(path: Path, device: str, kernel: str, allow_jit: bool, temp: context
 
 
 def _rewrite(src: Path, fmt: str, tmp: Path) -> Path:
-    """src in the layout of `fmt`, written under tmp (qrecipe/kernels/ct_gptq.py: the only rewrite)."""
-    import time
-
-    from qrecipe.kernels import ct_gptq
+    """src in the layout of `fmt`, written under tmp (qrecipe/kernels/ct_gptq.py: the only
+    rewrite)."""
     t0 = time.perf_counter()
     dst = ct_gptq.convert(src, tmp / "model")
     log.info("reload: rewrote %s into the %s layout in %.1fs (lossless)", src, fmt,
@@ -241,7 +188,6 @@ def _compute_capability(device: str) -> Optional[float]:
 
 
 def load_tokenizer(path: Path):
-    from qrecipe.telemetry.overhead import timed_import
     with timed_import("transformers"):  # the import, not qrecipe's work (metrics `overhead`)
         from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(path)

@@ -1,31 +1,58 @@
-"""The full shape of a decoder-only model, read from metadata only (never a weight, never torch):
-what `qrecipe plan` needs to count bytes. models.ModelInfo holds the few widths validation needs;
-this is the richer reader (heads, kv heads, head dim, vocab, tied embeddings, dtype).
+"""The one reader of a model's metadata, never a weight and never torch: config.json of a local
+folder or of a hub model (only that file is fetched), or a GGUF header (read as the same keys by
+qrecipe/inputs/gguf_meta.py). Two views of what it reads:
 
-A model is named as a hub id (only config.json is fetched), a local folder or config.json, a GGUF
-file (header only), or a shipped model config name (conf/model/NAME.yaml). A config whose layers
-are not the dense attention + gated MLP this arithmetic counts (mixture of experts, latent
-attention, an unknown model_type) is a clear error, never a wrong number.
+- ModelInfo (`describe(cfg)`): the widths validation checks a group size against, for any
+  architecture (validate and the runner).
+- ModelShape (`read_shape`, `from_source`): the full shape `qrecipe plan` counts bytes from
+  (heads, kv heads, head dim, vocab, tied embeddings, dtype). Only for the dense decoders whose
+  layout the planner counts: a config whose layers are otherwise (mixture of experts, latent
+  attention, an unknown model_type) is a clear error, never a wrong number.
+
+For the planner a model is named as a hub id, a local folder or config.json, a GGUF file, or a
+shipped model config name (conf/model/NAME.yaml).
+
+A shipped hub model config carries its config.json numbers (`model.shape`, with `shape.of` the
+hub id they were read from): both views read those instead of fetching config.json, so
+`qrecipe plan llama2_7b` and `qrecipe validate gptq_llama7b` work offline. They stand for that
+model only: a `model.path` naming another model reads its own config.json.
 """
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Dict, Optional
 
+from omegaconf import DictConfig, OmegaConf
+
+from qrecipe.boundary.jsonfile import read_object
 from qrecipe.errors import QRecipeError
+from qrecipe.inputs import gguf_meta
 from qrecipe.paths import config_dir, resolve_path
 
+SOURCES = ("hub", "local", "gguf")
 # Dense decoders with q/k/v/o attention projections and a gate/up/down MLP: the layout counted.
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "granite",
                "olmo2")
 # Fields that mean the layers hold more (or other) weights than the dense layout above.
 UNMODELLED = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size",
-              "kv_lora_rank", "q_lora_rank", "num_experts_per_tok", "expert_count")
+              "kv_lora_rank", "q_lora_rank", "num_experts_per_tok")
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+_HUB_HINT = ("check the id and revision, log in for gated models, or use model.source=local / "
+             "gguf offline")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    architecture: str
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+
+    def linear_in_features(self) -> dict:
+        """in_features of the quantized linear layers: what a group size must divide."""
+        return {"hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size}
 
 
 @dataclass(frozen=True)
@@ -51,22 +78,100 @@ class ModelShape:
         return asdict(self)
 
 
+def model_file(source: str, path: str, key: str = "model.path") -> Path:
+    """The GGUF file, or the local folder holding config.json; a clear error when absent."""
+    p = resolve_path(path, key=key)
+    if source == "gguf" and not p.is_file():
+        raise QRecipeError("GGUF file not found", key=key, value=path)
+    # lexists: a config.json that is there but no plain file is refused by the JSON reader,
+    # naming what it is, rather than called missing
+    if source == "local" and not os.path.lexists(p / "config.json"):
+        raise QRecipeError("not a transformers model directory (no config.json)", key=key,
+                           value=path)
+    return p
+
+
+def hub_file(path: str, revision: Optional[str], filename: str, key: str = "model.path",
+             hint: str = _HUB_HINT) -> str:
+    """One file of a hub model (cached by huggingface_hub): the one place qrecipe fetches a
+    file from the hub without the weights."""
+    try:
+        from huggingface_hub import hf_hub_download
+        return hf_hub_download(path, filename, revision=revision)
+    except Exception as e:  # offline, gated, or a typo in the id: all fixable by the user
+        raise QRecipeError(f"cannot fetch {filename} from the hub ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200]})", key=key, value=path,
+                           hint=hint) from None
+
+
+def read_config(source: str, path: str, revision: Optional[str] = None,
+                key: str = "model.path", hint: str = _HUB_HINT) -> Dict[str, Any]:
+    """The model's config.json as a dict (a GGUF header as the same keys), a multimodal
+    model's text_config merged over it. Files from outside are read within limits (a JSON
+    object of at most 4 MiB: qrecipe/boundary/jsonfile.py; GGUF bounds: gguf_meta.py); reading
+    one never imports code, so `qrecipe plan` may read the config of a folder that names some."""
+    if source not in SOURCES:
+        raise QRecipeError("unknown model source", key="model.source", value=source,
+                           allowed=SOURCES)
+    if source == "gguf":
+        return gguf_meta.read_config(model_file(source, path, key), key)
+    f = Path(hub_file(path, revision, "config.json", key, hint)) if source == "hub" \
+        else model_file(source, path, key) / "config.json"
+    conf = read_object(f, key)
+    text = conf.get("text_config") or {}
+    if not isinstance(text, dict):
+        raise QRecipeError(f"config.json's text_config is not an object (a "
+                           f"{type(text).__name__})", key=key, value=str(f))
+    return {**conf, **text, "architectures": conf.get("architectures")}
+
+
+def _unreadable(e: Exception, key: str, path: str) -> QRecipeError:
+    return QRecipeError(f"cannot read the model's shapes ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:160] if str(e) else ''})", key=key, value=path)
+
+
+def shipped_config(model) -> Optional[Dict[str, Any]]:
+    """The config.json numbers a model config carries (`shape`), when they are of `path`."""
+    shape = model.get("shape") if hasattr(model, "get") else None
+    if not shape or str(shape.get("of")) != str(model.get("path")):
+        return None
+    conf = OmegaConf.to_container(shape) if isinstance(shape, DictConfig) else dict(shape)
+    conf.pop("of", None)
+    return conf
+
+
+def describe(cfg) -> ModelInfo:
+    """The widths validation needs, from metadata only (cfg: the recipe's `model` section)."""
+    conf = shipped_config(cfg) or read_config(cfg.source, cfg.path, cfg.get("revision"))
+    try:
+        hidden = int(conf["hidden_size"])
+        return ModelInfo(architecture=(conf.get("architectures") or ["?"])[0],
+                         hidden_size=hidden,
+                         intermediate_size=int(conf.get("intermediate_size") or hidden * 4),
+                         num_layers=int(conf.get("num_hidden_layers") or 0))
+    except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: 1e999
+        raise _unreadable(e, "model.path", cfg.path) from None
+
+
 def read_shape(model: str, revision: str = "main", dtype: Optional[str] = None) -> ModelShape:
     """MODEL as the user typed it -> its shape."""
     shipped = config_dir() / "model" / f"{model}.yaml"
     if "/" not in model and shipped.is_file():
-        from omegaconf import OmegaConf
         c = OmegaConf.load(shipped)
         if c.get("path") in (None, "???"):
             raise QRecipeError("this model config has no path; give a folder or hub id",
                                key="model", value=model)
+        conf = shipped_config(c)
+        if conf is not None:  # its shape, shipped: nothing fetched
+            return from_config(conf, model, str(c.source), dtype or c.get("dtype"))
         return from_source(c.source, str(c.path), c.get("revision") or revision,
-                          dtype or c.get("dtype"), name=model)
+                           dtype or c.get("dtype"), name=model)
     if model.endswith(".gguf"):
         return from_source("gguf", model, revision, dtype)
     p = resolve_path(model, key="model")
     if p.is_dir() or p.name == "config.json":
-        return from_source("local", model, revision, dtype)
+        folder = str(p.parent) if p.name == "config.json" else model
+        return from_source("local", folder, revision, dtype, name=model)
     if model.count("/") == 1 and not p.exists() and not model.startswith((".", "/", "~")):
         return from_source("hub", model, revision, dtype)
     shipped_names = sorted(f.stem for f in (config_dir() / "model").glob("*.yaml"))
@@ -75,108 +180,49 @@ def read_shape(model: str, revision: str = "main", dtype: Optional[str] = None) 
                        allowed=", ".join(shipped_names))
 
 
-def from_source(source: str, path: str, revision: str, dtype: Optional[str],
-               name: Optional[str] = None) -> ModelShape:
-    name = name or path
-    if source == "gguf":
-        p = resolve_path(path, key="model")
-        if not p.is_file():
-            raise QRecipeError("GGUF file not found", key="model", value=path)
-        st = p.stat()
-        return _from_gguf(str(p.resolve()), st.st_size, st.st_mtime_ns, name, dtype)
-    if source == "local":
-        p = resolve_path(path, key="model")
-        f = p if p.name == "config.json" else p / "config.json"
-        if not f.is_file():
-            raise QRecipeError("not a transformers model folder (no config.json)",
-                               key="model", value=path)
-        return from_config(json.loads(f.read_text()), name, "local", dtype)
-    from qrecipe.inputs.models import (
-        _hub_file,  # the one place that fetches from the hub (offline message)
-    )
-    try:
-        f = _hub_file(SimpleNamespace(path=path, revision=revision), "config.json")
-    except QRecipeError as e:
-        msg = str(e).split(": ", 1)[-1].split("; ")[0]
-        raise QRecipeError(msg, key="model", value=path,
-                           hint="offline or gated: plan from a local folder holding its "
-                                "config.json, or a .gguf file") from None
-    return from_config(json.loads(Path(f).read_text()), name, "hub", dtype)
+def from_source(source: str, path: str, revision: Optional[str], dtype: Optional[str],
+                name: Optional[str] = None) -> ModelShape:
+    conf = read_config(source, path, revision, key="model",
+                       hint="offline or gated: plan from a local folder holding its "
+                            "config.json, or a .gguf file")
+    return from_config(conf, name or path, source, dtype)
 
 
 def from_config(conf: Dict[str, Any], name: str, source: str = "local",
                 dtype: Optional[str] = None) -> ModelShape:
-    """A transformers config.json (as a dict) -> shape, or a QRecipeError naming the field."""
-    conf = {**conf, **(conf.get("text_config") or {})}
+    """A config.json (as read_config gives it) -> shape, or a QRecipeError naming the field."""
     mt = conf.get("model_type")
     if mt not in MODEL_TYPES:
         raise QRecipeError("model_type not understood by the planner (its layer layout is not "
                            "counted)", key="model_type", value=mt, allowed=MODEL_TYPES)
-    _reject_unmodelled(conf, name)
-
-    def need(key: str) -> int:
-        v = conf.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise QRecipeError("missing or not a positive integer in config.json",
-                               key=key, value=v, hint=f"model {name}")
-        return v
-
-    hidden, heads = need("hidden_size"), need("num_attention_heads")
-    head_dim = conf.get("head_dim") or hidden // heads
-    stored = str(conf.get("torch_dtype") or conf.get("dtype") or "float32")
-    return _shape(name, source, mt, hidden, need("intermediate_size"),
-                  need("num_hidden_layers"), heads, conf.get("num_key_value_heads") or heads,
-                  int(head_dim), need("vocab_size"), bool(conf.get("tie_word_embeddings", False)),
-                  str(dtype or stored), bool(conf.get("attention_bias") or mt == "qwen2"),
-                  stored)
-
-
-def _reject_unmodelled(conf: Dict[str, Any], name: str) -> None:
     for k in UNMODELLED:
         if conf.get(k):
             raise QRecipeError("this architecture field is not modelled by the planner (its "
                                "layers hold weights the dense count would miss)", key=k,
                                value=conf[k], hint=f"model {name}; dense decoders only")
 
+    def need(key: str, default: Optional[int] = None) -> int:
+        v = conf.get(key)
+        if not v and default is not None:  # absent (or 0): what the architecture implies
+            return default
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise QRecipeError("missing or not a positive integer in config.json",
+                               key=key, value=v, hint=f"model {name}")
+        return v
 
-@lru_cache(maxsize=8)  # parsing the header (a 49k-token vocabulary) takes seconds
-def _from_gguf(path: str, size: int, mtime_ns: int, name: str,
-               dtype: Optional[str]) -> ModelShape:
-    from gguf import (
-        GGUFReader,  # numpy only; the header and tensor table, no tensor data
-    )
-
-    reader = GGUFReader(path)
-    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-
-    def field(key: str, default: Optional[int] = None) -> Optional[int]:
-        f = reader.fields.get(f"{arch}.{key}")
-        return default if f is None else int(f.parts[f.data[0]][0])
-
-    conf = {"model_type": arch, "expert_count": field("expert_count")}
-    if arch not in MODEL_TYPES:
-        raise QRecipeError("GGUF architecture not understood by the planner", key="model",
-                           value=f"{name} ({arch})", allowed=MODEL_TYPES)
-    _reject_unmodelled(conf, name)
-    names = {t.name for t in reader.tensors}
-    hidden, heads = field("embedding_length"), field("attention.head_count")
-    vocab = field("vocab_size") or len(reader.fields["tokenizer.ggml.tokens"].data)
-    # transformers dequantizes a GGUF to float32 (qrecipe's materialize does exactly that).
-    return _shape(name, "gguf", arch, hidden, field("feed_forward_length"), field("block_count"),
-                  heads, field("attention.head_count_kv", heads),
-                  field("attention.key_length", hidden // heads), vocab,
-                  "output.weight" not in names, dtype or "float32", "blk.0.attn_q.bias" in names,
-                  "float32")
-
-
-def _shape(name, source, mt, hidden, inter, layers, heads, kv, hd, vocab, tied, dtype,
-           bias, stored: str = "") -> ModelShape:
+    hidden, heads = need("hidden_size"), need("num_attention_heads")
+    kv = need("num_key_value_heads", heads)
+    stored = str(conf.get("torch_dtype") or conf.get("dtype") or "float32")
+    dtype = str(dtype or stored)
     if dtype not in DTYPE_BYTES:
         raise QRecipeError("unknown dtype", key="dtype", value=dtype, allowed=DTYPE_BYTES)
     if heads % kv:
         raise QRecipeError("num_attention_heads is not a multiple of num_key_value_heads",
                            key="num_key_value_heads", value=kv, hint=f"model {name}")
     return ModelShape(name=name, source=source, model_type=mt, hidden=hidden,
-                      intermediate=inter, layers=layers, heads=heads, kv_heads=kv, head_dim=hd,
-                      vocab=vocab, tied=tied, dtype=dtype, attention_bias=bias,
+                      intermediate=need("intermediate_size"), layers=need("num_hidden_layers"),
+                      heads=heads, kv_heads=kv, vocab=need("vocab_size"),
+                      head_dim=need("head_dim", hidden // heads),
+                      tied=bool(conf.get("tie_word_embeddings", False)), dtype=dtype,
+                      attention_bias=bool(conf.get("attention_bias") or mt == "qwen2"),
                       stored_dtype="" if stored == dtype else stored)

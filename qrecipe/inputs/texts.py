@@ -1,7 +1,8 @@
 """Text for calibration and evaluation, and the token ids cut from it.
 
 Sources: a hub dataset (id / config / split / text field), a local file (txt, jsonl, json,
-parquet; pkg://qrecipe/texts/FILE names the texts shipped inside the package), or Python's bundled documentation (pydoc_data.topics, always there offline). Rows are
+parquet; pkg://qrecipe/texts/FILE names the texts shipped inside the package), or Python's
+bundled documentation (pydoc_data.topics, always there offline). Rows are
 joined with blank lines, the way the GPTQ/AWQ papers join WikiText-2, then tokenized once; the
 token ids are cached by (tokenizer, text) fingerprint so a sweep tokenizes each text only once.
 Calibration samples are windows of that token stream at offsets drawn from random.Random(seed):
@@ -37,7 +38,8 @@ class TextSpec:
     split: str
     text_field: str
     # jsonl/json records holding this field instead of text_field are chat conversations
-    # (OpenAI `messages`), rendered with the tokenizer's chat template (qrecipe/inputs/calibration.py).
+    # (OpenAI `messages`), rendered with the tokenizer's chat template
+    # (qrecipe/inputs/calibration.py).
     messages_field: str | None = None
 
     @classmethod

@@ -4,7 +4,9 @@ A pickle checkpoint (.bin, .pt, .pth, .ckpt) can run arbitrary code when loaded,
 model directory that has only those needs `model.allow_pickle=true`. Files are checked before
 any weight is read: a safetensors file must have a readable header whose tensors fit in the file
 (a truncated download fails here, not halfway through loading), and a GGUF file must start with
-the GGUF magic.
+the GGUF magic. A model folder (and a GGUF's separate tokenizer folder) that names or holds
+Python code is refused unless trust_remote_code=true was given on the command line
+(qrecipe/boundary/modelfolder.py).
 """
 from __future__ import annotations
 
@@ -13,7 +15,12 @@ import struct
 from pathlib import Path
 from typing import List
 
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from qrecipe.boundary.modelfolder import check_config_files, check_model_folder
 from qrecipe.errors import QRecipeError
+from qrecipe.paths import resolve_path
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 GGUF_MAGIC = b"GGUF"
@@ -70,11 +77,38 @@ def check_model_dir(path: Path, allow_pickle: bool, key: str = "model.path") -> 
     return pickles
 
 
+def trusts_code(model_cfg) -> bool:
+    """The run's trust_remote_code (top level of the config `model_cfg` belongs to; command line
+    only, refused in recipes): read from the model section's parent so that every caller that
+    hands a model section over (validation, materialize) applies it without a new argument.
+    A detached model section (a test, a plan) trusts nothing."""
+    if not isinstance(model_cfg, DictConfig):
+        return False
+    try:
+        return bool(OmegaConf.select(model_cfg, "..trust_remote_code", default=False))
+    except OmegaConfBaseException:  # no parent: nothing above the model section
+        return False
+
+
 def check_model(cfg) -> None:
-    """Called by validation for local and GGUF models (hub snapshots are checked by the hub)."""
-    from qrecipe.paths import resolve_path
+    """Called by validation for local and GGUF models (hub snapshots are checked once
+    downloaded, by materialize): loading safety before any library reads the folder."""
     p = resolve_path(cfg.path)
+    trust = trusts_code(cfg)
     if cfg.source == "gguf" and p.is_file():
         check_gguf(p)
-    elif cfg.source == "local" and (p / "config.json").is_file():
-        check_model_dir(p, bool(cfg.get("allow_pickle", False)))
+        check_gguf_folders(cfg, p, trust)
+    elif cfg.source == "local" and p.is_dir():
+        check_model_folder(p, trust)
+        if (p / "config.json").is_file():  # else describe says the folder has none
+            check_model_dir(p, bool(cfg.get("allow_pickle", False)))
+
+
+def check_gguf_folders(cfg, gguf: Path, trust: bool) -> None:
+    """The folders transformers reads beside a GGUF: model.tokenizer when it is a folder (all
+    of it), and the GGUF's own folder, whose tokenizer_config.json AutoTokenizer still reads
+    (its config files only: a GGUF may ship inside a Python package, beside its modules)."""
+    tok = cfg.get("tokenizer")
+    if tok and resolve_path(tok, key="model.tokenizer").is_dir():
+        check_model_folder(resolve_path(tok, key="model.tokenizer"), trust, key="model.tokenizer")
+    check_config_files(gguf.parent, trust)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+from qrecipe.kernels.dense import dequantize_linears
 from qrecipe.kernels.table import Kernel
 
 
@@ -37,5 +38,18 @@ def load_lines(fmt: str, k: Kernel, bits: int, device: str = "cuda") -> List[str
     elif fmt == "compressed-tensors" and k.name == "dequantized":
         imp = "from transformers import CompressedTensorsConfig"
         kw = "quantization_config=CompressedTensorsConfig(dequantize=True), "
-    return ["from transformers import AutoModelForCausalLM", *([imp] if imp else []),
-            f'model = AutoModelForCausalLM.from_pretrained("model", {kw}device_map="auto")']
+    lines = ["from transformers import AutoModelForCausalLM", *([imp] if imp else []),
+             f'model = AutoModelForCausalLM.from_pretrained("model", {kw}device_map="auto")']
+    if fmt in ("gptq", "awq") and k.name == "dequantized":
+        lines += ["from qrecipe.kernels.dense import dequantize_linears",
+                  "dequantize_linears(model)  # dense weights: the original's decode speed"]
+    return lines
+
+
+def finish_load(model) -> None:
+    """What from_pretrained leaves to do for the kernel the model was loaded for
+    (`model.qrecipe_kernel`): the `dequantized` kernel of a GPTQ or AWQ checkpoint replaces its
+    quantized layers by dense ones (qrecipe/kernels/dense.py; compressed-tensors dequantizes in
+    transformers itself, leaving no layer to replace). No-op otherwise, and when done already."""
+    if getattr(model, "qrecipe_kernel", None) == "dequantized":
+        dequantize_linears(model)

@@ -13,12 +13,14 @@ Pure data and functions: importing this module imports neither torch nor transfo
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from qrecipe.errors import QRecipeError
+from qrecipe.kernels import ct_gptq
 from qrecipe.kernels.ct_gptq import (
     BITS as REWRITE_BITS,  # the widths compressed-tensors' rewrite takes
 )
@@ -39,9 +41,11 @@ class Kernel:
     bits: Tuple[int, ...] = ()  # weight widths it runs (its SUPPORTS_BITS); () = any
     group_sizes: Tuple[int, ...] = ()  # its SUPPORTS_GROUP_SIZE; () = not checked here
     note: str = ""
-    # the checkpoint is rewritten at load into this format (qrecipe/kernels/ct_gptq.py, lossless) and
-    # runs on that format's kernel of the same name
+    # the checkpoint is rewritten at load into this format (qrecipe/kernels/ct_gptq.py,
+    # lossless) and runs on that format's kernel of the same name
     via: Optional[str] = None
+    # why it decodes slower than the original model at batch 1, where it does (report.md)
+    slower: str = ""
 
 
 def _k(name, hf, devices=("cuda",), **kw) -> Kernel:
@@ -55,9 +59,13 @@ _G_TILED = (-1, 32, 64, 128)
 # Names and capabilities read from gptqmodel 7.6's nn_modules/qlinear/*.py (SUPPORTS_DEVICES,
 # SUPPORTS_DTYPES, SUPPORTS_BITS, SUPPORTS_GROUP_SIZE) and utils/cpp.py / machete.py (which are
 # built, which download).
+_SLOW_TORCH = ("its torch kernel dequantizes every weight on every forward, which at batch 1 "
+               "costs more than the smaller weights save")
+_SLOW_DENSE = ("its weights are dense at load, as the original's: the same matmuls, so the gap "
+               "is measurement noise")
 _GPTQ = (
     _k("torch", "torch", ("cpu", "cuda"),
-       note="TorchLinear: dequantize + matmul, plain torch; no build"),
+       note="TorchLinear: dequantize + matmul, plain torch; no build", slower=_SLOW_TORCH),
     _k("triton", "triton", bits=(2, 4, 8),
        note="TritonV2Linear: Triton JIT (no nvcc, no download)"),
     _k("marlin", "marlin", jit=True, min_cc=8.0, zero_points=False, bits=(4, 8),
@@ -68,6 +76,19 @@ _GPTQ = (
     _k("machete", "machete", jit=True, download=True, min_cc=9.0, bits=(4, 8),
        group_sizes=(-1, 64, 128),
        note="MacheteLinear: nvcc-built and downloads CUTLASS (fails offline)"),
+    # CPU only: measured in benchmarks/cpu_kernels.py (docs/benchmarks.md, "CPU decode per
+    # kernel"). gptqmodel's torch_fused is left out: it drops the zero points of an asymmetric
+    # checkpoint (qrecipe's default) and its perplexity was 7e7 there.
+    _k("torch_aten", "gptq_torch_aten", ("cpu",), bits=(4,), group_sizes=(16, 32, 64, 128),
+       note="TorchAtenLinear: int4 weights through PyTorch's _weight_int4pack_mm_for_cpu, "
+            "bfloat16 activations; no build"),
+    _k("torch_int8", "torch_int8", ("cpu",), bits=(2, 4, 8), group_sizes=(-1, 16, 32, 64, 128),
+       dtypes=("float16", "bfloat16", "float32"),
+       note="TorchInt8Linear: weights as int8 at load, int8 matmul; no build"),
+    _k("dequantized", "torch", ("cpu",), dtypes=("float16", "bfloat16", "float32"),
+       note="weights dequantized to dense at load (qrecipe/kernels/dense.py): the original's "
+            "speed and memory, the torch kernel's logits",
+       slower=_SLOW_DENSE),
 )
 
 
@@ -82,12 +103,15 @@ def _rewritten(k: Kernel) -> Kernel:
 KERNELS: Dict[str, Tuple[Kernel, ...]] = {
     "gptq": _GPTQ,
     "awq": (
-        _k("torch", "torch_awq", ("cpu", "cuda"), note="AwqTorchLinear: dequantize + matmul"),
+        _k("torch", "torch_awq", ("cpu", "cuda"), note="AwqTorchLinear: dequantize + matmul",
+           slower=_SLOW_TORCH),
         _k("triton", "gemm_triton", dtypes=("float16",),
            note="AwqGEMMTritonLinear: Triton JIT, float16 only"),
         _k("marlin", "marlin", jit=True, min_cc=8.0, group_sizes=_G_TILED,
            note="AwqMarlinLinear: nvcc-built (~2 min)"),
         _k("gemm", "gemm", jit=True, note="AwqGEMMLinear: nvcc-built (~1 min once)"),
+        _k("dequantized", "torch_awq", ("cpu",), note="weights dequantized to dense at load "
+           "(qrecipe/kernels/dense.py): the original's speed and memory", slower=_SLOW_DENSE),
     ),
     "compressed-tensors": (
         _k("compressed", None, ("cpu", "cuda"),
@@ -103,9 +127,14 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
     ),
 }
 
-# `auto` on CUDA without JIT. Measured on the H100 (docs/benchmarks.md, GPU path): see there.
+# `auto` on CUDA without JIT. Measured on the H100 (docs/benchmarks.md, "GPU: decode against fp16 per kernel"): see there.
 _AUTO_NO_JIT = {"gptq": "torch", "awq": "torch", "compressed-tensors": "compressed",
                 "bitsandbytes": "bitsandbytes"}
+# `auto` on CPU, tried in order before the above: the fastest decode at batch 1 with the torch
+# kernel's perplexity (within 0.5%) on SmolLM2 GPTQ w4 g64, AVX-512 bfloat16 and AVX2 float32
+# (benchmarks/cpu_kernels.py; docs/benchmarks.md, "CPU decode per kernel"). AWQ: not measured
+# past the dense kernel's equivalence.
+_AUTO_CPU = {"gptq": ("torch_aten", "dequantized"), "awq": ("dequantized",)}
 # `auto` on CUDA when allow_jit: the compiled GEMV/GEMM kernels, built once into the cache, in
 # order. gptqmodel's GPTQ Marlin refuses zero points (SUPPORTS_SYM = [True]), so an asymmetric
 # GPTQ checkpoint (qrecipe's default, sym: false) gets ExLlamaV2, which takes both.
@@ -152,7 +181,8 @@ def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False
     if kernel == "auto":
         # the compiled kernels were measured on Hopper (docs); below Ampere auto keeps no-build
         jit_ok = allow_jit and device == "cuda" and (cc is None or cc >= 8.0)
-        for name in list(auto_jit(fmt) if jit_ok else ()) + [_AUTO_NO_JIT[fmt]]:
+        cpu = _AUTO_CPU.get(fmt, ()) if device == "cpu" else ()
+        for name in [*(auto_jit(fmt) if jit_ok else ()), *cpu, _AUTO_NO_JIT[fmt]]:
             k = get(fmt, name)
             if ck.misfit(k) is None:
                 return k
@@ -235,16 +265,8 @@ def check(kernel: str, allow_jit: bool) -> None:
                            hint="set hardware.allow_jit=true to build it once into the cache")
 
 
-def format_of(backend: str, method: str) -> str:
-    """The checkpoint format a backend writes for a method (what QuantizeResult.format says)."""
-    if backend == "gptqmodel":
-        return "awq" if method == "awq" else "gptq"
-    return {"llmcompressor": "compressed-tensors", "bitsandbytes": "bitsandbytes"}[backend]
-
-
 def checkpoint_format(model_dir: Path) -> Optional[str]:
     """The format of a saved checkpoint, from config.json's quantization_config (None: dense)."""
-    import json
     conf = json.loads((Path(model_dir) / "config.json").read_text())
     q = conf.get("quantization_config") or {}
     method = str(q.get("quant_method", "")).lower()
@@ -258,7 +280,6 @@ def saved_facts(fmt: str, saved: Dict[str, Any]) -> Dict[str, Any]:
     """What the kernel table checks, read from a checkpoint's saved quantization_config:
     resolve()'s sym, bits, group_size and convertible."""
     if fmt == "compressed-tensors":
-        from qrecipe.kernels import ct_gptq
         try:
             s = ct_gptq.scheme(saved)
         except QRecipeError:

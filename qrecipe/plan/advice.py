@@ -6,7 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from qrecipe.paths import config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from qrecipe.inputs.offline import hub_off
+from qrecipe.paths import config_dir, recipes_dir
+from qrecipe.plan.times import CALIBRATED
+from qrecipe.report.runs import find_runs, run_row
 
 GB = 1e9
 
@@ -44,30 +49,40 @@ def recipe_format(method: str, width: int) -> str:
     return f"w{width}"
 
 
+def default_options() -> Dict[str, str]:
+    """The primary config's choice in each group (conf/config.yaml's defaults list)."""
+    found: Dict[str, str] = {}
+    for d in OmegaConf.load(config_dir() / "config.yaml").defaults:
+        if isinstance(d, DictConfig):
+            found.update({str(k): str(v) for k, v in d.items() if "/" not in str(k)
+                          and not str(k).startswith("override ")})
+    return found
+
+
 def shipped_recipes() -> List[Dict[str, Any]]:
-    """Each shipped recipe's method, backend, bits and group size, read from its YAML."""
-    from omegaconf import OmegaConf
-
-    from qrecipe.paths import recipes_dir
-
+    """Each shipped recipe's method, backend, bits and group size, calibration, the model it is
+    for, the hub inputs it reads and the Δppl it promises (meta.expected), read from its YAML."""
     conf, found = config_dir(), []
     for f in sorted(recipes_dir().glob("*.yaml")):
         r = OmegaConf.to_container(OmegaConf.load(f))
-        groups = {}
+        groups = default_options()
         for d in r.get("defaults", []):
             for k, v in (d.items() if isinstance(d, dict) else []):
                 groups[k.split("/")[-1]] = v
-        method = groups.get("method", "gptq")
-        mcfg = OmegaConf.load(conf / "method" / f"{method}.yaml")
-        bcfg = OmegaConf.load(conf / "bits" / f"{groups.get('bits', 'w4')}.yaml")
-        bits = {**OmegaConf.to_container(bcfg), **(r.get("bits") or {})}
-        ccfg = OmegaConf.load(conf / "calibration" / f"{groups.get('calibration', 'pydoc')}.yaml")
-        cal = {**OmegaConf.to_container(ccfg), **(r.get("calibration") or {})}
-        found.append({"recipe": f.stem, "method": method,
-                      "backend": (r.get("method") or {}).get("backend", mcfg.backend),
-                      "format": recipe_format(method, int(bits["width"])),
+        opt = {g: OmegaConf.to_container(OmegaConf.load(conf / g / f"{groups[g]}.yaml"))
+               for g in ("model", "method", "bits", "calibration", "eval")}
+        bits = {**opt["bits"], **(r.get("bits") or {})}
+        cal = {**opt["calibration"], **(r.get("calibration") or {})}
+        expected = ((r.get("meta") or {}).get("expected") or {}).get("delta_ppl") or {}
+        found.append({"recipe": f.stem, "method": groups["method"],
+                      "backend": (r.get("method") or {}).get("backend", opt["method"]["backend"]),
+                      "format": recipe_format(groups["method"], int(bits["width"])),
                       "group_size": int(bits["group_size"]),
-                      "num_samples": int(cal["num_samples"]), "seq_len": int(cal["seq_len"])})
+                      "num_samples": int(cal["num_samples"]), "seq_len": int(cal["seq_len"]),
+                      "model": groups["model"], "model_path": opt["model"].get("path"),
+                      "hub_inputs": [f"{g}={groups[g]}" for g in ("calibration", "eval")
+                                     if {**opt[g], **(r.get(g) or {})}.get("source") == "hub"],
+                      "expected_delta_ppl": expected.get("value")})
     return found
 
 
@@ -90,41 +105,71 @@ def recipe_fits(rec: dict, row: dict, usable: int, settings: dict,
 
 
 def recipes_advice(plan: dict, model_args: str, hw_args: str) -> List[Dict[str, Any]]:
-    """Shipped recipes on this model and hardware: fits as is, or the override that fits."""
+    """Shipped recipes on this model and hardware, best first (`rank`): fits as is, or the
+    override that fits; each with its quantize time (its own calibration rows), whether it was
+    made for this model (`for_model`) and then the Δppl it promises, and the hub inputs it
+    reads."""
+    out = [_advise(plan, rec, model_args, hw_args) for rec in shipped_recipes()]
+    # Hub inputs rank last where the hub is off, or for a model on disk (likely offline).
+    hub_last = hub_off() is not None or plan["model"]["source"] != "hub"
+    out.sort(key=lambda r: (0 if r["fits"] and not r["near_miss"] else 1 if r["fits"] else 2,
+                            hub_last and bool(r["hub_inputs"]), not r["for_model"],
+                            r["expected_delta_ppl"] is None, r["expected_delta_ppl"] or 0,
+                            -r["margin_bytes"], r["recipe"]))
+    for i, r in enumerate(out, 1):
+        r["rank"] = i
+    return out
+
+
+def _advise(plan: dict, rec: dict, model_args: str, hw_args: str) -> Dict[str, Any]:
+    """One recipe: fits as is, or the override that fits (group size, bits, rows, offload)."""
     rows, usable, st = plan["rows"], plan["hardware"]["usable_bytes"], plan["settings"]
     hidden, inter = plan["model"]["hidden"], plan["model"]["intermediate"]
-    out = []
-    for rec in shipped_recipes():
-        row, extra, note = rows[rec["format"]], [], ""
-        g = rec["group_size"]
-        if rec["method"] != "bnb" and g > 0 and (hidden % g or inter % g):
-            ok = [x for x in (128, 64, 32) if not (hidden % x or inter % x)]
-            extra.append(f"bits.group_size={ok[0] if ok else -1}")
-            note = f"group size {g} does not divide the model's widths"
-        fits = recipe_fits(rec, row, usable, st)
-        if not fits and rec["format"] == "w4" and rec["method"] != "awq":
-            if recipe_fits(rec, rows["w3"], usable, st):
-                extra.append("bits=w3")
-                note = "w4 does not fit; w3 does (measure its quality first)"
-                fits = True
-        if not fits:
-            q = _fitting_samples(plan, rec)
-            if q:
-                extra.append(f"calibration.num_samples={q}")
-                note = "the calibration activations do not fit; fewer rows do"
-                fits = True
-        if not fits and plan["hardware"]["device"] == "cuda" and rec["method"] != "bnb":
-            peak = _peak(rec, row, st)
-            if peak is not None and peak[0] <= usable:  # quantizing fits; inference does not
-                extra.append(f"hardware.device_map=auto "
-                             f"hardware.max_memory.0={int(usable / 2 ** 30)}GiB")
-                note = "the quantized model does not fit this GPU: evaluation offloads " \
-                       "layers to CPU RAM (slow)"
-                fits = True
-        cmd = f"python -m qrecipe +recipe={rec['recipe']} {model_args} {hw_args} " + " ".join(extra)
-        out.append({**rec, "fits": fits, "near_miss": bool(extra) and fits,
-                    "command": " ".join(cmd.split()), "note": note})
-    return out
+    fmt, extra, note, samples = rec["format"], [], "", rec["num_samples"]
+    g = rec["group_size"]
+    if rec["method"] != "bnb" and g > 0 and (hidden % g or inter % g):
+        ok = [x for x in (128, 64, 32) if not (hidden % x or inter % x)]
+        extra.append(f"bits.group_size={ok[0] if ok else -1}")
+        note = f"group size {g} does not divide the model's widths"
+    fits = recipe_fits(rec, rows[fmt], usable, st)
+    if not fits and fmt == "w4" and rec["method"] != "awq" and \
+            recipe_fits(rec, rows["w3"], usable, st):
+        fmt, fits, note = "w3", True, "w4 does not fit; w3 does (measure its quality first)"
+        extra.append("bits=w3")
+    if not fits:
+        samples = _fitting_samples(plan, rec) or samples
+        if samples != rec["num_samples"]:
+            extra.append(f"calibration.num_samples={samples}")
+            fits, note = True, "the calibration activations do not fit; fewer rows do"
+    if not fits and plan["hardware"]["device"] == "cuda" and rec["method"] != "bnb":
+        peak = _peak(rec, rows[fmt], st)
+        if peak is not None and peak[0] <= usable:  # quantizing fits; inference does not
+            extra.append(f"hardware.device_map=auto "
+                         f"hardware.max_memory.0={int(usable / 2 ** 30)}GiB")
+            note = "the quantized model does not fit this GPU: evaluation offloads " \
+                   "layers to CPU RAM (slow)"
+            fits = True
+    cmd = f"python -m qrecipe +recipe={rec['recipe']} {model_args} {hw_args} " + " ".join(extra)
+    same = plan["model"]["name"] in (rec["model"], rec["model_path"])
+    return {**rec, "fits": fits, "near_miss": bool(extra) and fits,
+            "command": " ".join(cmd.split()), "note": note,
+            "margin_bytes": rows[fmt]["margin_bytes"], "for_model": same,
+            "expected_delta_ppl": rec["expected_delta_ppl"] if same else None,
+            **_recipe_time(rec, rows[fmt], st, samples)}
+
+
+def _recipe_time(rec: dict, row: dict, settings: dict, samples: int) -> Dict[str, Any]:
+    """The plan's quantize time of the recipe's method/backend, at the recipe's own calibration
+    tokens (the plan's row is at --samples x --seq-len)."""
+    q = next((q for q in row["quantize"]
+              if q["method"] == rec["method"] and q["backend"] == rec["backend"]), None)
+    if q is None or q["seconds"] is None:
+        return {"seconds": None, "seconds_range": None}
+    scale = samples * rec["seq_len"] / (settings["num_samples"] * settings["seq_len"]) \
+        if rec["method"] in CALIBRATED else 1.0
+    span = q.get("seconds_range")
+    return {"seconds": round(q["seconds"] * scale, 1),
+            "seconds_range": [round(x * scale, 1) for x in span] if span else None}
 
 
 def _fitting_samples(plan: dict, rec: dict) -> Optional[int]:
@@ -143,8 +188,6 @@ def _fitting_samples(plan: dict, rec: dict) -> Optional[int]:
 def rank_measured(dirs: List[Path], usable: int) -> List[Dict[str, Any]]:
     """Complete runs under the given dirs, best measured quality first, with whether their
     measured in-memory footprint fits the planned hardware."""
-    from qrecipe.report.runs import find_runs, run_row
-
     rows = [run_row(r, str(r)) for r in find_runs(dirs)]
     done = [r for r in rows if r["status"] == "complete" and r["delta_ppl"] is not None]
     for r in done:

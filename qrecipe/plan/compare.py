@@ -2,19 +2,24 @@
 tests and docs compare (predicted against measured footprint, disk size and peak memory)."""
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from qrecipe.inputs.shapes import from_source
+from omegaconf import OmegaConf
+
+from qrecipe.inputs.shapes import ModelShape, from_source
+from qrecipe.plan import estimate as est
 from qrecipe.plan.advice import recipe_format
-from qrecipe.plan.build import build, table
-from qrecipe.plan.figures import PROFILES
+from qrecipe.plan.build import build
+from qrecipe.plan.hardware import gpu_profiles
+from qrecipe.plan.render import table
 
 _MB = 2 ** 20
 
 
 def _lock(out: Path) -> dict:
-    from omegaconf import OmegaConf
     return OmegaConf.to_container(OmegaConf.load(out / "recipe.lock.yaml"), resolve=False)
 
 
@@ -22,11 +27,10 @@ def _hardware_choice(out: Path, device: str) -> str:
     if device == "cpu":
         return "cpu"
     try:
-        from omegaconf import OmegaConf
         name = OmegaConf.load(out / ".hydra" / "hydra.yaml").hydra.runtime.choices.hardware
     except Exception:  # no Hydra record (a run driven by the API): an 80 GB GPU
         name = None
-    return name if name in PROFILES else "gpu_80gb"
+    return name if name in gpu_profiles() else "gpu_80gb"
 
 
 def compare(out: Path, metrics: Dict[str, Any]) -> Dict[str, Any]:
@@ -85,11 +89,8 @@ def _mb(v: Optional[int]) -> str:
 
 def gpu_comparison(result: Dict[str, Any], fmt: str = "w4") -> List[Dict[str, Any]]:
     """Predicted against measured peak GPU memory for the rows of a GPU benchmark result
-    (benchmarks/results/gpu_bench_h100.json: "shape", "calibration", rows with "method",
+    (the JSON benchmarks/gpu_bench.py writes: "shape", "calibration", rows with "method",
     "backend", "peak_gpu_bytes"): the check of issue 10's acceptance 3."""
-    from qrecipe.inputs.shapes import ModelShape
-    from qrecipe.plan import estimate as est
-
     sh, cal = result["shape"], result["calibration"]
     shape = ModelShape(name="benchmark", source="local", model_type="llama",
                        hidden=sh["hidden"], intermediate=sh["intermediate"],
@@ -111,13 +112,11 @@ def gpu_comparison(result: Dict[str, Any], fmt: str = "w4") -> List[Dict[str, An
 
 
 def main(argv=None) -> int:
-    import argparse
-    import json
     ap = argparse.ArgumentParser(prog="python -m qrecipe.plan.compare",
                                  description="Predicted (qrecipe plan) against measured peak GPU "
                                              "memory while quantizing, per row of a GPU benchmark "
                                              "JSON (benchmarks/gpu_bench.py).")
-    ap.add_argument("json", type=Path, help="e.g. benchmarks/results/gpu_bench_h100.json")
+    ap.add_argument("json", type=Path, help="a result file of benchmarks/gpu_bench.py")
     a = ap.parse_args(argv)
     for row in gpu_comparison(json.loads(a.json.read_text())):
         print(f"{row['method']}/{row['backend']}: predicted {row['predicted_bytes'] / _MB:.0f} "
@@ -125,5 +124,5 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m qrecipe.plan.compare benchmarks/results/gpu_bench_h100.json
+if __name__ == "__main__":  # python -m qrecipe.plan.compare RESULT.json
     raise SystemExit(main())

@@ -1,5 +1,5 @@
-"""Bytes of a model in each format, counted from its shape (qrecipe.inputs.shapes): weights, inference at
-a context and batch, disk, and peak memory while quantizing with each backend.
+"""Bytes of a model in each format, counted from its shape (qrecipe.inputs.shapes): weights,
+inference at a context and batch, disk, and peak memory while quantizing with each backend.
 
 Counting rules (the layouts the backends write; checked against real checkpoints in
 docs/benchmarks.md, "qrecipe plan: predicted against measured"):
@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Tuple
 
+from qrecipe.backends.capabilities import planned_pairs
 from qrecipe.inputs.shapes import DTYPE_BYTES, ModelShape
 
 FORMATS = ("fp32", "fp16", "int8", "nf4", "w8", "w4", "w3", "w2")
@@ -23,15 +24,12 @@ INT_BITS = {"w8": 8, "w4": 4, "w3": 3, "w2": 2}
 BNB_BLOCK, BNB_NESTED = 64, 256
 TOKENIZER_BYTES_PER_TOKEN = 70  # tokenizer.json per vocab entry (SmolLM2 3.5 MB, Llama-2 1.8 MB)
 
-# Which backends quantize each format (method/backend pairs that `qrecipe plan` times and sizes).
+# Which backends quantize each format (method/backend pairs that `qrecipe plan` times and sizes):
+# the capability table's `planned` rows at each width.
 METHODS: Dict[str, List[Tuple[str, str]]] = {
     "fp32": [], "fp16": [],
-    "int8": [("bnb", "bitsandbytes")], "nf4": [("bnb", "bitsandbytes")],
-    "w8": [("gptq", "gptqmodel"), ("rtn", "gptqmodel"), ("gptq", "llmcompressor")],
-    "w4": [("gptq", "gptqmodel"), ("awq", "gptqmodel"), ("rtn", "gptqmodel"),
-           ("gptq", "llmcompressor")],
-    "w3": [("gptq", "gptqmodel"), ("rtn", "gptqmodel"), ("gptq", "llmcompressor")],
-    "w2": [("gptq", "gptqmodel"), ("rtn", "gptqmodel"), ("gptq", "llmcompressor")],
+    "int8": planned_pairs(8, bitsandbytes=True), "nf4": planned_pairs(4, bitsandbytes=True),
+    **{fmt: planned_pairs(bits, bitsandbytes=False) for fmt, bits in INT_BITS.items()},
 }
 
 # Resident memory of a CPU run's process before the model is loaded: python, torch,
@@ -39,9 +37,10 @@ METHODS: Dict[str, List[Tuple[str, str]]] = {
 # them on the project's CPU machine, 2026-11-25; docs/benchmarks.md).
 CPU_PROCESS_BYTES = {"gptqmodel": 0.68e9, "llmcompressor": 0.58e9, "bitsandbytes": 0.43e9}
 # gptqmodel on CPU under qrecipe: its adapter collects and trims the heap when the per-layer
-# checkpoint starts (backends/gptqmodel_gc.py), so what loading left behind (import garbage, the
-# source copy of a cast) is back with the OS before the first layer. Fitted to the SmolLM2 runs
-# measured after that change (GPTQ bf16 1.11 GB, RTN fp32 0.97-1.0 GB; docs/benchmarks.md).
+# checkpoint starts (qrecipe/backends/gptqmodel/collect.py), so what loading left behind (import
+# garbage, the source copy of a cast) is back with the OS before the first layer. Fitted to the
+# SmolLM2 runs measured after that change (GPTQ bf16 1.11 GB, RTN fp32 0.97-1.0 GB;
+# docs/benchmarks.md).
 CPU_PROCESS_TRIMMED_BYTES = 0.55e9
 # Copies of the hidden state a backend keeps per calibration token while it quantizes one layer.
 # The layer's inputs and outputs (2); AWQ also keeps the inputs of each linear group it scales.

@@ -8,33 +8,34 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Sequence
 
+from hydra import compose as hcompose
+from hydra import initialize_config_dir
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from qrecipe.errors import QRecipeError
+from qrecipe.paths import config_dir
+from qrecipe.recipes import schema
+from qrecipe.recipes.routes import refuse_searchpath
 from qrecipe.recipes.sources import ENV_PATH
 
 
 def compose(overrides: Sequence[str]) -> DictConfig:
-    from hydra import compose as hcompose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from qrecipe.paths import config_dir
-    from qrecipe.recipes import schema
-
     schema.register()
+    refuse_searchpath(list(overrides))
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
             return hcompose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
         msg = str(e).strip()
-        if msg.startswith("error: "):
-            msg = msg[len("error: "):]
         cause = e.__cause__
         if cause is not None and str(cause).strip() not in msg:
             msg += f" ({str(cause).strip().splitlines()[0]})"
         raise QRecipeError(" ".join(msg.split("\n")[:3])) from None
+    except RecursionError:  # a self-inclusion hydra_source could not follow (interpolated)
+        raise QRecipeError("composing the config recursed without end: a recipe includes "
+                           "itself through its defaults list") from None
 
 
 @contextmanager

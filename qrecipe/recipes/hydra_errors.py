@@ -6,7 +6,7 @@ raise them instead (unless the user set HYDRA_FULL_ERROR for the full trace) and
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 
 def _lines(e: BaseException) -> List[str]:
@@ -49,7 +49,8 @@ def one_line(e: BaseException) -> str:
         key = str(getattr(e, "full_key", "") or "")
         return f"{head}; set it: {key}=..." if key else head
     parts = [head.rstrip(".")]
-    cause = e.__cause__ or e.__context__
+    # `raise X from None` hides the context: it repeats X's own message (qrecipe's refusals)
+    cause = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     for src in ([cause] if cause is not None else []) + [e]:
         for ln in _lines(src)[: 1 if src is cause else 0] or []:
             if ln not in parts and not ln.startswith("full_key"):
@@ -59,3 +60,12 @@ def one_line(e: BaseException) -> str:
     if where and where[0].split(":", 1)[1].strip() not in text:
         text += f" ({where[0]})"
     return text
+
+
+def recipe_without_plus(argv: List[str]) -> Optional[str]:
+    """The first mistake of nearly every newcomer, as one line: `recipe=NAME` (Hydra answers
+    with its defaults-list error). A recipe is not among the defaults: it is added, with a +."""
+    for a in argv:
+        if a.startswith("recipe="):
+            return f"{a}: a recipe is added on top of the defaults: use +{a}"
+    return None

@@ -12,10 +12,13 @@ Refused, at any depth, with one message naming the file and the key:
 - any interpolation other than a plain reference to another config key (`${bits.width}`):
   resolvers such as `${oc.env:...}`, `${oc.decode:...}` or custom ones, and references to
   `cache.*` (resolved from the environment);
-- `trust_remote_code`: only ever from the command line;
+- the user-only keys (qrecipe/boundary/userkeys.py: `force`, `cache.*`, `trust_remote_code`,
+  `model.allow_pickle`, `hydra.*`), in the file and in its sweep parameters; a lock may hold
+  all but `hydra.*`, and they are dropped when it is read;
 - a `recipe_name` that is not one plain name (it names the run directory: no paths);
 - a `pkg://a.b/FILE` path (finding a dotted package imports its parent: runs its code).
-YAML is parsed with OmegaConf's safe loader (no Python tags).
+The file is read within limits first (qrecipe/boundary/yamlfile.py: size, no tags, aliases,
+depth, control characters), then built by OmegaConf's safe loader.
 """
 from __future__ import annotations
 
@@ -25,7 +28,11 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
+from qrecipe.boundary.userkeys import SWEEP_PARAMS as ALLOWED_HYDRA
+from qrecipe.boundary.userkeys import dropped_from_locks, refusal, segments, without_user_only
+from qrecipe.boundary.yamlfile import printable, read_yaml
 from qrecipe.errors import QRecipeError
+from qrecipe.paths import PKG_SCHEME
 from qrecipe.recipes.frozen import (  # the hydra: blocks a lock may hold
     LEGACY_LOCK_HYDRAS,
     LOCK_DEFAULTS,
@@ -33,16 +40,15 @@ from qrecipe.recipes.frozen import (  # the hydra: blocks a lock may hold
 )
 
 INSTANTIATE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
-ALLOWED_HYDRA = "hydra.sweeper.params"
-NEVER_FROM_RECIPE = ("trust_remote_code",)
 _PLAIN_REF = re.compile(r"\.*[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*")
 _ENV_DERIVED = ("cache", "hydra")
-_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+# A recipe_name, and a recipe file's stem given by path: one plain name (a folder, an override).
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
 
 class UnsafeRecipe(QRecipeError):
     def __init__(self, path: Path, key: str, reason: str):
-        super().__init__(f"{path}: {key}: {reason}",
+        super().__init__(printable(f"{path}: {key}: {reason}"),
                          hint="a recipe is data; see README, 'Sharing recipes'")
         self.path, self.key = path, key
 
@@ -55,19 +61,21 @@ def header(text: str) -> Dict[str, Optional[str]]:
 
 def load_recipe(path: Path, lock: bool = False) -> Tuple[DictConfig, Dict[str, Optional[str]]]:
     """Parse and check one recipe file; returns its (unresolved) config and Hydra header.
-    `lock`: the file is a recipe.lock.yaml, whose defaults list is fixed (LOCK_DEFAULTS)."""
+    `lock`: the file is a recipe.lock.yaml, whose defaults list is fixed (LOCK_DEFAULTS) and
+    whose user-only keys are dropped from what is returned."""
     path = Path(path)
+    text, data = read_yaml(path, "lock" if lock else "recipe")
     try:
-        text = path.read_text(encoding="utf-8")
         head = header(text)
-        cfg = OmegaConf.create(text)
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise QRecipeError(f"{path}: not a readable recipe: {e}") from None
-    except Exception as e:  # yaml / omegaconf parse errors
-        raise QRecipeError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+        cfg = OmegaConf.create(data if data is not None else {})
+    except Exception as e:  # omegaconf's own refusals (odd keys)
+        raise QRecipeError(printable(f"{path}: not a valid recipe: "
+                                     f"{str(e).splitlines()[0]}")) from None
     if not isinstance(cfg, DictConfig):
-        raise QRecipeError(f"{path}: a recipe is a YAML mapping")
+        raise QRecipeError(f"{printable(path)}: a recipe is a YAML mapping")
     check(path, cfg, head, lock)
+    if lock:
+        cfg = OmegaConf.create(without_user_only(OmegaConf.to_container(cfg, resolve=False)))
     return cfg, head
 
 
@@ -85,11 +93,11 @@ def check(path: Path, cfg: DictConfig, head: Dict[str, Optional[str]], lock: boo
         _check_hydra(path, hydra)
         raw["hydra"] = hydra
     name = raw.get("recipe_name")
-    if name is not None and not (isinstance(name, str) and _RUN_NAME.fullmatch(name)):
+    if name is not None and not (isinstance(name, str) and PLAIN_NAME.fullmatch(name)):
         raise UnsafeRecipe(path, "recipe_name", f"{name!r}: names the run directory, so it is "
                            "one plain name (letters, digits, _ . -), never a path")
     for key, value in _walk(raw):
-        _check_key(path, key)
+        _check_key(path, key, lock)
         if isinstance(value, str):
             _check_interpolations(path, key, value)
             _check_package_path(path, key, value)
@@ -115,30 +123,24 @@ def _walk(node: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
         yield prefix, node
 
 
-def _segments(key: str) -> list:
-    return [s.lstrip("+~") for s in re.split(r"[.\[\]]", key) if s]
-
-
-def _check_key(path: Path, key: str) -> None:
-    segs = _segments(key)
-    for s in segs:
+def _check_key(path: Path, key: str, lock: bool = False, shown: Optional[str] = None) -> None:
+    """`shown`: the key as the message names it (a sweep parameter's full path)."""
+    for s in segments(key):
         if s in INSTANTIATE_KEYS:
-            raise UnsafeRecipe(path, key, f"{s} is not allowed: a recipe cannot name code to run")
-        if s in NEVER_FROM_RECIPE:
-            raise UnsafeRecipe(path, key, f"{s} is never taken from a recipe: pass it on the "
-                               "command line")
-    joined = ".".join(segs)
-    if segs and segs[0] == "hydra" and not (ALLOWED_HYDRA.startswith(joined)
-                                            or joined.startswith(ALLOWED_HYDRA + ".")):
-        raise UnsafeRecipe(path, key, f"a recipe may only set {ALLOWED_HYDRA} under hydra:")
+            raise UnsafeRecipe(path, shown or key, f"{s} is not allowed: a recipe cannot name "
+                               "code to run")
+    if lock and dropped_from_locks(key):
+        return  # frozen by a run; dropped by load_recipe, never used
+    why = refusal(key)
+    if why:
+        raise UnsafeRecipe(path, shown or key, why)
 
 
 def _check_hydra(path: Path, hydra: Any) -> None:
     if not isinstance(hydra, dict) or set(hydra) - {"sweeper"}:
         bad = sorted(set(hydra) - {"sweeper"}) if isinstance(hydra, dict) else []
-        raise UnsafeRecipe(path, f"hydra.{bad[0]}" if bad else "hydra",
-                           f"a recipe may only set {ALLOWED_HYDRA} under hydra: (callbacks, "
-                           "launchers and run dirs stay on the command line or in conf/)")
+        key = f"hydra.{bad[0]}" if bad else "hydra"
+        raise UnsafeRecipe(path, key, refusal(key))
     sweeper = hydra["sweeper"]
     if not isinstance(sweeper, dict) or set(sweeper) - {"params"}:
         bad = sorted(set(sweeper) - {"params"}) if isinstance(sweeper, dict) else []
@@ -149,8 +151,8 @@ def _check_hydra(path: Path, hydra: Any) -> None:
         raise UnsafeRecipe(path, ALLOWED_HYDRA, "must map override keys to sweep values")
     for k, v in params.items():
         # A sweep parameter is an override applied to every job: the same rules hold for it.
-        _check_key(path, str(k))
-        if str(k).lstrip("+~").split("/")[0] == "hydra" or "@" in str(k):
+        _check_key(path, str(k), shown=f"{ALLOWED_HYDRA}.{k}")
+        if segments(str(k))[:1] == ["hydra"] or "@" in str(k):
             raise UnsafeRecipe(path, f"{ALLOWED_HYDRA}.{k}", "a sweep may not set hydra's own "
                                "config or move a config to another package")
         if ".." in f"{k}={v}":
@@ -192,7 +194,7 @@ def _check_interpolations(path: Path, key: str, value: str) -> None:
         body = value[i + 2:end].strip() if end != -1 else value[i + 2:]
         if not _PLAIN_REF.fullmatch(body) or "${" in body:
             raise UnsafeRecipe(path, key, f"interpolation {value[i:end + 1]!r} is not allowed: a "
-                               "recipe may reference other config keys (${{group.key}}) but not "
+                               "recipe may reference other config keys (${group.key}) but not "
                                "call resolvers (oc.env, oc.decode, ...) that read the "
                                "environment or files")
         if body.lstrip(".").split(".")[0] in _ENV_DERIVED:
@@ -204,7 +206,6 @@ def _check_interpolations(path: Path, key: str, value: str) -> None:
 def _check_package_path(path: Path, key: str, value: str) -> None:
     """pkg://PACKAGE/FILE is located without importing PACKAGE; a dotted name (a.b) would
     import its parent package a, i.e. run that package's code."""
-    from qrecipe.paths import PKG_SCHEME
     if value.startswith(PKG_SCHEME) and "." in value[len(PKG_SCHEME):].split("/")[0]:
         raise UnsafeRecipe(path, key, f"{value!r}: pkg:// names a top-level package (a dotted "
                            "name would import its parent package)")

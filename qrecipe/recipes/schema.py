@@ -1,7 +1,8 @@
 """Typed schema of every config group, registered in Hydra's ConfigStore.
 
 The primary config's schema (`Config`) types every group; the method options, whose fields differ,
-name theirs in their defaults list (``- /schema/method@_here_: gptq``). So a typo (``method.dampp``) or a wrong type (``bits.width=four``) fails at composition, before
+name theirs in their defaults list (``- /schema/method@_here_: gptq``). So a typo
+(``method.dampp``) or a wrong type (``bits.width=four``) fails at composition, before
 anything heavy is imported. Cross-field rules (bits a method supports, group sizes that divide the
 model) live in ``validate.py``; this file only says what fields exist and their types.
 
@@ -15,6 +16,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from qrecipe.recipes.hydra_source import register as register_recipe_sources
 from qrecipe.recipes.meta import RecipeMeta
 
 
@@ -31,6 +33,10 @@ class ModelConfig:
     dtype: str = "float32"
     # Pickle checkpoints (.bin/.pt) can run code when loaded: only with this explicit opt-in.
     allow_pickle: bool = False
+    # The model's config.json numbers (model_type, hidden_size, ...), shipped with a hub model's
+    # config so that plan and validation read them offline; `of` names the hub id they belong to,
+    # and they are used only while `path` is that id (qrecipe/inputs/shapes.py).
+    shape: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -114,8 +120,8 @@ class HardwareConfig:
     assign_gpus: bool = True
     gpus_per_job: int = 1
     gpu_pool: Optional[str] = None
-    # Inference kernel of the quantized checkpoint at reload (qrecipe/kernels/table.py): auto picks one
-    # that needs no download and no nvcc build unless allow_jit; a name picks it.
+    # Inference kernel of the quantized checkpoint at reload (qrecipe/kernels/table.py): auto
+    # picks one that needs no download and no nvcc build unless allow_jit; a name picks it.
     kernel: str = "auto"
     allow_jit: bool = False
     # Quantization speed (docs/benchmarks.md, GPU path): calibration rows per forward (gptqmodel
@@ -136,6 +142,14 @@ class HardwareConfig:
     # checkpoint bytes, ~20% less quantize time on an H200; on in the 80 GB profiles (docs).
     # Applies with one visible GPU and no layer checkpoints (the case measured).
     fast_layer_loop: bool = False
+    # What `qrecipe plan` knows of this GPU (a run does not read these): the card's name, the
+    # memory its driver reports (nvidia-smi, MiB; the plan sets ~1 GB aside for the CUDA context)
+    # and its dense fp16 tensor TFLOP/s from the spec sheet (scales GPU times measured on another
+    # card, qrecipe/plan/measurements.json). Unset where the profile is not one GPU (cpu,
+    # multi_gpu): the planner does not offer it.
+    label: Optional[str] = None
+    memory_mib: Optional[int] = None
+    fp16_tflops: Optional[float] = None
 
 
 @dataclass
@@ -156,8 +170,9 @@ class EvalConfig:
     speed: bool = True  # prefill / decode tokens per second of the saved model
     speed_prompt_len: int = 128
     speed_new_tokens: int = 32
-    # Task accuracy through lm-evaluation-harness (qrecipe/evaluation/tasks.py): lm-eval task names, or
-    # qrecipe_mc (the multiple-choice task shipped inside the package, offline). Empty: none.
+    # Task accuracy through lm-evaluation-harness (qrecipe/evaluation/tasks.py): lm-eval task
+    # names, or qrecipe_mc (the multiple-choice task shipped inside the package, offline).
+    # Empty: none.
     tasks: List[str] = field(default_factory=list)
     limit: Optional[float] = None  # items per task (a count, or a fraction below 1); null: all
     num_fewshot: Optional[int] = None  # null: each task's own default
@@ -196,6 +211,10 @@ class Config:
     # A run directory that holds another result (or an unfinished run of another config) is
     # refused; force=true moves it aside (DIR.replaced-<time>) and runs. Never frozen in a lock.
     force: bool = False
+    # A model folder that names or holds Python code (auto_map, *.py) is refused unless this is
+    # true: command line only (a recipe that sets it is refused), never frozen in a lock
+    # (qrecipe/boundary/modelfolder.py).
+    trust_remote_code: bool = False
 
 
 METHOD_SCHEMAS = {"gptq": GPTQMethod, "awq": AWQMethod, "rtn": RTNMethod, "bnb": BnbMethod}
@@ -208,5 +227,4 @@ def register() -> None:
     cs.store(name="qrecipe_schema", node=Config)
     for name, node in METHOD_SCHEMAS.items():
         cs.store(group="schema/method", name=name, node=node)
-    from qrecipe.recipes.hydra_source import register as register_recipe_sources
     register_recipe_sources()

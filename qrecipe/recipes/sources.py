@@ -3,29 +3,28 @@
 Three kinds of source, searched together (none shadows another):
 - the project's `recipes/` (inside the package, `qrecipe/recipes/`, when installed as a wheel);
 - every folder in QRECIPE_RECIPE_PATH (colon-separated, like PATH), each holding NAME.yaml files;
-- installed recipe packs: a distribution that declares an entry point in the group
-  `qrecipe.recipes`, `PACK = "python.package"`, whose package folder holds the NAME.yaml files.
-  The folder is found without importing the package (nothing a pack ships runs here).
+- installed recipe packs (qrecipe/recipes/packs.py): a distribution that declares an entry point
+  in the group `qrecipe.recipes`, `PACK = "python.package"`, whose package folder holds the
+  NAME.yaml files, found without importing the package (nothing a pack ships runs here).
 
 `NAME` means the one recipe of that name in any source; a name defined in two places is an error
-naming both files. `PACK/NAME` (or `project/NAME`) picks one source explicitly.
+naming both files. `PACK/NAME` (or `project/NAME`) picks one source explicitly. A pack name two
+distributions declare is an error naming both, wherever one of its recipes is asked for.
 Nothing here imports torch or Hydra.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from qrecipe.errors import QRecipeError
 from qrecipe.paths import recipes_dir
+from qrecipe.recipes import packs
+from qrecipe.recipes.packs import PROJECT
 
 ENV_PATH = "QRECIPE_RECIPE_PATH"
-ENTRY_POINT_GROUP = "qrecipe.recipes"
-PROJECT = "project"
 
 
 @dataclass(frozen=True)
@@ -55,21 +54,6 @@ class Source:
     pack: Optional[str] = None
 
 
-def _pack_folder(ep) -> Optional[Path]:
-    """The folder of the package an entry point names, located without importing it."""
-    module = ep.value.split(":")[0].strip()
-    dist = getattr(ep, "dist", None)
-    if dist is not None:
-        where = Path(dist.locate_file(module.replace(".", "/")))
-        if where.is_dir():
-            return where
-    if "." not in module:  # an editable install: ask the import system (no import of it)
-        spec = importlib.util.find_spec(module)
-        if spec is not None and spec.submodule_search_locations:
-            return Path(list(spec.submodule_search_locations)[0])
-    return None
-
-
 def sources() -> List[Source]:
     found = [Source("project", recipes_dir(), PROJECT)]
     for folder in os.environ.get(ENV_PATH, "").split(os.pathsep):
@@ -79,15 +63,7 @@ def sources() -> List[Source]:
                 raise QRecipeError("not a folder", key=ENV_PATH, value=folder,
                                    hint="each entry is a folder holding NAME.yaml recipes")
             found.append(Source("folder", path))
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if ep.name == PROJECT or "/" in ep.name:
-            raise QRecipeError("reserved or invalid pack name", key=f"{ENTRY_POINT_GROUP} "
-                               "entry point", value=ep.name)
-        folder = _pack_folder(ep)
-        if folder is None:
-            raise QRecipeError("recipe pack folder not found", key=f"pack {ep.name}",
-                               value=ep.value, hint="the entry point names a package folder")
-        found.append(Source("pack", folder, ep.name))
+    found += [Source("pack", p.folder, p.name) for p in packs.installed()]
     return found
 
 
@@ -114,12 +90,15 @@ def by_name() -> Dict[str, List[Recipe]]:
 
 def find(name: str) -> Optional[Recipe]:
     """The recipe `name` (or `PACK/name`) means; None when there is none. A bare name found in
-    two places is an error naming both files."""
+    two places is an error naming both files; a recipe of a pack two distributions declare is
+    an error naming both distributions."""
     if "/" in name:
         pack, _, bare = name.partition("/")
         hits = [r for r in all_recipes() if r.pack == pack and r.name == bare]
+        _refuse_clashing_packs([pack])
         return hits[0] if hits else None
     hits = by_name().get(name, [])
+    _refuse_clashing_packs([r.pack for r in hits if r.kind == "pack"])
     if len(hits) > 1:
         raise QRecipeError(
             f"recipe {name!r} is defined in {len(hits)} places: "
@@ -127,6 +106,24 @@ def find(name: str) -> Optional[Recipe]:
             hint="rename one, drop a folder from " + ENV_PATH + ", or pick one with "
             "+recipe=PACK/NAME (" + ", ".join(f"{r.pack}/{name}" for r in hits if r.pack) + ")")
     return hits[0] if hits else None
+
+
+def _refuse_clashing_packs(names: List[Optional[str]]) -> None:
+    if not names:
+        return
+    clashing = packs.clashes(packs.installed())
+    for n in names:
+        if n in clashing:
+            raise packs.clash_error(n, clashing[n])
+
+
+def require(name: str) -> Recipe:
+    """find(name), or the one-line error for a name no source has."""
+    recipe = find(name)
+    if recipe is None:
+        raise QRecipeError("no such recipe", key="recipe", value=name,
+                           hint="`qrecipe recipes` lists them")
+    return recipe
 
 
 def names() -> List[str]:

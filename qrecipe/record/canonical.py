@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from qrecipe.record import filehash
+from qrecipe.record.atomic import replacing
 from qrecipe.record.fingerprint import Cancelled, parallel
 
 _CHUNK = 1 << 24
@@ -32,7 +33,7 @@ def canonicalize(out_dir: Path) -> None:
     parallel(_canonicalize_file, files)
 
 
-def _read_header(f) -> Tuple[int, dict]:
+def read_header(f) -> Tuple[int, dict]:
     n = struct.unpack("<Q", f.read(8))[0]
     return n, json.loads(f.read(n))
 
@@ -52,11 +53,11 @@ def canonical_order(dtypes: Dict[str, str]) -> Optional[List[str]]:
         if _TYPES.get(dtype) is None:
             return None
         probe[name] = torch.empty(0, dtype=_TYPES[dtype])
-    _, order = _read_header(io.BytesIO(save(probe)))
+    _, order = read_header(io.BytesIO(save(probe)))
     return [k for k in order if k != "__metadata__"]
 
 
-def _header_bytes(header: dict, order: List[str]) -> bytes:
+def header_bytes(header: dict, order: List[str]) -> bytes:
     """The header safetensors writes: compact JSON (metadata first, then tensors in data order,
     offsets from 0), padded with spaces to a multiple of 8 bytes, after its u64 length."""
     new: Dict[str, object] = {}
@@ -77,26 +78,21 @@ def _header_bytes(header: dict, order: List[str]) -> bytes:
 def _canonicalize_file(f: Path, stop: Optional[threading.Event] = None) -> None:
     src = open(f, "rb")
     try:
-        n, header = _read_header(src)
+        n, header = read_header(src)
         order = canonical_order({k: v["dtype"] for k, v in header.items()
                                  if k != "__metadata__"})
         if order is None:  # then the file is rewritten through safetensors
             src.close()
             _rewrite_through_safetensors(f)
             return
-        head = _header_bytes(header, order)
+        head = header_bytes(header, order)
         src.seek(0)
         if src.read(len(head)) == head and os.path.getsize(f) == len(head) + sum(
                 header[k]["data_offsets"][1] - header[k]["data_offsets"][0] for k in order):
             src.close()
             return  # already canonical: same header, hence the same data order
-        tmp = f.with_name(f".tmp-{f.name}")
-        try:
+        with replacing(f) as tmp:
             digest = _copy(src, 8 + n, header, order, head, tmp, stop)
-            os.replace(tmp, f)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
     except BaseException:
         src.close()
         raise
@@ -178,6 +174,5 @@ def _rewrite_through_safetensors(f: Path) -> None:
 
     with safe_open(str(f), "pt") as h:
         meta = h.metadata()
-    tmp = f.with_name(f".tmp-{f.name}")
-    save_file(load_file(str(f)), str(tmp), metadata=meta)
-    os.replace(tmp, f)
+    with replacing(f) as tmp:
+        save_file(load_file(str(f)), str(tmp), metadata=meta)

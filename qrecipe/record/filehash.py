@@ -7,26 +7,60 @@ digest itself is the same sha256 a fresh read gives: fingerprints do not change.
 `memo(root)` is active (the runner points it into the qrecipe cache); small files are always
 hashed (cheaper than the lookup).
 
+A memo entry maps a file's identity to a digest, so a planted one could make a changed input
+look unchanged: each entry carries a seal (qrecipe/boundary/sealed.py, this user's key) over
+its identity and digest, and one that does not verify is ignored (the file is hashed again and
+the entry rewritten, one log line).
+
 While the memo is active, the process also keeps the digests it has already computed keyed by
 the same identity without the path, so no file is read twice in one run: renaming a directory
 (model.partial/ -> model/) changes its files' paths but not their inode, size, mtime or ctime,
 so the manifest reuses the save stage's digests. Two threads asking for the same file wait for
-one read. `remember` records a digest computed while the file was written (qrecipe/record/canonical.py);
-`Follower` computes one right behind another thread's writer (a library's shard writer).
+one read. `remember` records a digest computed while the file was written
+(qrecipe/record/canonical.py); `Follower` computes one right behind another thread's writer (a
+library's shard writer). `sha256_stream` is the one loop that reads a file into a digest.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import threading
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import BinaryIO, Callable, Dict, Iterator, Optional, Tuple
+
+from qrecipe.boundary import sealed
+from qrecipe.record.atomic import write_bytes
+
+log = logging.getLogger("qrecipe")
+_KIND = "filehash"  # what a memo entry's seal is for
 
 
 class Cancelled(Exception):
     """A hash given up because its result is no longer wanted (the job ended first)."""
+
+
+def sha256_stream(f: BinaryIO, chunk: int, stop: Optional[threading.Event] = None,
+                  at_eof: Optional[Callable[[int], bool]] = None) -> Tuple[str, int]:
+    """(sha256, bytes read) of an unbuffered binary file from where it stands, `chunk` bytes a
+    read: the one read loop behind every file digest (fingerprint.sha256_file, Follower). stop:
+    raise Cancelled once set. at_eof(bytes so far): True to read again (a file still being
+    written), False when EOF is the end; None: it is."""
+    h, size = hashlib.sha256(), 0
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    while True:
+        n = f.readinto(buf)
+        if n:
+            if stop is not None and stop.is_set():
+                raise Cancelled(getattr(f, "name", "hash"))
+            h.update(view[:n])
+            size += n
+        elif at_eof is None or not at_eof(size):
+            return h.hexdigest(), size
 
 
 _ROOT: Optional[Path] = None
@@ -61,7 +95,6 @@ def _version(ident: dict) -> Tuple:
 
 
 def _entry(root: Path, ident: dict) -> Path:
-    import hashlib
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
     return root / key[:2] / f"{key}.json"
 
@@ -95,13 +128,7 @@ def digest(path: Path, compute: Callable[[Path], str]) -> str:
 
 def _compute(path: Path, entry: Path, ident: dict, version: Tuple, compute, mine: Future) -> str:
     try:
-        value = None
-        try:
-            saved = json.loads(entry.read_text())
-            if saved.get("identity") == ident:
-                value = saved["sha256"]
-        except (OSError, ValueError, KeyError):
-            pass
+        value = _saved(entry, ident)
         if value is None:
             value = compute(path)
             if _identity(path) == ident:  # not rewritten while it was read
@@ -168,7 +195,8 @@ class Follower:
 
     def __init__(self, path: Path):
         self.path, self.digest = Path(path), None
-        self.read_while_writing = 0  # bytes hashed before the writer was done (tests)
+        self.read_while_writing = 0  # bytes hashed by the last catch-up before the writer was done
+        self._final = False  # the writer is done: the next EOF is the end
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="qrecipe-hash-follow",
                                         daemon=True)
@@ -186,46 +214,52 @@ class Follower:
         return self.digest
 
     def _run(self) -> None:
-        import hashlib
         try:
             while not self.path.exists():  # the writer has not created it yet
                 if self._done.wait(0.002) and not self.path.exists():
                     return
-            h, size = hashlib.sha256(), 0
-            buf = bytearray(FOLLOW_CHUNK)
-            view = memoryview(buf)
             with open(self.path, "rb", buffering=0) as f:
-                while True:
-                    done = self._done.is_set()  # before the read: then EOF is the end
-                    n = f.readinto(buf)
-                    if n:
-                        h.update(view[:n])
-                        size += n
-                        self.read_while_writing += 0 if done else n
-                    elif done:
-                        break
-                    else:
-                        self._done.wait(0.005)  # caught up with the writer
+                digest, size = sha256_stream(f, FOLLOW_CHUNK, at_eof=self._more)
                 st, fst = os.stat(self.path), os.fstat(f.fileno())
             if (st.st_ino, st.st_dev, st.st_size) == (fst.st_ino, fst.st_dev, size):
-                self.digest = h.hexdigest()
+                self.digest = digest
                 remember(self.path, self.digest)
         except OSError:
             pass
 
+    def _more(self, size: int) -> bool:
+        """At EOF: whether to read again. Once the writer is done (seen after an EOF), one more
+        pass to the end reads the rest; until then, wait for it to write more."""
+        if self._final:
+            return False
+        if not self._done.is_set():
+            self.read_while_writing = size  # caught up while the writer was still writing
+        self._final = self._done.wait(0.005)  # caught up with the writer
+        return True
+
+
+def _saved(entry: Path, ident: dict) -> Optional[str]:
+    """The memo's digest for this identity, if its entry is there and its seal verifies."""
+    try:
+        saved = json.loads(entry.read_text())
+    except (OSError, ValueError):
+        return None
+    body = sealed.unsealed(_KIND, saved)
+    if body is None:
+        log.warning("file-hash memo: entry for %s not verified (no valid seal); hashing the "
+                    "file again", ident["path"])
+        return None
+    value = body.get("sha256")
+    return value if body.get("identity") == ident and isinstance(value, str) else None
+
 
 def _store(entry: Path, ident: dict, sha256: str) -> None:
-    if not entry.is_file():
+    if not entry.is_file() or _saved(entry, ident) != sha256:
         _write(entry, {"identity": ident, "sha256": sha256})
 
 
 def _write(entry: Path, data: dict) -> None:
-    import tempfile
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, entry)
+        write_bytes(entry, json.dumps(sealed.sealed(_KIND, data)).encode())
     except OSError:  # a read-only cache only costs the next run a re-hash
         pass

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from qrecipe.record.filehash import Cancelled, digest
+from qrecipe.record.filehash import Cancelled, digest, sha256_stream
 
 _CHUNK = 1 << 22
 # Below this many bytes in all, threads cost more than they save.
@@ -28,18 +28,8 @@ def sha256_file(path: Path, stop: Optional[threading.Event] = None) -> str:
 
 
 def _sha256_read(path: Path, stop: Optional[threading.Event] = None) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                break
-            if stop is not None and stop.is_set():
-                raise Cancelled(str(path))
-            h.update(view[:n])
-    return h.hexdigest()
+        return sha256_stream(f, _CHUNK, stop)[0]
 
 
 def sha256_files(paths: Iterable[Path], stop: Optional[threading.Event] = None

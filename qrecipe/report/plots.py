@@ -13,17 +13,23 @@ def _label(r: Dict[str, Any]) -> str:
 
 
 def write_plots(root: Path, rows: List[Dict[str, Any]]) -> List[Path]:
-    import matplotlib
+    """The charts of the complete runs with a perplexity, into root; their paths."""
+    import matplotlib  # deferred: matplotlib (the optional `report` extra), only for charts
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: matplotlib
 
     done = [r for r in rows if r["status"] == "complete" and r["ppl"] is not None]
     if not done:
         return []
-    paths = []
-    fp_ppl = next((r["fp_ppl"] for r in done if r["fp_ppl"] is not None), None)
+    paths = [_ppl_vs_bits(plt, root, done), _memory(plt, root, done), _pareto(plt, root, done)]
+    if any(k.startswith("acc:") for r in done for k in r):
+        paths.append(_accuracy(plt, root, done))
+    return paths
 
-    # 1. Perplexity vs bits, one line per method/backend/group size.
+
+def _ppl_vs_bits(plt, root: Path, done: List[Dict[str, Any]]) -> Path:
+    """1. Perplexity vs bits, one line per method/backend/group size."""
+    fp_ppl = next((r["fp_ppl"] for r in done if r["fp_ppl"] is not None), None)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series = defaultdict(list)
     for r in done:
@@ -40,11 +46,13 @@ def write_plots(root: Path, rows: List[Dict[str, Any]]) -> List[Path]:
     ax.set_title("Perplexity vs bits")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    paths.append(_save(fig, root / "ppl_vs_bits.png"))
+    return _save(plt, fig, root / "ppl_vs_bits.png")
 
-    # 2. Memory per configuration: footprint in memory, size on disk, peak RSS while quantizing.
+
+def _memory(plt, root: Path, done: List[Dict[str, Any]]) -> Path:
+    """2. Memory per configuration: footprint in memory, size on disk, peak RSS while
+    quantizing."""
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(done) + 2), 4.5))
-    labels = [_label(r) for r in done]
     bars = [("footprint in memory", "footprint_mb"), ("size on disk", "size_mb"),
             ("peak RSS quantizing", "peak_rss_mb")]
     width = 0.8 / len(bars)
@@ -54,18 +62,16 @@ def write_plots(root: Path, rows: List[Dict[str, Any]]) -> List[Path]:
     fp_mem = next((r["fp_footprint_mb"] for r in done if r["fp_footprint_mb"]), None)
     if fp_mem:
         ax.axhline(fp_mem, color="grey", linestyle="--", label=f"unquantized ({fp_mem} MB)")
-    ax.set_xticks(range(len(done)))
-    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("MB")
-    ax.set_title("Memory usage comparison")
-    ax.legend(fontsize=8)
-    paths.append(_save(fig, root / "memory.png"))
+    return _save_per_config(plt, fig, ax, done, "MB", "Memory usage comparison",
+                            root / "memory.png")
 
-    # 3. Pareto: perplexity vs size on disk; the front is what no other run beats on both.
+
+def _pareto(plt, root: Path, done: List[Dict[str, Any]]) -> Path:
+    """3. Perplexity vs size on disk; the front is what no other run beats on both."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     pts = sorted((r["size_mb"] or 0, r["ppl"], _label(r)) for r in done)
     front, best = [], float("inf")
-    for s, p, lab in pts:
+    for s, p, _ in pts:
         if p < best:
             front.append((s, p))
             best = p
@@ -81,10 +87,7 @@ def write_plots(root: Path, rows: List[Dict[str, Any]]) -> List[Path]:
     ax.set_title("Perplexity vs size")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    paths.append(_save(fig, root / "pareto.png"))
-    if any(k.startswith("acc:") for r in done for k in r):
-        paths.append(_accuracy(plt, root, done))
-    return paths
+    return _save(plt, fig, root / "pareto.png")
 
 
 def _accuracy(plt, root: Path, done: List[Dict[str, Any]]) -> Path:
@@ -106,12 +109,9 @@ def _accuracy(plt, root: Path, done: List[Dict[str, Any]]) -> Path:
         fp = next((r.get(f"fp_acc:{t}") for r in done if r.get(f"fp_acc:{t}")), None)
         if fp:
             ax.axhline(fp, linestyle="--", color=f"C{i}", alpha=0.6, label=f"{t} fp ({fp:.3f})")
-    ax.set_xticks(range(len(done)))
-    ax.set_xticklabels([_label(r) for r in done], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("accuracy (higher is better)")
-    ax.set_title("Task accuracy (lm-eval) and retention vs unquantized")
-    ax.legend(fontsize=8)
-    return _save(fig, root / "accuracy.png")
+    return _save_per_config(plt, fig, ax, done, "accuracy (higher is better)",
+                            "Task accuracy (lm-eval) and retention vs unquantized",
+                            root / "accuracy.png")
 
 
 def _yscale(ax, values) -> None:
@@ -121,9 +121,19 @@ def _yscale(ax, values) -> None:
         ax.set_yscale("log")
 
 
-def _save(fig, path: Path) -> Path:
+def _save_per_config(plt, fig, ax, done: List[Dict[str, Any]], ylabel: str, title: str,
+                     path: Path) -> Path:
+    """A chart of bars per configuration: one label per run under its bars, then saved."""
+    ax.set_xticks(range(len(done)))
+    ax.set_xticklabels([_label(r) for r in done], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
     plt.close(fig)
     return path

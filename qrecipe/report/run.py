@@ -5,6 +5,11 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from qrecipe.boundary.rundir import write_text_nofollow
+from qrecipe.evaluation.tasks import report_lines as task_lines
+from qrecipe.kernels import hf_config as kernel_config
+from qrecipe.kernels import table as kernels
+from qrecipe.recipes.meta import report_lines as expectation_lines
 from qrecipe.report.runs import _mb, _r
 
 
@@ -12,8 +17,6 @@ def write_run_report(out: Path, metrics: Dict[str, Any], fps: Dict[str, Any],
                      plan_lines: Sequence[str] = ()) -> None:
     """report.md: what ran, quality, how to load it, expectations, time, the plan comparison
     the runner hands in (`plan_lines`), fingerprints."""
-    ev = metrics.get("eval") or {}
-    q, fp = ev.get("quantized") or {}, ev.get("fp") or {}
     size = metrics["size"]
     lines = [f"# qrecipe run: {metrics['recipe']}", "",
              f"- method **{metrics['method']}** via **{metrics['backend']}**, "
@@ -21,33 +24,12 @@ def write_run_report(out: Path, metrics: Dict[str, Any], fps: Dict[str, Any],
              f"checkpoint format `{metrics['format']}`",
              f"- model `{metrics['model']['path']}` ({metrics['model']['architecture']}, "
              f"{metrics['model']['layers']} layers)",
-             f"- quantized model: `model/` ({_mb(size['model_dir_bytes'])} MB on disk)", ""]
-    if (metrics.get("dtype") or {}).get("why"):  # the dtype rule changed the model's dtype
-        lines[-1:] = [f"- {metrics['dtype']['why']}", ""]
-    if ev:
-        p = ev["protocol"]
-        lines += ["## Quality", "",
-                  f"Perplexity on {p['dataset']}: {p['windows']} windows of {p['seq_len']} "
-                  f"tokens, stride {p['stride']}, {p['scored_tokens']} scored tokens.", "",
-                  "| model | ppl | footprint MB | prefill tok/s | decode tok/s |",
-                  "|---|---|---|---|---|"]
-        for label, r in (("fp", fp), ("quantized", q)):
-            if r:
-                s = r.get("speed") or {}
-                lines.append(f"| {label} | {_r(r['ppl'], 4)} | "
-                             f"{_mb(r.get('footprint_bytes') or size.get('footprint_bytes'))} | "
-                             f"{_r(s.get('prefill_tokens_per_s'), 1)} | "
-                             f"{_r(s.get('decode_tokens_per_s'), 1)} |")
-        if "delta_ppl" in ev:
-            lines += ["", f"Δppl vs fp: **{ev['delta_ppl']:+.4f}**"]
-        lines += ["", p.get("paper_protocol") or "Not the GPTQ/AWQ papers' WikiText-2 protocol "
-                  "(seq 2048, full test set, stride 2048): do not compare with their tables.", ""]
-        if ev.get("tasks"):
-            from qrecipe.evaluation.tasks import report_lines as task_lines
-            lines += task_lines(ev["tasks"])
+             f"- quantized model: `model/` ({_mb(size['model_dir_bytes'])} MB on disk)"]
+    if (metrics.get("dtype") or {}).get("why"):  # the dtype rule changed the compute dtype
+        lines.append(f"- {metrics['dtype']['why']}")
+    lines += [""] + _quality(metrics)
     lines += _load_snippet(metrics)
-    from qrecipe.recipes.meta import report_lines
-    lines += report_lines(metrics.get("expectations"))
+    lines += expectation_lines(metrics.get("expectations"))
     lines += ["## Time and memory", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in metrics["time_s"].items()]
     peak = (metrics.get("peak_rss_bytes") or {}).get("quantize")
@@ -56,20 +38,109 @@ def write_run_report(out: Path, metrics: Dict[str, Any], fps: Dict[str, Any],
     lines += ["## Fingerprints", "",
               "```json", json.dumps(fps, indent=2, sort_keys=True), "```", "",
               "Repeat: `python -m qrecipe --config-dir <this dir> --config-name recipe.lock`", ""]
-    (out / "report.md").write_text("\n".join(lines))
+    write_text_nofollow(out, out / "report.md", "\n".join(lines))  # never through a link
+
+
+def ppl_text(r: Dict[str, Any], nd: int = 4) -> str:
+    """A perplexity as the report shows it: the number, or why there is none (never a
+    saturated number: qrecipe/evaluation/perplexity.py)."""
+    if r.get("ppl_problem"):
+        return r["ppl_problem"]
+    return "not measured" if r.get("ppl") is None else f"{r['ppl']:.{nd}f}"
+
+
+def _quality(metrics: Dict[str, Any]) -> List[str]:
+    """The Quality section: perplexity, footprint and speed of fp and quantized, Δppl."""
+    ev, size = metrics.get("eval") or {}, metrics["size"]
+    if not ev:
+        return []
+    q, fp, p = ev.get("quantized") or {}, ev.get("fp") or {}, ev["protocol"]
+    lines = ["## Quality", "",
+             f"Perplexity on {p['dataset']}: {p['windows']} windows of {p['seq_len']} "
+             f"tokens, stride {p['stride']}, {p['scored_tokens']} scored tokens.", "",
+             "| model | ppl | footprint MB | prefill tok/s | decode tok/s |",
+             "|---|---|---|---|---|"]
+    for label, r in (("fp", fp), ("quantized", q)):
+        if r:
+            s = r.get("speed") or {}
+            lines.append(f"| {label} | {ppl_text(r)} | "
+                         f"{_mb(r.get('footprint_bytes') or size.get('footprint_bytes'))} | "
+                         f"{_r(s.get('prefill_tokens_per_s'), 1)} | "
+                         f"{_r(s.get('decode_tokens_per_s'), 1)} |")
+    if "delta_ppl" in ev:
+        d = ev["delta_ppl"]
+        lines += ["", f"Δppl vs fp: **{d:+.4f}**" if d is not None else
+                  "Δppl vs fp: not computed (a perplexity above is not a measurement)"]
+    lines += ["", p.get("paper_protocol") or "Not the GPTQ/AWQ papers' WikiText-2 protocol "
+              "(seq 2048, full test set, stride 2048): do not compare with their tables.", ""]
+    if ev.get("tasks"):
+        lines += task_lines(ev["tasks"])
+    return lines
 
 
 def _load_snippet(metrics: Dict[str, Any]) -> List[str]:
-    """How a user reloads the checkpoint with the kernel this run measured (qrecipe/kernels/table.py)."""
-    from qrecipe.kernels import hf_config as kernel_config
-    from qrecipe.kernels import table as kernels
+    """How a user reloads the checkpoint with the kernel this run measured
+    (qrecipe/kernels/table.py)."""
     fmt, k = metrics.get("format"), (metrics.get("kernel") or {}).get("resolved")
     code = ["from transformers import AutoModelForCausalLM",
             'model = AutoModelForCausalLM.from_pretrained("model", device_map="auto")']
     if fmt in kernels.KERNELS and k:
         code = kernel_config.load_lines(fmt, kernels.get(fmt, k), int(metrics["bits"]),
-                                  metrics["kernel"].get("device") or "cuda")
+                                        metrics["kernel"].get("device") or "cuda")
     ran = (metrics.get("kernel") or {}).get("loaded_modules")
     shown = k or ("dense" if fmt not in kernels.KERNELS else "not loaded (eval off)")
-    return ["## Load it", "", "```python", *code, "```", "",
-            f"Kernel: `{shown}`" + (f" (layers: {ran})" if ran else "") + ".", ""]
+    lines = ["## Load it", "", "```python", *code, "```", "",
+             f"Kernel: `{shown}`" + (f" (layers: {ran})" if ran else "") + "."]
+    slower = _slower_than_fp(metrics)
+    return lines + ([slower] if slower else []) + [""]
+
+
+def _speeds(metrics: Dict[str, Any]):
+    ev = metrics.get("eval") or {}
+    return [((ev.get(m) or {}).get("speed") or {}).get("decode_tokens_per_s")
+            for m in ("quantized", "fp")]
+
+
+def _slower_than_fp(metrics: Dict[str, Any]) -> str:
+    """One line when the quantized model decodes slower than the original: the kernel's
+    reason (qrecipe/kernels/table.py `slower`)."""
+    q, fp = _speeds(metrics)
+    fmt, k = metrics.get("format"), (metrics.get("kernel") or {}).get("resolved")
+    if q is None or fp is None or q >= fp or fmt not in kernels.KERNELS or not k:
+        return ""
+    kern = kernels.get(fmt, k)
+    return (f"Decodes at {q:.1f} tok/s against {fp:.1f} for the original: "
+            f"{kern.slower or kern.note}.")
+
+
+# check_expectations' statuses (qrecipe/recipes/meta.py) as the run's last lines say them
+VERDICTS = {"met": "met", "missed": "not met", "not comparable": "not comparable",
+            "none": "no expectations"}
+
+
+def final_lines(out: Path, metrics: Dict[str, Any], seconds: float) -> List[str]:
+    """The last lines of a finished run on the terminal (and in run.log): the verdict against
+    the recipe's expectations, ppl and Δppl, size on disk, speed, total time, the report."""
+    exp = metrics.get("expectations") or {"status": "none", "checks": []}
+    why = [f"{c['metric']} {c['got']} (expected {c['expected']} ±{c['tolerance']})"
+           for c in exp["checks"] if c["status"] == "missed"]
+    why = why or sorted({c["why"] for c in exp["checks"] if c.get("why")})
+    lines = [f"result: {VERDICTS.get(exp['status'], exp['status'])}"
+             + (f": {'; '.join(why)}" if why else "")]
+    ev = metrics.get("eval") or {}
+    if ev:
+        q, fp = ev.get("quantized") or {}, ev.get("fp") or {}
+        text = f"  perplexity {ppl_text(q)}"
+        if fp:
+            d = ev.get("delta_ppl")
+            text += f", fp {ppl_text(fp)}" + (f", Δppl {d:+.4f}" if d is not None else "")
+        lines.append(text)
+    else:
+        lines.append("  perplexity: not evaluated (eval.enabled=false)")
+    size = f"  size on disk {_mb(metrics['size']['model_dir_bytes'])} MB (model/)"
+    qs, fs = _speeds(metrics)
+    if qs is not None:
+        size += (f"; decode {qs:.1f} tok/s" + (f" (fp {fs:.1f})" if fs is not None else "")
+                 + f", kernel {(metrics.get('kernel') or {}).get('resolved') or 'dense'}")
+    m, sec = divmod(int(round(seconds)), 60)
+    return lines + [size, f"  total time {m}m {sec:02d}s", f"  report: {Path(out) / 'report.md'}"]

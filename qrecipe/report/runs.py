@@ -3,17 +3,29 @@
 `python -m qrecipe.report DIR [DIR ...] [--out OUT]` rebuilds the table from output
 directories (a sweep root, or run directories, searched recursively). A run without a manifest is
 incomplete: it is listed with its error (from error.json) or as "incomplete", never as a result.
+
+A sweep job that leaves no run directory to read (a dry run writes nothing; a job rejected before
+it held its directory wrote no error.json) is recorded by the sweep callback as a job row under
+SWEEP_ROOT/JOB_ROWS/ (`record_job`), and is a row of the summary like the others: "dry run:
+valid", or its status and error.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from qrecipe.evaluation.tasks import summary_columns
+from qrecipe.record.atomic import write_bytes
 from qrecipe.record.outputs import ERROR, run_state
+from qrecipe.report.plots import write_plots
 
 COLUMNS = ["run", "status", "recipe", "method", "backend", "bits", "group_size", "ppl",
            "fp_ppl", "delta_ppl", "size_mb", "footprint_mb", "fp_footprint_mb",
@@ -21,6 +33,8 @@ COLUMNS = ["run", "status", "recipe", "method", "backend", "bits", "group_size",
            "decode_tok_s", "gpu", "error"]
 
 _MB = 1024 * 1024
+JOB_ROWS = ".job_rows"  # in a sweep root: one JSON row per job that left no directory to read
+DRY_VALID, DRY_REJECTED = "dry run: valid", "dry run: rejected"
 
 
 def _mb(v: Optional[float]) -> Optional[float]:
@@ -72,15 +86,11 @@ def run_row(run_dir: Path, name: Optional[str] = None) -> Dict[str, Any]:
         prefill_tok_s=_r((q.get("speed") or {}).get("prefill_tokens_per_s"), 1),
         decode_tok_s=_r((q.get("speed") or {}).get("decode_tokens_per_s"), 1),
         gpu=env.get("cuda_visible_devices"))
-    from qrecipe.evaluation.tasks import (
-        summary_columns,  # per-task accuracy, stderr, retention (lm-eval)
-    )
-    row.update(summary_columns(metrics))
+    row.update(summary_columns(metrics))  # per-task accuracy, stderr, retention (lm-eval)
     return row
 
 
 def _read_lock(run_dir: Path) -> Optional[dict]:
-    from omegaconf import OmegaConf
     for p in (run_dir / "recipe.lock.yaml", run_dir / ".hydra" / "config.yaml"):
         if p.is_file():
             try:
@@ -102,9 +112,57 @@ def find_runs(paths: Iterable[Path]) -> List[Path]:
     return found
 
 
-def write_summary(root: Path, runs: List[Path], plots: bool = True) -> List[Dict[str, Any]]:
+def config_row(name: str, cfg: Dict[str, Any], status: str,
+               error: Optional[str] = None) -> Dict[str, Any]:
+    """The row of a job known only by its composed config (nothing on disk to read)."""
+    row: Dict[str, Any] = {c: None for c in COLUMNS}
+    method, bits = cfg.get("method") or {}, cfg.get("bits") or {}
+    row.update(run=name, status=status, recipe=cfg.get("recipe_name"), method=method.get("name"),
+               backend=method.get("backend"), bits=bits.get("width"),
+               group_size=bits.get("group_size"), error=error and error[:300])
+    return row
+
+
+def job_row(config: Any, job_return: Any) -> Optional[Dict[str, Any]]:
+    """The row of a sweep job whose run directory does not say how it ended (None: it does,
+    with its metrics or error.json). job_return.return_value: what qrecipe's entry point
+    returns, {status, error, dry_run}; job_return.cfg: the job's composed config."""
+    if config.hydra.mode != RunMode.MULTIRUN:  # a single run: no sweep, no report
+        return None
+    res = job_return.return_value if job_return.status.name == "COMPLETED" else None
+    out = Path(config.hydra.runtime.output_dir)
+    if not isinstance(res, dict) or (out / ERROR).is_file() or run_state(out).complete:
+        return None
+    if res.get("status") == "ok" and not res.get("dry_run"):
+        return None
+    status = DRY_VALID if res.get("status") == "ok" else \
+        (DRY_REJECTED if res.get("dry_run") and res.get("status") == "user_error"
+         else str(res.get("status")))
+    name = os.path.relpath(out, config.hydra.sweep.dir)
+    cfg = OmegaConf.to_container(job_return.cfg, resolve=False)
+    return config_row(name, cfg, status, res.get("error"))
+
+
+def record_job(root: Path, row: Dict[str, Any]) -> None:
+    """Keep a job's row in the sweep root until the report is written (jobs of a parallel or
+    SLURM sweep run in other processes than the one that writes it)."""
+    name = str(row["run"]).replace("/", "_")
+    write_bytes(Path(root) / JOB_ROWS / f"{name}.json", json.dumps(row).encode())
+
+
+def recorded_jobs(root: Path) -> List[Dict[str, Any]]:
+    rows = [_read(p) for p in sorted((Path(root) / JOB_ROWS).glob("*.json"))]
+    return [r for r in rows if isinstance(r, dict) and r.get("run")]
+
+
+def write_summary(root: Path, runs: List[Path], plots: bool = True,
+                  recorded: Iterable[Dict[str, Any]] = ()) -> List[Dict[str, Any]]:
+    """summary.csv and summary.md (and the plots) of the runs and of the recorded job rows (a
+    recorded row stands for the run directory of the same name)."""
+    extra = {r["run"]: {c: r.get(c) for c in COLUMNS} for r in recorded}
     rows = [run_row(r, str(r.relative_to(root)) if r.is_relative_to(root) else str(r))
             for r in runs]
+    rows = [r for r in rows if r["run"] not in extra] + list(extra.values())
     rows.sort(key=lambda r: (str(r["method"]), str(r["backend"]), r["bits"] or 0,
                              r["group_size"] or 0, r["run"]))
     root.mkdir(parents=True, exist_ok=True)
@@ -115,7 +173,6 @@ def write_summary(root: Path, runs: List[Path], plots: bool = True) -> List[Dict
         w.writerows(rows)
     (root / "summary.md").write_text(summary_markdown(rows))
     if plots:
-        from qrecipe.report.plots import write_plots
         write_plots(root, rows)
     return rows
 
@@ -133,7 +190,7 @@ def summary_markdown(rows: List[Dict[str, Any]]) -> str:
     if fp is not None:
         fpm = next((r["fp_footprint_mb"] for r in rows if r["fp_footprint_mb"]), None)
         head += f"Unquantized baseline: ppl {fp}, footprint {fpm} MB.\n\n"
-    bad = [r for r in rows if r["status"] != "complete"]
+    bad = [r for r in rows if r["status"] not in ("complete", DRY_VALID)]
     tail = ""
     if bad:
         tail = "\n## Runs that did not complete\n\n" + "\n".join(
@@ -152,14 +209,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if missing:
         print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
         return 2
-    runs = find_runs(a.dirs)
-    if not runs:
+    runs, recorded = find_runs(a.dirs), [r for d in a.dirs for r in recorded_jobs(d)]
+    if not runs and not recorded:
         print("error: no run directories (with .hydra/ or metrics.json) found", file=sys.stderr)
         return 2
     out = a.out or a.dirs[0]
-    rows = write_summary(out, runs, plots=not a.no_plots)
+    rows = write_summary(out, runs, plots=not a.no_plots, recorded=recorded)
     for r in rows:
-        if r["status"] != "complete":
+        if r["status"] not in ("complete", DRY_VALID):
             print(f"skipped {r['run']}: {r['status']} ({r['error']})", file=sys.stderr)
     done = sum(r["status"] == "complete" for r in rows)
     print(f"{done}/{len(rows)} complete runs -> {out / 'summary.md'}")

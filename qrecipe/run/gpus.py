@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional
 
+from qrecipe import cuda
 from qrecipe.errors import QRecipeError
 
 log = logging.getLogger(__name__)
@@ -97,12 +98,6 @@ class GPULease:
 _PROCESS_LEASE: Optional[GPULease] = None
 
 
-def _cuda_initialized() -> bool:
-    import sys
-    torch = sys.modules.get("torch")
-    return bool(torch is not None and torch.cuda.is_initialized())
-
-
 @contextmanager
 def assigned_gpus(hw, lock_dir: Path) -> Iterator[Optional[List[str]]]:
     """Hold GPUs for one job and expose only them through CUDA_VISIBLE_DEVICES.
@@ -115,7 +110,7 @@ def assigned_gpus(hw, lock_dir: Path) -> Iterator[Optional[List[str]]]:
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
     lease = _PROCESS_LEASE
     if lease is None or lease.count != count:
-        if _cuda_initialized():
+        if cuda.initialized():
             raise QRecipeError("CUDA was initialized before a GPU was assigned",
                                key="hardware.gpus_per_job", value=count)
         pool = gpu_pool(hw.get("gpu_pool"))
@@ -130,7 +125,7 @@ def assigned_gpus(hw, lock_dir: Path) -> Iterator[Optional[List[str]]]:
     try:
         yield list(lease.gpus)
     finally:
-        if _cuda_initialized():
+        if cuda.initialized():
             _PROCESS_LEASE = lease  # bound to this process now; freed when it exits
         else:  # the next job in this process picks from the whole pool again
             lease.release()

@@ -14,8 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from qrecipe.errors import QRecipeError
 from qrecipe.run.dtypes import run_dtype
+from qrecipe.telemetry.overhead import timed_import
 
 GiB = 1024 ** 3
 _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "auto": 4}
@@ -80,7 +83,6 @@ def check(cfg, info, out: Path, cache_dir: Path, vocab: int = 32000) -> Estimate
                            f"free, about {_gib(est.cache_bytes)} needed (dequantized GGUF)",
                            key="cache.dir", value=str(cache_dir),
                            hint="free space or point QRECIPE_CACHE elsewhere")
-    import psutil
     avail = psutil.virtual_memory().available
     if est.peak_ram_bytes > avail:
         raise QRecipeError(f"not enough free memory: {_gib(avail)} available, about "
@@ -88,7 +90,7 @@ def check(cfg, info, out: Path, cache_dir: Path, vocab: int = 32000) -> Estimate
                            key="calibration.num_samples", value=cfg.calibration.num_samples,
                            hint=LOWER)
     if cfg.hardware.device == "cuda":
-        import torch
+        import torch  # deferred: torch, only for a CUDA job
         free, _ = torch.cuda.mem_get_info()
         if est.peak_gpu_bytes > free:
             raise QRecipeError(f"not enough free GPU memory: {_gib(free)} free, about "
@@ -130,7 +132,6 @@ def set_threads(hw) -> None:
     n = hw.num_threads or os.cpu_count() or 1
     # gptqmodel sizes its CPU worker pool from this variable; it must be set before its import.
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(n))
-    from qrecipe.telemetry.overhead import timed_import
     with timed_import("torch"):  # the import, not qrecipe's work (metrics.json `overhead`)
-        import torch
+        import torch  # deferred: torch, timed as the job's import
     torch.set_num_threads(n)

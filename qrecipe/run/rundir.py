@@ -9,10 +9,18 @@ never stale), then reads the directory's state (outputs.run_state) and decides:
 - incomplete, same config: resume it (finished stages are not redone).
 - anything else (another config's result, an unfinished run of another config, foreign files):
   refused with one line, unless `force=true`, which moves the old directory aside
-  (DIR.replaced-<UTC time>) and starts fresh (also for a finished run of the same config). Nothing finished is ever deleted or overwritten.
+  (DIR.replaced-<UTC time>) and starts fresh (also for a finished run of the same config).
+  Nothing finished is ever deleted or overwritten.
 
-"Same config" compares the fully resolved config with the directory's recipe.lock.yaml,
-ignoring keys that cannot change the result (cache location, dry_run, force).
+"Same config" compares the fully resolved config with the directory's recipe.lock.yaml (read
+through the safe loader, qrecipe/recipes/lock.py), ignoring keys that cannot change the result
+(dry_run, and the user's own keys a lock never freezes: cache, force, trust_remote_code,
+model.allow_pickle).
+
+A run directory is data (qrecipe/boundary/rundir.py): one that is, or holds, a symbolic link
+is refused before anything is written (the claim, and Hydra's callback before Hydra makes the
+directory); the two Hydra resolvers below never point Hydra's own writes (run.log, .hydra/) into
+such a directory either, so a link there is never written through, even by a dry run.
 """
 from __future__ import annotations
 
@@ -28,25 +36,29 @@ from typing import Any, Dict, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from qrecipe.boundary.rundir import check_no_symlinks, open_nofollow
+from qrecipe.boundary.userkeys import without_user_only
 from qrecipe.errors import QRecipeError
+from qrecipe.recipes.lock import check_lock
 from qrecipe.record import outputs
 
-# Keys of the config that do not change what a run produces.
-_NOT_IDENTITY = ("cache", "dry_run", "force")
+# Keys of the config that do not change what a run produces (besides the user's own keys a
+# lock never freezes: userkeys.without_user_only).
+_NOT_IDENTITY = ("dry_run", "defaults", "hydra")
 HINT_KEY = "hydra.run.dir"
 
 
 def identity(cfg_or_dict: Any) -> Dict[str, Any]:
+    """What a config produces: the resolved config without the keys that cannot change it."""
     body = (cfg_or_dict if isinstance(cfg_or_dict, dict)
             else OmegaConf.to_container(cfg_or_dict, resolve=True))
-    return {k: v for k, v in body.items()
-            if k not in _NOT_IDENTITY and k not in ("defaults", "hydra")}
+    return {k: v for k, v in without_user_only(body).items() if k not in _NOT_IDENTITY}
 
 
 def lock_identity(out: Path) -> Optional[Dict[str, Any]]:
     try:
-        return identity(OmegaConf.to_container(OmegaConf.load(out / outputs.LOCK)))
-    except Exception:  # unreadable lock: treated as another config
+        return identity(check_lock(out / outputs.LOCK))
+    except Exception:  # unreadable or refused lock: treated as another config
         return None
 
 
@@ -104,6 +116,7 @@ class Claim:
         self.owned = False
         self.fresh = False
         self.resuming = False
+        check_no_symlinks(self.out)
         check_writable(self.out)
         self.state = outputs.run_state(self.out)
         if not self.state.complete:  # a complete run is never written again: no lock in it
@@ -112,7 +125,8 @@ class Claim:
     def _lock(self) -> None:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.out / outputs.RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            self.fd = open_nofollow(self.out, self.out / outputs.RUN_LOCK,
+                                    os.O_RDWR | os.O_CREAT)
         except OSError as e:
             raise write_error(e, self.out) from None
         try:
@@ -175,16 +189,29 @@ class Claim:
 
 # --- Hydra hooks: keep Hydra from rewriting the record of a run that already exists ---------
 
+def _linked(output_dir: str) -> bool:
+    """Whether the directory is, or holds, a symbolic link (or a FIFO/device): Hydra's own
+    writes (which follow links) must not go there; the job then refuses it in one line."""
+    try:
+        check_no_symlinks(Path(output_dir))
+    except QRecipeError:
+        return True
+    return False
+
+
 def hydra_subdir(output_dir: str) -> Optional[str]:
     """hydra.output_subdir: Hydra writes .hydra/ before the job starts; a directory where a run
-    already started keeps its original record (the lock says what runs there)."""
-    return None if (Path(output_dir) / outputs.LOCK).is_file() else ".hydra"
+    already started keeps its original record (the lock says what runs there), and one holding
+    a symbolic link gets none."""
+    if _linked(output_dir) or os.path.lexists(Path(output_dir) / outputs.LOCK):
+        return None
+    return ".hydra"
 
 
 def hydra_run_log(output_dir: str) -> str:
     """The run log's file: a complete run's directory is never written again (a re-run that
-    finds it complete logs to the console only)."""
-    if outputs.run_state(Path(output_dir)).complete:
+    finds it complete logs to the console only), nor one that holds a symbolic link."""
+    if _linked(output_dir) or outputs.run_state(Path(output_dir)).complete:
         return os.devnull
     return str(Path(output_dir) / "run.log")
 
@@ -196,7 +223,9 @@ def register_resolvers() -> None:
 
 class OutputCheck(Callback):
     """Hydra callback: the output location is checked before Hydra creates it, so a file in
-    the way or a read-only location is one line (exit 2), not Hydra's traceback."""
+    the way or a read-only location is one line (exit 2), not Hydra's traceback; and before
+    Hydra writes anything there (.hydra/, run.log, multirun.yaml, all of which follow links), a
+    directory that is or holds a symbolic link is refused in one line."""
 
     def on_run_start(self, config, **kwargs) -> None:
         self._check(config, "run")
@@ -208,6 +237,7 @@ class OutputCheck(Callback):
     def _check(config, mode: str) -> None:
         try:
             check_recipe_name(config.get("recipe_name"))
+            check_no_symlinks(Path(config.hydra[mode].dir), key=f"hydra.{mode}.dir")
             check_writable(Path(config.hydra[mode].dir), key=f"hydra.{mode}.dir")
         except QRecipeError as e:
             print(f"error: {e}", file=sys.stderr)

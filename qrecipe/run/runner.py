@@ -14,27 +14,40 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from qrecipe.backends import QuantizeRequest, QuantizeResult
+from qrecipe.boundary.rundir import check_no_symlinks
 from qrecipe.errors import QRecipeError
 from qrecipe.evaluation import stage as eval_stage
 from qrecipe.inputs import models
+from qrecipe.inputs.calibration import build as build_calibration
+from qrecipe.kernels.table import configure_jit_cache
+from qrecipe.plan.compare import run_section
 from qrecipe.recipes import frozen
+from qrecipe.recipes.hydra_errors import is_config_error, one_line
+from qrecipe.recipes.meta import check_expectations, run_overrides
 from qrecipe.record import filehash, outputs
 from qrecipe.record.cache import Cache
 from qrecipe.record.fingerprint import Background, hash_files
+from qrecipe.record.recast import ST as RECIPE_DTYPES
+from qrecipe.record.recast import recast
+from qrecipe.report.run import final_lines, write_run_report
 from qrecipe.run import interrupt, resources, rundir
 from qrecipe.run import stages as markers
-from qrecipe.run.dtypes import run_dtype
+from qrecipe.run.dtypes import run_dtype, saved_dtype
 from qrecipe.run.gpus import assigned_gpus
 from qrecipe.run.interrupt import sigterm_raises
-from qrecipe.run.validate import resolve_paths, validate
+from qrecipe.run.validate import Plan, resolve_paths, validate
 from qrecipe.telemetry import overhead
+from qrecipe.telemetry.capture import Capture
 from qrecipe.telemetry.layerlog import layer_log
 from qrecipe.telemetry.monitor import Stages
 
@@ -46,7 +59,6 @@ def run_job(cfg: DictConfig, out: Path | None = None, keep_failed_dir: bool = Tr
     "ok" (also: already complete, nothing to do), "user_error", "crash" or "interrupted"
     (then `interrupt_exit_code` holds the exit code)."""
     if out is None:
-        from hydra.core.hydra_config import HydraConfig
         out = Path(HydraConfig.get().runtime.output_dir)
     out = Path(out)
     # A dry run leaves no directory behind, whatever its outcome.
@@ -71,7 +83,6 @@ def run_job(cfg: DictConfig, out: Path | None = None, keep_failed_dir: bool = Tr
         if not interrupt.is_interruption(e):
             if not isinstance(e, Exception):
                 raise  # SystemExit and the like
-            from qrecipe.recipes.hydra_errors import is_config_error, one_line
             if is_config_error(e):  # e.g. a mandatory value (model.path=???) left unset
                 print(f"error: {one_line(e)}", file=sys.stderr)
                 _fail(job, "user_error", one_line(e), keep_failed_dir)
@@ -124,13 +135,14 @@ def _fail(job: _Job, status: str, message: str, keep: bool, tb: str | None = Non
         return
     try:
         outputs.write_json(out / outputs.ERROR, {"status": status, "error": message,
-                                                  "traceback": tb})
+                                                  "traceback": tb}, root=out)
     except OSError:
         pass  # a full or read-only disk: the message on stderr is all there is
 
 
 def _run(cfg: DictConfig, out: Path, job: _Job) -> None:
     rundir.check_recipe_name(cfg.recipe_name)
+    check_no_symlinks(out)  # a dry run too: it may remove the directory Hydra made
     resolve_paths(cfg)
     if cfg.dry_run:  # validation only: writes nothing, claims nothing
         _dry_run(cfg, out, job)
@@ -183,145 +195,204 @@ def _run_stages(cfg: DictConfig, out: Path, job: _Job) -> None:
             model_fp = Background(lambda stop: models.fingerprint(cfg.model, stop), "qrecipe-fp")
             try:
                 resources.set_threads(cfg.hardware)
-                _pipeline(cfg, out, plan, stages, cache, model_fp)
+                # the libraries' output into library.log; the terminal keeps qrecipe's lines
+                with Capture(out):
+                    metrics = _pipeline(_Work(cfg, out, plan, stages, cache, model_fp))
             finally:
                 model_fp.cancel()  # a failed job stops reading (done: no effect)
         job.done = True
     finally:
         if not cfg.cache.enabled:
             shutil.rmtree(cache.root, ignore_errors=True)
+    for line in final_lines(out, metrics, time.perf_counter() - stages.started):
+        log.info("%s", line)
 
 
-def _pipeline(cfg: DictConfig, out: Path, plan, stages: Stages, cache: Cache,
-              model_fp: Background) -> None:
-    dtype, why = run_dtype(cfg)
+@dataclass
+class _Work:
+    """What the stages of one job share: its config, directory, validated plan, timers, cache,
+    the input's background fingerprint, the fingerprints so far, and the stages it reused."""
+    cfg: DictConfig
+    out: Path
+    plan: Plan
+    stages: Stages
+    cache: Cache
+    model_fp: Background
+    dtype: str = ""  # what the job computes in (qrecipe/run/dtypes.py)
+    saved: str = ""  # what the checkpoint's unquantized tensors are saved in
+    fps: Dict[str, Any] = field(default_factory=dict)
+    reused: List[str] = field(default_factory=list)
+
+
+def _pipeline(w: _Work) -> Dict[str, Any]:
+    """load -> calibrate -> quantize -> save -> evaluate -> report (validate ran before);
+    returns metrics.json's content."""
+    w.dtype, why = run_dtype(w.cfg)
+    w.saved = saved_dtype(w.cfg)
     if why:
-        log.warning(why)
-    device = cfg.hardware.device
-    from qrecipe.kernels.table import configure_jit_cache
-    configure_jit_cache(cache.root)  # before any gptqmodel import: one build per machine
+        log.info("%s", why)  # said once here; metrics.json `dtype` and report.md record it
+    configure_jit_cache(w.cache.root)  # before any gptqmodel import: one build per machine
+    model_dir, tokenizer, tok_fp = _load(w)
+    rows = _calibrate(w, tokenizer, tok_fp)
+    done = markers.finished_quantize(w.out)
+    if done is None:
+        result, per_layer = _quantize(w, model_dir, rows)
+        _save(w, tokenizer, result, per_layer)
+    else:
+        result, per_layer = _reuse_quantized(w, done)
+    metrics = _metrics(w, result, per_layer, why)
+    if w.cfg.eval.enabled:
+        _evaluate(w, model_dir, tokenizer, tok_fp, metrics)
+    _report(w, result, metrics)
+    return metrics
 
-    with stages.stage("load"):
-        model_dir = models.materialize(cfg.model, cache.root, model_fp.result)
+
+def _load(w: _Work) -> Tuple[Path, Any, str]:
+    """The model's files (a GGUF dequantized once into the cache) and its tokenizer; the
+    tokenizer's fingerprint."""
+    with w.stages.stage("load"):
+        model_dir = models.materialize(w.cfg.model, w.cache.root, w.model_fp.result)
         tokenizer = models.load_tokenizer(model_dir)
         tok_fp = hash_files(p for p in model_dir.iterdir() if p.name.startswith("tokenizer"))
-    fps: Dict[str, Any] = {"tokenizer_sha256": tok_fp}  # + the input's, once it is needed
+    w.fps["tokenizer_sha256"] = tok_fp  # + the input's, once it is needed
+    return model_dir, tokenizer, tok_fp
 
-    rows = None
-    if plan.support.needs_calibration:
-        with stages.stage("calibrate"), resources.oom_guard("calibrate", cfg):
-            # one source or a weighted mix; chat jsonl through the chat template
-            from qrecipe.inputs.calibration import build
-            rows, fps["calibration"] = build(cfg.calibration, tokenizer, tok_fp, cache)
 
-    model_out = out / "model"
-    reused = []
-    done = markers.finished_quantize(out)
-    if done is not None:
-        # An earlier attempt saved the quantized model: never quantize it again.
-        log.info("quantize: reusing model/ from an earlier attempt (sha256 %s)",
-                 done["quantized_weights_sha256"][:16])
-        result = QuantizeResult(format=done["format"], details=done["details"])
-        fps["quantized_weights_sha256"] = done["quantized_weights_sha256"]
-        stages.seconds.update(done["seconds"])
-        stages.peak_rss.update(done["peak_rss"])
-        stages.peak_gpu.update(done["peak_gpu"])
-        reused.append("quantize")
-        per_layer = done.get("per_layer", [])
-    else:
-        result, per_layer = _quantize(cfg, out, plan, stages, model_dir, rows, fps, device,
-                                      dtype, tokenizer)
+def _calibrate(w: _Work, tokenizer, tok_fp: str):
+    """The calibration rows (None for a method that needs none): one source or a weighted
+    mix; chat jsonl through the chat template."""
+    if not w.plan.support.needs_calibration:
+        return None
+    with w.stages.stage("calibrate"), resources.oom_guard("calibrate", w.cfg):
+        rows, w.fps["calibration"] = build_calibration(w.cfg.calibration, tokenizer, tok_fp,
+                                                       w.cache)
+    return rows
 
-    metrics: Dict[str, Any] = {
+
+def _quantize(w: _Work, model_dir: Path, rows) -> Tuple[QuantizeResult, list]:
+    """The backend quantizes into model.partial/ (_save renames it to model/: model/ exists
+    only whole). Per-layer checkpoints (where the backend has them) live in
+    .checkpoints/quantize until the stage is marked."""
+    cfg, plan, stages = w.cfg, w.plan, w.stages
+    markers.clear(w.out, "model", "model.partial", f"{outputs.STAGES}/evaluate.json")
+    markers.keep_verified_checkpoints(w.out)  # an earlier attempt's, if its seal says so
+    with stages.stage("quantize", memory=True), resources.oom_guard("quantize", cfg), \
+            layer_log(plan.backend.name, plan.model.num_layers, stages.gpu_window) as layers, \
+            markers.CheckpointSeal(w.out):
+        result = plan.backend.quantize(QuantizeRequest(
+            model_dir=model_dir, out_dir=w.out / "model.partial", method=cfg.method,
+            bits=cfg.bits.width, group_size=cfg.bits.group_size, device=cfg.hardware.device,
+            dtype=w.dtype, calibration=rows, hardware=cfg.hardware, seed=cfg.seed,
+            checkpoint_dir=markers.checkpoint_dir(w.out)))
+    return result, layers.rows
+
+
+def _save(w: _Work, tokenizer, result: QuantizeResult, per_layer: list) -> None:
+    """The tokenizer beside the weights, the weights' sha256, model.partial/ -> model/, and the
+    quantize marker: a resumed run never quantizes again."""
+    stages, partial = w.stages, w.out / "model.partial"
+    with stages.stage("save"):
+        if w.saved != w.dtype and w.saved in RECIPE_DTYPES:
+            with stages.span("recast"):  # the recipe's dtype, whatever the job computed in
+                recast(partial, w.saved, root=w.out)
+        tokenizer.save_pretrained(partial)
+        with stages.span("hash_output"):  # its shards side by side; the manifest reuses it
+            w.fps["quantized_weights_sha256"] = markers.weights_sha256(partial)
+            vouched = markers.model_files(partial)  # what a resume checks before reusing it
+        os.rename(partial, w.out / "model")
+        markers.mark(w.out, "quantize", {
+            "format": result.format, "details": result.details,
+            "quantized_weights_sha256": w.fps["quantized_weights_sha256"],
+            "model_files": vouched,
+            "seconds": {k: v for k, v in stages.seconds.items() if k == "quantize"},
+            "peak_rss": dict(stages.peak_rss), "peak_gpu": dict(stages.peak_gpu),
+            "per_layer": per_layer})
+    markers.clear(w.out, markers.CHECKPOINTS)
+
+
+def _reuse_quantized(w: _Work, done: Dict[str, Any]) -> Tuple[QuantizeResult, list]:
+    """An earlier attempt saved the quantized model: never quantize it again."""
+    log.info("quantize: reusing model/ from an earlier attempt (sha256 %s)",
+             done["quantized_weights_sha256"][:16])
+    w.fps["quantized_weights_sha256"] = done["quantized_weights_sha256"]
+    w.stages.seconds.update(done["seconds"])
+    w.stages.peak_rss.update(done["peak_rss"])
+    w.stages.peak_gpu.update(done["peak_gpu"])
+    w.reused.append("quantize")
+    return QuantizeResult(format=done["format"], details=done["details"]), \
+        done.get("per_layer", [])
+
+
+def _metrics(w: _Work, result: QuantizeResult, per_layer: list, why) -> Dict[str, Any]:
+    """metrics.json as far as the saved model tells it (evaluate and _report add the rest)."""
+    cfg, plan = w.cfg, w.plan
+    return {
         "recipe": cfg.recipe_name, "method": cfg.method.name, "backend": plan.backend.name,
         "bits": cfg.bits.width, "group_size": cfg.bits.group_size, "format": result.format,
         "quantize_details": result.details, "model": {
             "source": cfg.model.source, "path": cfg.model.path, "revision": cfg.model.revision,
             "architecture": plan.model.architecture, "layers": plan.model.num_layers},
-        "size": {"model_dir_bytes": outputs.dir_size(model_out)},
+        "size": {"model_dir_bytes": outputs.dir_size(w.out / "model")},
         "per_layer": per_layer,
         "dtype": {"model": cfg.model.dtype, "hardware": cfg.hardware.get("dtype"),
-                  "used": dtype, "why": why},
+                  "used": w.dtype, "saved": w.saved, "why": why},
     }
-    if cfg.eval.enabled:
-        ev = markers.finished_eval(out, fps["quantized_weights_sha256"])
-        if ev is not None:
-            log.info("evaluate: reusing the metrics of an earlier attempt")
-            metrics["eval"], stages.seconds["evaluate"] = ev["eval"], ev["seconds"]
-            fps["eval_token_ids_sha256"] = ev["eval_token_ids_sha256"]
-            reused.append("evaluate")
-        else:
-            with stages.stage("evaluate"):
-                metrics["eval"] = eval_stage.run(cfg, model_dir, model_out, tokenizer, tok_fp,
-                                                 model_fp.result(), dtype, cache, fps)
-            markers.mark(out, "evaluate", {
-                "eval": metrics["eval"], "seconds": stages.seconds["evaluate"],
-                "eval_token_ids_sha256": fps["eval_token_ids_sha256"],
-                "quantized_weights_sha256": fps["quantized_weights_sha256"]})
-        metrics["eval"] = copy.deepcopy(metrics["eval"])
-        metrics["size"]["footprint_bytes"] = metrics["eval"]["quantized"].pop("footprint_bytes")
-        metrics["size"]["fp_footprint_bytes"] = (metrics["eval"].get("fp") or {}).get(
-            "footprint_bytes")
-        metrics["kernel"] = metrics["eval"].pop("kernel")
-    fps["model_weights_sha256"] = model_fp.result()
-    metrics["time_s"] = stages.seconds
-    metrics["overhead"] = overhead.breakdown(stages, result.details, reused, model_fp)
-    metrics["peak_rss_bytes"] = stages.peak_rss
-    metrics["peak_gpu_bytes"] = stages.peak_gpu
-    metrics["cache_hits"] = cache.hits
-    metrics["status"] = "complete"
-    if reused:
-        metrics["resumed"] = {"reused_stages": reused}
-    # Did the run keep the recipe's promise (meta.expected)? Recorded, never fatal.
-    from qrecipe.recipes.meta import check_expectations, run_overrides
-    metrics["expectations"] = check_expectations(cfg.get("meta"), metrics, run_overrides())
-    log.info("recipe expectations: %s", metrics["expectations"]["status"])
 
-    from qrecipe.report.run import write_run_report
-    outputs.write_json(out / "fingerprints.json", fps)
-    outputs.write_json(out / "env.json", outputs.environment(plan.backend.package_versions(),
-                                                             device))
-    outputs.write_json(out / "metrics.json", metrics)
-    write_run_report(out, metrics, fps, plan_lines=_plan_lines(out, metrics))
-    log.info("run complete: %s", out)
+
+def _evaluate(w: _Work, model_dir: Path, tokenizer, tok_fp: str,
+              metrics: Dict[str, Any]) -> None:
+    """metrics' eval, size footprints and kernel: scored now, or an earlier attempt's scores of
+    the same weights."""
+    ev = markers.finished_eval(w.out, w.fps["quantized_weights_sha256"])
+    if ev is not None:
+        log.info("evaluate: reusing the metrics of an earlier attempt")
+        metrics["eval"], w.stages.seconds["evaluate"] = ev["eval"], ev["seconds"]
+        w.fps["eval_token_ids_sha256"] = ev["eval_token_ids_sha256"]
+        w.reused.append("evaluate")
+    else:
+        with w.stages.stage("evaluate"):
+            # a checkpoint saved in another dtype than the job's is scored in the job's
+            metrics["eval"] = eval_stage.run(w.cfg, model_dir, w.out / "model", tokenizer,
+                                             tok_fp, w.model_fp.result(), w.dtype, w.cache,
+                                             w.fps, w.dtype if w.saved != w.dtype else "auto")
+        markers.mark(w.out, "evaluate", {
+            "eval": metrics["eval"], "seconds": w.stages.seconds["evaluate"],
+            "eval_token_ids_sha256": w.fps["eval_token_ids_sha256"],
+            "quantized_weights_sha256": w.fps["quantized_weights_sha256"]})
+    metrics["eval"] = ev_copy = copy.deepcopy(metrics["eval"])
+    metrics["size"]["footprint_bytes"] = ev_copy["quantized"].pop("footprint_bytes")
+    metrics["size"]["fp_footprint_bytes"] = (ev_copy.get("fp") or {}).get("footprint_bytes")
+    metrics["kernel"] = ev_copy.pop("kernel")
+
+
+def _report(w: _Work, result: QuantizeResult, metrics: Dict[str, Any]) -> None:
+    """The rest of metrics.json, the recipe's expectations, fingerprints.json, env.json,
+    report.md, and last the manifest that marks the run complete."""
+    out, stages = w.out, w.stages
+    w.fps["model_weights_sha256"] = w.model_fp.result()
+    metrics.update({
+        "time_s": stages.seconds,
+        "overhead": overhead.breakdown(stages, result.details, w.reused, w.model_fp),
+        "peak_rss_bytes": stages.peak_rss, "peak_gpu_bytes": stages.peak_gpu,
+        "cache_hits": w.cache.hits, "status": "complete"})
+    if w.reused:
+        metrics["resumed"] = {"reused_stages": w.reused}
+    # Did the run keep the recipe's promise (meta.expected)? Recorded, never fatal; the final
+    # lines say it (report/run.py final_lines).
+    metrics["expectations"] = check_expectations(w.cfg.get("meta"), metrics, run_overrides())
+    outputs.write_json(out / "fingerprints.json", w.fps, root=out)
+    outputs.write_json(out / "env.json", outputs.environment(
+        w.plan.backend.package_versions(), w.cfg.hardware.device), root=out)
+    outputs.write_json(out / "metrics.json", metrics, root=out)
+    write_run_report(out, metrics, w.fps, plan_lines=_plan_lines(out, metrics))
     markers.clear(out, outputs.ERROR)  # an earlier attempt's failure, now resumed
     outputs.write_manifest(out)
-
-
-def _quantize(cfg, out: Path, plan, stages: Stages, model_dir: Path, rows, fps, device: str,
-              dtype: str, tokenizer) -> Tuple[QuantizeResult, list]:
-    """Quantize into model.partial/, then rename it to model/ and mark the stage done: model/
-    exists only whole. Per-layer checkpoints (where the backend has them) live in
-    .checkpoints/quantize until the stage is marked."""
-    model_out, partial = out / "model", out / "model.partial"
-    markers.clear(out, "model", "model.partial", f"{outputs.STAGES}/evaluate.json")
-    ckpt = out / ".checkpoints" / "quantize"
-    with stages.stage("quantize", memory=True), resources.oom_guard("quantize", cfg), \
-            layer_log(plan.backend.name, plan.model.num_layers, stages.gpu_window) as layers:
-        result = plan.backend.quantize(QuantizeRequest(
-            model_dir=model_dir, out_dir=partial, method=cfg.method, bits=cfg.bits.width,
-            group_size=cfg.bits.group_size, device=device, dtype=dtype, calibration=rows,
-            hardware=cfg.hardware, seed=cfg.seed, checkpoint_dir=ckpt))
-    with stages.stage("save"):
-        tokenizer.save_pretrained(partial)
-        with stages.span("hash_output"):  # its shards side by side; the manifest reuses it
-            fps["quantized_weights_sha256"] = markers.weights_sha256(partial)
-        os.rename(partial, model_out)
-        markers.mark(out, "quantize", {
-            "format": result.format, "details": result.details,
-            "quantized_weights_sha256": fps["quantized_weights_sha256"],
-            "seconds": {k: v for k, v in stages.seconds.items() if k == "quantize"},
-            "peak_rss": dict(stages.peak_rss), "peak_gpu": dict(stages.peak_gpu),
-            "per_layer": layers.rows})
-    markers.clear(out, ".checkpoints")
-    return result, layers.rows
 
 
 def _plan_lines(out: Path, metrics: Dict[str, Any]) -> List[str]:
     """`qrecipe plan`'s table next to what this run measured (qrecipe/plan/compare.py), for the
     report: the report never imports the planner."""
     try:
-        from qrecipe.plan.compare import run_section
         return run_section(out, metrics)
     except Exception as e:  # a comparison only: it never fails a finished run
         return [f"(plan not available: {type(e).__name__}: {e})", ""]

@@ -3,8 +3,14 @@
 Composition already rejected unknown keys and wrong types (the schema). This module checks what
 depends on several fields: the method/backend pair, the bits and group sizes the backend
 supports, group sizes against the model's layer widths (read from metadata only), files that must
-exist, and optional packages. Each failure is one QRecipeError naming key, value and what is
-allowed.
+exist, optional packages, and, with the hub turned off (HF_HUB_OFFLINE), that every hub model,
+data set and task the job needs is in the local cache (qrecipe/inputs/offline.py). Each failure
+is one QRecipeError naming key, value and what is allowed.
+
+The config is checked anywhere; the job's hardware only where the job runs. A dry run and
+`qrecipe validate` check a GPU recipe on a laptop or a login node: a visible CUDA device is
+asked for by a real run only (here, before any weight), and memory and disk by the runner's
+resource check (qrecipe/run/resources.py) after this.
 """
 from __future__ import annotations
 
@@ -14,14 +20,21 @@ from pathlib import Path
 from typing import Optional
 
 from qrecipe.backends import BACKENDS, Backend, MethodSupport
+from qrecipe.backends.base import require_cuda
+from qrecipe.backends.capabilities import DEVICES, dividing, undivided
 from qrecipe.errors import QRecipeError
+from qrecipe.evaluation.tasks import LOCAL_TASKS, task_names
+from qrecipe.evaluation.tasks import check as check_tasks
+from qrecipe.inputs import offline
+from qrecipe.inputs.calibration import check as check_calibration
+from qrecipe.inputs.calibration import specs as calibration_specs
 from qrecipe.inputs.models import DTYPES, ModelInfo, describe
 from qrecipe.inputs.texts import TextSpec, check_spec
+from qrecipe.inputs.weights import check_model
+from qrecipe.kernels import table as kernels
 from qrecipe.paths import is_package_path
 
 log = logging.getLogger(__name__)
-
-DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -29,36 +42,69 @@ class Plan:
     backend: Backend
     support: MethodSupport
     model: ModelInfo
+    # What was left for the job's own machine (None: everything was checked here).
+    unchecked: Optional[str] = None
 
 
-def validate(cfg) -> Plan:
+def validate(cfg, here: Optional[bool] = None) -> Plan:
+    """here: also check the hardware the job needs on this machine (a visible CUDA device);
+    None: a real run does (dry_run false), a dry run does not."""
+    here = not cfg.get("dry_run", False) if here is None else here
     backend = BACKENDS.get(cfg.method.backend)()
-    support = _method_support(backend, cfg.method.name)
+    support = backend.support_for(cfg.method.name)
     _check_bits(cfg.bits, support, cfg.method.name, backend.name)
     _check_hardware(cfg.hardware, support, cfg.method.name, backend.name, _sym(cfg.method),
                     int(cfg.bits.width), int(cfg.bits.group_size))
+    if here:
+        require_cuda(cfg.hardware.device)
     if cfg.model.dtype not in DTYPES:
         raise QRecipeError("unknown dtype", key="model.dtype", value=cfg.model.dtype,
                            allowed=DTYPES)
     if support.needs_calibration:
-        from qrecipe.inputs.calibration import check as check_calibration
         check_calibration(cfg.calibration)
     if cfg.eval.enabled:
         check_spec(TextSpec.from_cfg("eval", cfg.eval))
         for k in ("seq_len", "stride", "batch_size"):
             if cfg.eval[k] < 1:
                 raise QRecipeError("must be at least 1", key=f"eval.{k}", value=cfg.eval[k])
-        from qrecipe.evaluation.tasks import check as check_tasks
         check_tasks(cfg.eval)
     backend.check_installed()
+    backend.check_versions(cfg.method.name)  # before any weight: one line, or a refusal
     backend.preflight(cfg.method.name, cfg.bits.width, cfg.bits.group_size, cfg.hardware.device)
+    _check_hub(cfg, support.needs_calibration)
     info = _describe(cfg.model)  # metadata only; raises for a missing file or unknown source
     _check_divides(cfg.bits.group_size, info, support)
-    return Plan(backend=backend, support=support, model=info)
+    unchecked = None if here else hardware_note(cfg.hardware.device)
+    if unchecked:
+        log.info(unchecked)
+    return Plan(backend=backend, support=support, model=info, unchecked=unchecked)
+
+
+def hardware_note(device: str) -> str:
+    """The one line that says what validation left for the job's own machine."""
+    what = "a visible CUDA device, GPU memory and any kernel build" if device == "cuda" \
+        else "RAM and disk"
+    return f"hardware not checked here: {what} are checked when the job runs"
+
+
+_LOCAL_TEXT = {"calibration": "offline, use calibration=local (the Jargon File shipped inside "
+                              "qrecipe) or calibration=pydoc",
+               "eval": "offline, use eval=wikitext2_local (the same WikiText-2 test text, "
+                       "shipped inside qrecipe)"}
+
+
+def _check_hub(cfg, needs_calibration: bool) -> None:
+    """With the hub off, every hub input of the job is in the local cache (nothing fetched)."""
+    offline.check_model(cfg.model)
+    if needs_calibration:
+        for spec, _ in calibration_specs(cfg.calibration):
+            offline.check_text(spec.section, spec.source, spec.path, _LOCAL_TEXT["calibration"])
+    if cfg.eval.enabled:
+        offline.check_text("eval", cfg.eval.source, cfg.eval.get("path"), _LOCAL_TEXT["eval"])
+        offline.check_tasks(task_names(cfg.eval), LOCAL_TASKS)
 
 
 def _describe(model) -> ModelInfo:
-    from qrecipe.inputs.weights import check_model
     check_model(model)  # loading safety: safetensors only unless model.allow_pickle; no corrupt
     try:
         return describe(model)
@@ -68,15 +114,6 @@ def _describe(model) -> ModelInfo:
         raise QRecipeError(f"cannot read the model's shapes ({type(e).__name__}: "
                            f"{str(e).splitlines()[0][:160] if str(e) else ''})",
                            key="model.path", value=model.path) from None
-
-
-def _method_support(backend: Backend, method: str) -> MethodSupport:
-    if method in backend.support:
-        return backend.support[method]
-    others = [n for n in BACKENDS.names() if method in BACKENDS.get(n).support]
-    raise QRecipeError(f"backend {backend.name} does not implement method {method}",
-                       key="method.backend", value=backend.name,
-                       allowed=f"for method {method}: {', '.join(others) or 'none'}")
 
 
 def _check_bits(bits, support: MethodSupport, method: str, backend: str) -> None:
@@ -109,26 +146,20 @@ def _check_hardware(hw, support: MethodSupport, method: str, backend: str,
         raise QRecipeError(f"{method} via {backend} does not run on this device",
                            key="hardware.device", value=hw.device, allowed=support.devices,
                            hint=support.note or None)
-    from qrecipe.kernels import table as kernels
     kernel, allow_jit = hw.get("kernel", "auto"), bool(hw.get("allow_jit", False))
     kernels.check(kernel, allow_jit)
-    if kernel != "auto":
-        kernels.resolve(kernels.format_of(backend, method), hw.device, kernel, allow_jit,
+    if kernel != "auto":  # from the config alone (no compute capability: not asked here)
+        kernels.resolve(support.format, hw.device, kernel, allow_jit,
                         sym=sym, bits=bits, group_size=group_size)
-    if hw.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise QRecipeError("no CUDA device is visible", key="hardware.device",
-                               value=hw.device, hint="use hardware=cpu on this machine")
 
 
 def _check_divides(group_size: int, info: ModelInfo, support: MethodSupport) -> None:
-    if support.group_sizes is None or group_size == -1:
+    if support.group_sizes is None:
         return
-    for name, width in info.linear_in_features().items():
-        if width % group_size:
-            widths = info.linear_in_features().values()
-            ok = [g for g in support.group_sizes if g == -1 or all(w % g == 0 for w in widths)]
+    widths = info.linear_in_features()
+    for name, width in widths.items():
+        if undivided(group_size, (width,)):
+            ok = dividing(support.group_sizes, widths.values())
             raise QRecipeError(
                 f"group size does not divide the model's {name} ({width})",
                 key="bits.group_size", value=group_size,

@@ -7,6 +7,10 @@ import time
 from contextlib import contextmanager
 from typing import Dict
 
+import psutil
+
+from qrecipe.cuda import loaded as _cuda  # torch.cuda only if the job already imported torch
+
 log = logging.getLogger(__name__)
 
 
@@ -15,7 +19,6 @@ class PeakRSS:
     ru_maxrss would give the peak of the whole process lifetime, not of one stage."""
 
     def __init__(self, interval: float = 0.05):
-        import psutil
         self._proc = psutil.Process()
         self.interval = interval
         self.peak = 0
@@ -94,11 +97,3 @@ class Stages:
         self._gpu_seen = max(self._gpu_seen, peak)
         gpu.reset_peak_memory_stats()
         return peak
-
-
-def _cuda():
-    import sys
-    torch = sys.modules.get("torch")  # only if something already imported it
-    if torch is not None and torch.cuda.is_available():
-        return torch.cuda
-    return None

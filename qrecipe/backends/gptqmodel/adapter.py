@@ -7,33 +7,33 @@ optimum + gptqmodel, which pick a CPU kernel themselves).
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import shutil
 import time
-from typing import Any, Dict, List
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
 
 from qrecipe.backends.base import (
     BACKENDS,
     SHARD_BYTES,
+    TRANSFORMERS,
     Backend,
-    MethodSupport,
     QuantizeRequest,
     QuantizeResult,
 )
+from qrecipe.backends.capabilities import CAPABILITIES
+from qrecipe.backends.gptqmodel import layerhooks, patches
 from qrecipe.backends.gptqmodel.collect import collect_after_checkpoints, frozen_heap
 from qrecipe.backends.gptqmodel.fastloop import fast_layer_loop
 from qrecipe.backends.gptqmodel.hessian import tensor_core_hessian
 from qrecipe.backends.gptqmodel.shards import shard_writes
 from qrecipe.errors import QRecipeError
+from qrecipe.record.canonical import canonicalize
+from qrecipe.telemetry import layerlog
 
 log = logging.getLogger(__name__)
-
-# Widths the GPTQ torch packer and the CPU loaders handle; 5-7 bits pack too but no GPU kernel
-# or the wider ecosystem reads them.
-_BITS = (2, 3, 4, 8)
-# gptqmodel's AWQ torch kernel stops at group 128 (its SUPPORTS_GROUP_SIZE). No -1: AWQ is 4-bit
-# only, and 4-bit per-channel checkpoints do not run on CPU (see _check_per_channel).
-_AWQ_GROUPS = (32, 64, 128)
 
 
 def _set_env() -> None:
@@ -110,14 +110,9 @@ def _layer_checkpoint(model, req: QuantizeRequest):
 class GPTQModelBackend(Backend):
     name = "gptqmodel"
     requires = (("gptqmodel", "gptqmodel==7.6.0"), ("optimum", "optimum==2.3.0"))
-    support = {
-        "gptq": MethodSupport(bits=_BITS, note="GPTQ (group-aware reordering unless desc_act), "
-                                               "gptq v1 checkpoint"),
-        "awq": MethodSupport(bits=(4,), group_sizes=_AWQ_GROUPS,
-                             note="AWQ gemm checkpoint; on CPU: torch kernel and bf16 weights"),
-        "rtn": MethodSupport(bits=_BITS, needs_calibration=False,
-                             note="gptqmodel weight-only RTN (min/max), gptq v1 checkpoint"),
-    }
+    support = CAPABILITIES["gptqmodel"]
+    versions = (patches.GPTQMODEL, TRANSFORMERS)
+    patch_sets = patches.ALL
 
     def preflight(self, method: str, bits: int, group_size: int, device: str) -> None:
         # gptqmodel 7.6's loader (used by transformers) picks a torch int4pack kernel for 4-bit on
@@ -131,165 +126,213 @@ class GPTQModelBackend(Backend):
                                    hint="use group_size 32/64/128, or backend llmcompressor")
             log.warning("gptqmodel: a w4 per-channel checkpoint runs on GPU only, not on CPU")
 
-    def quantize(self, req: QuantizeRequest) -> QuantizeResult:
-        self.check_installed()
-        m = req.method
-        if m.name not in self.support:
-            raise QRecipeError("method not provided by this backend", key="method.name",
-                               value=m.name, allowed=sorted(self.support))
-        needs_rows = self.support[m.name].needs_calibration
-        if needs_rows and not req.calibration:
-            raise QRecipeError(f"{m.name} needs calibration data",
-                               key="calibration.num_samples", value=0)
-        self.preflight(m.name, req.bits, req.group_size, req.device)
+    def run(self, req: QuantizeRequest) -> QuantizeResult:
         _set_env()
-        hw = _speed(req)
+        needs_rows = self.support[req.method.name].needs_calibration
+        job = _Job(req, _speed(req), versions=self.package_versions(),
+                   rows=_rows(req.calibration) if needs_rows else None)
         t_import = time.perf_counter()  # 0 when already imported (a sweep's later jobs)
         import gptqmodel  # noqa: F401 - the library's import: its own seconds (backend_s)
-        t_import = time.perf_counter() - t_import
+        job.seconds["import"] = time.perf_counter() - t_import
         with frozen_heap():  # every full collection inside scans only what the call creates
-            return self._run(req, hw, needs_rows, t_import)
+            _translate(job)
+            model = _load(job)
+            _quantize(job, model)
+            _save(job, model)
+            details = _describe(job, model)
+            del model
+            _free_memory(req.device)
+        return QuantizeResult(format=self.support[req.method.name].format, details=details)
 
-    def _run(self, req: QuantizeRequest, hw: Dict[str, Any], needs_rows: bool,
-             t_import: float) -> QuantizeResult:
-        """Load, quantize and save with gptqmodel (imported by quantize()); the details."""
-        import torch
-        from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
-        m = req.method
-        if req.device == "cuda" and not torch.cuda.is_available():
-            raise QRecipeError("no CUDA device is visible", key="hardware.device",
-                               value=req.device, allowed="cpu")
-        _seed(req.seed)
 
-        dtype = req.dtype
-        common = dict(bits=req.bits, group_size=req.group_size)
-        if m.name == "gptq":
-            qcfg = QuantizeConfig(**common, sym=bool(m.sym), desc_act=bool(m.desc_act),
+# per-layer lines while it quantizes, from gptqmodel's own events (layerhooks.py)
+layerlog.register(GPTQModelBackend.name, "gptqmodel", layerhooks.install)
+
+
+@dataclass
+class _Job:
+    """One quantize() call as it goes: the request, then what each step decided."""
+    req: QuantizeRequest
+    hw: Dict[str, Any]  # _speed()
+    versions: Dict[str, str]
+    rows: Optional[List[Dict[str, Any]]]  # gptqmodel's calibration rows (None: RTN)
+    seconds: Dict[str, float] = field(default_factory=dict)  # the library's own steps
+    qrecipe_seconds: Dict[str, float] = field(default_factory=dict)  # qrecipe's own work
+    qcfg: Any = None  # QuantizeConfig
+    backend: Any = None  # the BACKEND that packs
+    dtype: str = ""  # what the model is loaded in (AWQ may change the request's)
+    ckpt: Any = None  # CheckpointConfig, or None
+    fast_loop: bool = False
+    tensor_core_hessian: bool = False
+    gc_seconds: List[float] = field(default_factory=list)
+
+
+def _translate(job: _Job) -> None:
+    """The request in gptqmodel's terms: QuantizeConfig, the packing BACKEND, the load dtype."""
+    from gptqmodel import BACKEND, QuantizeConfig
+    req, m = job.req, job.req.method
+    common = dict(bits=req.bits, group_size=req.group_size)
+    job.dtype = req.dtype
+    if m.name == "gptq":
+        job.qcfg = QuantizeConfig(**common, sym=bool(m.sym), desc_act=bool(m.desc_act),
                                   damp_percent=float(m.damp_percent),
                                   true_sequential=bool(m.true_sequential),
                                   # gptqmodel's group-aware reordering (GAR) is its default with
                                   # desc_act off; it keeps g_idx sequential (plain v1 layout).
                                   # Said explicitly so desc_act=True does not log a warning.
                                   act_group_aware=not bool(m.desc_act))
-            # The kernel here only packs the int weights (the layout on disk is the same for
-            # every GPTQ kernel); torch needs no compiled extension, and AUTO on a Hopper GPU may
-            # pick Machete, which downloads CUTLASS (fails offline).
-            backend = BACKEND.GPTQ_TORCH
-        elif m.name == "awq":
-            qcfg = QuantizeConfig(**common, method="awq", format="gemm",
+        # The kernel here only packs the int weights (the layout on disk is the same for
+        # every GPTQ kernel); torch needs no compiled extension, and AUTO on a Hopper GPU may
+        # pick Machete, which downloads CUTLASS (fails offline).
+        job.backend = BACKEND.GPTQ_TORCH
+    elif m.name == "awq":
+        job.qcfg = QuantizeConfig(**common, method="awq", format="gemm",
                                   sym=not bool(m.zero_point),
-                                  scale_search_chunked_activations=hw["stream_activations"])
-            # AUTO picks AWQ_GEMM, CUDA-only ("AWQ: CUDA is not available" on CPU); the torch
-            # kernel packs the same gemm layout on any device.
-            backend = BACKEND.AWQ_TORCH
-            # The AWQ kernels refuse fp32 (fp16/bf16 only). On CPU fp16 matmuls have no fast
-            # path (~100x slower than bf16 on x86), so bf16; on GPU a requested half is kept.
-            if req.device == "cpu" or dtype not in ("float16", "bfloat16"):
-                dtype = "bfloat16"
-        else:  # rtn
-            # weight_only={"method": "rtn"} makes QuantizeConfig an RTNConfig: the weight-only
-            # lifecycle (no forward pass, no data), exported in the gptq v1 layout.
-            qcfg = QuantizeConfig(**common, sym=bool(m.sym), weight_only={"method": "rtn"})
-            backend = BACKEND.GPTQ_TORCH
-        qcfg.offload_to_disk = hw["offload_to_disk"]
-        qcfg.pack_impl = hw["pack_impl"]
-        if dtype != req.dtype:
-            log.info("gptqmodel: %s on %s loads the model in %s (asked %s)", m.name, req.device,
-                     dtype, req.dtype)
+                                  scale_search_chunked_activations=job.hw["stream_activations"])
+        # AUTO picks AWQ_GEMM, CUDA-only ("AWQ: CUDA is not available" on CPU); the torch
+        # kernel packs the same gemm layout on any device.
+        job.backend = BACKEND.AWQ_TORCH
+        # The AWQ kernels refuse fp32 (fp16/bf16 only). On CPU fp16 matmuls have no fast
+        # path (~100x slower than bf16 on x86), so bf16; on GPU a requested half is kept.
+        if req.device == "cpu" or job.dtype not in ("float16", "bfloat16"):
+            job.dtype = "bfloat16"
+    else:  # rtn
+        # weight_only={"method": "rtn"} makes QuantizeConfig an RTNConfig: the weight-only
+        # lifecycle (no forward pass, no data), exported in the gptq v1 layout.
+        job.qcfg = QuantizeConfig(**common, sym=bool(m.sym), weight_only={"method": "rtn"})
+        job.backend = BACKEND.GPTQ_TORCH
+    job.qcfg.offload_to_disk = job.hw["offload_to_disk"]
+    job.qcfg.pack_impl = job.hw["pack_impl"]
+    if job.dtype != req.dtype:
+        log.info("gptqmodel: %s on %s loads the model in %s (asked %s)", m.name, req.device,
+                 job.dtype, req.dtype)
 
-        t0 = time.perf_counter()
-        log.info("gptqmodel: loading %s (%s, %s)", req.model_dir, req.device, dtype)
-        model = GPTQModel.load(str(req.model_dir), qcfg, device=req.device,
-                               dtype=getattr(torch, dtype))
-        t1 = time.perf_counter()
-        rows = _rows(req.calibration) if needs_rows else None
-        log.info("gptqmodel: %s w%d g%d on %s%s", m.name, req.bits, req.group_size, req.device,
-                 f", {len(rows)} calibration rows" if rows else ", no calibration data")
-        ckpt = _layer_checkpoint(model, req)
-        # Measured (bytes and time) for GPTQ on one GPU: gptqmodel spreads a layer's modules over
-        # every visible GPU, which is untested here; a resumable run keeps its own placement.
-        fast_loop = (hw["fast_layer_loop"] and m.name == "gptq" and ckpt is None
-                     and torch.cuda.device_count() == 1)
-        if fast_loop:  # the layer inputs stay on the GPU (gptqmodel_fastloop.py)
-            from gptqmodel.utils.looper_helpers import _canonical_device
-            model.quantize_config.calibration_data_device = _canonical_device(
-                torch.device("cuda", torch.cuda.current_device()))
-        # Rows are unpadded and equal-length, so a batch > 1 only changes the float summation
-        # order of the Hessians; calibration_sort=None keeps the runner's (seeded) row order.
-        # Each checkpoint commit leaves a reference cycle, collected (gptqmodel_gc.py).
-        try:
-            with collect_after_checkpoints() as gc_seconds, fast_layer_loop(fast_loop), \
-                    tensor_core_hessian(hw["tensor_core_hessian"] and m.name == "gptq"):
-                model.quantize(rows, batch_size=hw["batch_size"], backend=backend,
-                               calibration_sort=None, **({"checkpoint": ckpt} if ckpt else {}))
-        except Exception as e:
-            if type(e).__name__ not in ("CheckpointError", "CheckpointCorrupt"):
-                raise  # CheckpointStopped (a signal, committed) is an interruption: the runner's
-            import shutil
-            shutil.rmtree(req.checkpoint_dir, ignore_errors=True)
-            raise QRecipeError(f"the per-layer checkpoint could not be used ({e}); it was "
-                               "removed", key="checkpoint", value=str(req.checkpoint_dir),
-                               hint="run qrecipe resume again: quantization starts over") from None
-        t2 = time.perf_counter()
-        req.out_dir.mkdir(parents=True, exist_ok=True)
-        with shard_writes(bool(ckpt)) as shard_hashes:  # hashed as written, by qrecipe
-            model.save(str(req.out_dir), max_shard_size=SHARD_BYTES)
-        t3 = time.perf_counter()
-        shard_hashes.wait()  # what hashing is left once gptqmodel's write has ended
-        t4 = time.perf_counter()
-        if ckpt:
-            # A run resumed from a layer checkpoint saves its tensors in another order: the
-            # canonical layout gives it the uninterrupted run's bytes (qrecipe/record/canonical.py).
-            # Saved in that order already, a file is only checked (its header); anything else
-            # is rewritten. qrecipe's own work: timed apart (metrics.json `overhead`).
-            from qrecipe.record.canonical import canonicalize
-            canonicalize(req.out_dir)
-        t5 = time.perf_counter()
-        log.info("gptqmodel: saved %s (import %.1fs, load %.1fs, quantize %.1fs, save %.1fs)",
-                 req.out_dir, t_import, t1 - t0, t2 - t1, t3 - t2)
 
-        q = model.quantize_config
-        details: Dict[str, Any] = {
-            "api": "GPTQModel.load(model_dir, QuantizeConfig(...)).quantize(rows)"
-                   f".save(out_dir, max_shard_size={SHARD_BYTES})",
-            "config_class": type(q).__name__,
-            "checkpoint_format": str(getattr(q.format, "value", q.format)),
-            "bits": req.bits, "group_size": req.group_size, "sym": bool(q.sym),
-            "desc_act": bool(q.desc_act), "device": req.device, "dtype": dtype,
-            "requested_dtype": req.dtype,
-            "pack_backend": backend.value,
-            "pack_kernel": getattr(getattr(model, "qlinear_kernel", None), "__name__", None),
-            "layer_checkpoints": bool(ckpt),
-            "checkpoint_gc_seconds": round(sum(gc_seconds), 2),
-            "calibration_rows": len(rows) if rows else 0,
-            "calibration_seq_len": len(rows[0]["input_ids"]) if rows else 0,
-            "cpu_workers": int(os.environ["GPTQMODEL_CPU_WORKERS"]),
-            "calib_batch_size": hw["batch_size"], "pack_impl": q.pack_impl,
-            "offload_to_disk": bool(q.offload_to_disk),
-            "gptq_cuda_block_update": hw["block_update"],
-            # the library's own time (what a script calling it directly spends too)
-            "seconds": {"import": round(t_import, 2), "load": round(t1 - t0, 2),
-                        "quantize": round(t2 - t1, 2), "save": round(t3 - t2, 2)},
-            "qrecipe_seconds": {"shard_sha256_wait": round(t4 - t3, 2),
-                                "canonicalize": round(t5 - t4, 2)},
-            "versions": self.package_versions(),
-        }
-        if m.name == "gptq":
-            details.update(damp_percent=q.damp_percent, true_sequential=q.true_sequential,
-                           act_group_aware=q.act_group_aware,
-                           tensor_core_hessian=hw["tensor_core_hessian"],
-                           fast_layer_loop=fast_loop,
-                           damp_auto_increment=q.damp_auto_increment,
-                           # modules seeing < threshold of the tokens (MoE experts) fall back to
-                           # RTN; never triggers on a dense model.
-                           fallback=(f"{q.fallback.strategy.value}<{q.fallback.threshold}"
-                                     if q.fallback else None))
-        if m.name == "awq":
-            details.update(zero_point=not q.sym,
-                           stream_activations=bool(q.scale_search_chunked_activations))
-        del model
-        import gc
-        gc.collect()
-        if req.device == "cuda":
-            torch.cuda.empty_cache()
-        return QuantizeResult(format="awq" if m.name == "awq" else "gptq", details=details)
+def _load(job: _Job):
+    import torch
+    from gptqmodel import GPTQModel
+    req = job.req
+    _seed(req.seed)
+    t0 = time.perf_counter()
+    log.info("gptqmodel: loading %s (%s, %s)", req.model_dir, req.device, job.dtype)
+    model = GPTQModel.load(str(req.model_dir), job.qcfg, device=req.device,
+                           dtype=getattr(torch, job.dtype))
+    job.seconds["load"] = time.perf_counter() - t0
+    return model
+
+
+def _quantize(job: _Job, model) -> None:
+    """model.quantize(rows) with qrecipe's checkpoints, collections and speed patches."""
+    req, hw, rows = job.req, job.hw, job.rows
+    t0 = time.perf_counter()
+    log.info("gptqmodel: %s w%d g%d on %s%s", req.method.name, req.bits, req.group_size,
+             req.device, f", {len(rows)} calibration rows" if rows else ", no calibration data")
+    job.ckpt = _layer_checkpoint(model, req)
+    fast_loop = _keep_inputs_on_gpu(job, model)
+    # Rows are unpadded and equal-length, so a batch > 1 only changes the float summation
+    # order of the Hessians; calibration_sort=None keeps the runner's (seeded) row order.
+    # Each checkpoint commit leaves a reference cycle, collected (collect.py).
+    try:
+        with collect_after_checkpoints() as job.gc_seconds, \
+                fast_layer_loop(fast_loop) as job.fast_loop, \
+                tensor_core_hessian(hw["tensor_core_hessian"] and req.method.name == "gptq") \
+                as job.tensor_core_hessian:
+            model.quantize(rows, batch_size=hw["batch_size"], backend=job.backend,
+                           calibration_sort=None,
+                           **({"checkpoint": job.ckpt} if job.ckpt else {}))
+    except Exception as e:
+        if type(e).__name__ not in ("CheckpointError", "CheckpointCorrupt"):
+            raise  # CheckpointStopped (a signal, committed) is an interruption: the runner's
+        shutil.rmtree(req.checkpoint_dir, ignore_errors=True)
+        raise QRecipeError(f"the per-layer checkpoint could not be used ({e}); it was "
+                           "removed", key="checkpoint", value=str(req.checkpoint_dir),
+                           hint="run qrecipe resume again: quantization starts over") from None
+    job.seconds["quantize"] = time.perf_counter() - t0
+
+
+def _keep_inputs_on_gpu(job: _Job, model) -> bool:
+    """hardware.fast_layer_loop: the layer inputs stay on the GPU (fastloop.py). Measured (bytes
+    and time) for GPTQ on one GPU: gptqmodel spreads a layer's modules over every visible GPU,
+    which is untested here; a resumable run keeps its own placement."""
+    import torch
+    on = (job.hw["fast_layer_loop"] and job.req.method.name == "gptq" and job.ckpt is None
+          and torch.cuda.device_count() == 1)
+    if on:
+        from gptqmodel.utils.looper_helpers import _canonical_device
+        model.quantize_config.calibration_data_device = _canonical_device(
+            torch.device("cuda", torch.cuda.current_device()))
+    return on
+
+
+def _save(job: _Job, model) -> None:
+    """model.save, each shard hashed as gptqmodel writes it; a resumed run's files in the
+    uninterrupted run's layout."""
+    req = job.req
+    t0 = time.perf_counter()
+    req.out_dir.mkdir(parents=True, exist_ok=True)
+    with shard_writes(bool(job.ckpt)) as shard_hashes:  # hashed as written, by qrecipe
+        model.save(str(req.out_dir), max_shard_size=SHARD_BYTES)
+    t1 = time.perf_counter()
+    shard_hashes.wait()  # what hashing is left once gptqmodel's write has ended
+    t2 = time.perf_counter()
+    if job.ckpt:
+        # A run resumed from a layer checkpoint saves its tensors in another order: the
+        # canonical layout gives it the uninterrupted run's bytes (qrecipe/record/canonical.py).
+        # Saved in that order already, a file is only checked (its header); anything else
+        # is rewritten. qrecipe's own work: timed apart (metrics.json `overhead`).
+        canonicalize(req.out_dir)
+    job.seconds["save"] = t1 - t0
+    job.qrecipe_seconds.update(shard_sha256_wait=t2 - t1, canonicalize=time.perf_counter() - t2)
+    s = job.seconds
+    log.info("gptqmodel: saved %s (import %.1fs, load %.1fs, quantize %.1fs, save %.1fs)",
+             req.out_dir, s["import"], s["load"], s["quantize"], s["save"])
+
+
+def _describe(job: _Job, model) -> Dict[str, Any]:
+    """Effective settings, read back from gptqmodel's config where it holds them."""
+    req, hw, rows, q = job.req, job.hw, job.rows, model.quantize_config
+    details: Dict[str, Any] = {
+        "api": "GPTQModel.load(model_dir, QuantizeConfig(...)).quantize(rows)"
+               f".save(out_dir, max_shard_size={SHARD_BYTES})",
+        "config_class": type(q).__name__,
+        "checkpoint_format": str(getattr(q.format, "value", q.format)),
+        "bits": req.bits, "group_size": req.group_size, "sym": bool(q.sym),
+        "desc_act": bool(q.desc_act), "device": req.device, "dtype": job.dtype,
+        "requested_dtype": req.dtype,
+        "pack_backend": job.backend.value,
+        "pack_kernel": getattr(getattr(model, "qlinear_kernel", None), "__name__", None),
+        "layer_checkpoints": bool(job.ckpt),
+        "checkpoint_gc_seconds": round(sum(job.gc_seconds), 2),
+        "calibration_rows": len(rows) if rows else 0,
+        "calibration_seq_len": len(rows[0]["input_ids"]) if rows else 0,
+        "cpu_workers": int(os.environ["GPTQMODEL_CPU_WORKERS"]),
+        "calib_batch_size": hw["batch_size"], "pack_impl": q.pack_impl,
+        "offload_to_disk": bool(q.offload_to_disk),
+        "gptq_cuda_block_update": hw["block_update"],
+        # the library's own time (what a script calling it directly spends too)
+        "seconds": {k: round(job.seconds[k], 2) for k in ("import", "load", "quantize", "save")},
+        "qrecipe_seconds": {k: round(v, 2) for k, v in job.qrecipe_seconds.items()},
+        "versions": job.versions,
+    }
+    if req.method.name == "gptq":
+        details.update(damp_percent=q.damp_percent, true_sequential=q.true_sequential,
+                       act_group_aware=q.act_group_aware,
+                       tensor_core_hessian=job.tensor_core_hessian,
+                       fast_layer_loop=job.fast_loop,
+                       damp_auto_increment=q.damp_auto_increment,
+                       # modules seeing < threshold of the tokens (MoE experts) fall back to
+                       # RTN; never triggers on a dense model.
+                       fallback=(f"{q.fallback.strategy.value}<{q.fallback.threshold}"
+                                 if q.fallback else None))
+    if req.method.name == "awq":
+        details.update(zero_point=not q.sym,
+                       stream_activations=bool(q.scale_search_chunked_activations))
+    return details
+
+
+def _free_memory(device: str) -> None:
+    """What the quantized model held, back before the runner's next stage."""
+    gc.collect()
+    if device == "cuda":
+        import torch
+        torch.cuda.empty_cache()

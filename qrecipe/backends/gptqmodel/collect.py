@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import logging
 import time
 from contextlib import contextmanager
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
-from qrecipe.backends.patching import patched
-
-log = logging.getLogger(__name__)
+from qrecipe.backends.gptqmodel.patches import CHECKPOINT_GC
+from qrecipe.backends.patching import guarded
 
 
 def _release_free_memory() -> None:
@@ -39,31 +37,23 @@ def collect_after_checkpoints() -> Iterator[List[float]]:
     """While active, run a full garbage collection after the checkpoint's start (its identity
     hashes the calibration inputs with the same codec: one more copy, alive through layer 0)
     and after every boundary (the commit of a finished layer). Yields the seconds each
-    collection (and trim) took. A gptqmodel version without these methods is left as it is."""
+    collection (and trim) took. Another gptqmodel is left as it is (backends/patching.py)."""
     seconds: List[float] = []
-    try:
-        from gptqmodel.looper.checkpoint import CheckpointExtension
-        originals = {name: CheckpointExtension.__dict__[name]
-                     for name in ("on_start", "on_boundary")}
-    except (ImportError, KeyError) as e:
-        log.info("gptqmodel: checkpoint commits not hooked (%s)", e)
+    with guarded(CHECKPOINT_GC, lambda original: {k: _collecting(fn, seconds)
+                                                   for k, fn in original.items()}):
         yield seconds
-        return
 
-    def collecting(method):
-        def wrapper(self, *args):
-            try:
-                return method(self, *args)
-            finally:  # also after CheckpointStopped: the copies are garbage either way
-                t0 = time.perf_counter()
-                gc.collect()
-                _release_free_memory()
-                seconds.append(time.perf_counter() - t0)
-        return wrapper
 
-    with patched({(CheckpointExtension, name): collecting(method)
-                  for name, method in originals.items()}):
-        yield seconds
+def _collecting(method: Callable, seconds: List[float]) -> Callable:
+    def wrapper(self, *args):
+        try:
+            return method(self, *args)
+        finally:  # also after CheckpointStopped: the copies are garbage either way
+            t0 = time.perf_counter()
+            gc.collect()
+            _release_free_memory()
+            seconds.append(time.perf_counter() - t0)
+    return wrapper
 
 
 @contextmanager
@@ -73,7 +63,7 @@ def frozen_heap() -> Iterator[None]:
     permanent generation, so each full collection inside the call scans only what the call
     created: the one after every checkpoint commit above, gptqmodel's own
     torch_empty_cache(gc=True), the adapter's last one, and Python's automatic passes. Measured
-    on CPU (docs/benchmarks.md, "Full collections"): 0.41 s -> 0.01 s a collection. Objects
+    on CPU (docs/benchmarks.md, "Full collections inside gptqmodel's quantize()"): 0.41 s -> 0.01 s a collection. Objects
     frozen here are never collected while frozen, so the call ends with gc.unfreeze(): garbage
     among them is collected later, as without this."""
     gc.freeze()

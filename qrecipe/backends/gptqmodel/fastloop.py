@@ -1,7 +1,7 @@
 """Result-preserving speed-ups of gptqmodel 7.6's GPTQ layer loop on one CUDA GPU.
 
-A torch.profiler timeline of qrecipe's GPTQ (Llama-2-7B shape, H200, docs/benchmarks.md "Fifth
-device session") had the GPU busy only 46% of the wall: the loop waits on pageable copies and
+A torch.profiler timeline of qrecipe's GPTQ (Llama-2-7B shape, H200, docs/benchmarks.md "GPU:
+where a GPTQ layer's seconds go") had the GPU busy only 46% of the wall: the loop waits on pageable copies and
 on host synchronizations, not on arithmetic. Each patch below changes where or when bytes move
 and who waits for whom; every float operation on every value is still the library's own, so
 the packed checkpoint is byte-identical (checked on the GPU by benchmarks/gptqmodel_knobs.py's
@@ -28,7 +28,8 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from qrecipe.backends.patching import patched
+from qrecipe.backends.gptqmodel.patches import FAST_LAYER_LOOP
+from qrecipe.backends.patching import guarded
 
 _tls = threading.local()  # each finalize thread's own side stream
 
@@ -137,17 +138,22 @@ def find_params_syncfree(self, x, weight=False, *, original):
 
 
 @contextmanager
-def fast_layer_loop(on: bool) -> Iterator[None]:
-    """The patches above for the length of one quantize() call; originals restored after."""
-    if not on:
-        yield
-        return
+def fast_layer_loop(on: bool) -> Iterator[bool]:
+    """The patches above for the length of one quantize() call; originals restored after.
+    Yields whether they are applied (not on another gptqmodel: backends/patching.py)."""
+    with guarded(FAST_LAYER_LOOP, _replacements, on=on) as applied:
+        yield applied
+
+
+def _replacements(original):
+    return {"BaseQModel.post_quantize": _post_quantize(original["BaseQModel.post_quantize"]),
+            "PackableQuantLinear.pack_gpu": _pack_gpu(original["PackableQuantLinear.pack_gpu"]),
+            "Quantizer.configure": _configure(original["Quantizer.configure"]),
+            "Quantizer.find_params": _find_params(original["Quantizer.find_params"])}
+
+
+def _post_quantize(post0):
     import torch
-    from gptqmodel.models.base import BaseQModel
-    from gptqmodel.nn_modules.qlinear import PackableQuantLinear
-    from gptqmodel.quantization.quantizer import Quantizer
-    post0, pack0 = vars(BaseQModel)["post_quantize"], vars(PackableQuantLinear)["pack_gpu"]
-    configure0, find0 = vars(Quantizer)["configure"], vars(Quantizer)["find_params"]
 
     def post_quantize(self, module):
         if (self.quantize_config.activation_mode in {"w4afp8", "w4a_nvfp4"}
@@ -166,6 +172,11 @@ def fast_layer_loop(on: bool) -> Iterator[None]:
         for dev in sources:  # every copy landed before anything on the CPU reads it
             torch.cuda.current_stream(dev).synchronize()
         return module
+    return post_quantize
+
+
+def _pack_gpu(pack0):
+    import torch
 
     def pack_gpu(self, linear, scales, zeros, g_idx, *, block_in=8192, device=None):
         dev = torch.device(device) if device is not None else torch.device("cuda")
@@ -177,18 +188,22 @@ def fast_layer_loop(on: bool) -> Iterator[None]:
                     and isinstance(linear, torch.nn.Linear)):
                 return _pack_vectorized(self, linear, scales, zeros, g_idx, block_in, dev, stream)
             return pack0(self, linear, scales, zeros, g_idx, block_in=block_in, device=device)
+    return pack_gpu
 
+
+def _configure(configure0):
     def configure(self, *a, **kw):
         out = configure0(self, *a, **kw)
         self.__dict__["_qrecipe_maxq"] = (self.maxq, int(self.maxq))  # a CPU tensor here
         return out
+    return configure
+
+
+def _find_params(find0):
+    from gptqmodel.quantization.quantizer import Quantizer
 
     def find_params(self, x, weight=False):
         if type(self) is not Quantizer:  # a subclass may rely on upstream's steps
             return find0(self, x, weight)
         return find_params_syncfree(self, x, weight, original=find0)
-
-    with patched({(BaseQModel, "post_quantize"): post_quantize,
-                  (PackableQuantLinear, "pack_gpu"): pack_gpu,
-                  (Quantizer, "configure"): configure, (Quantizer, "find_params"): find_params}):
-        yield
+    return find_params

@@ -10,7 +10,7 @@ Its sums are less exact, though: the tensor cores do not round each addition as 
 does (measured on an H200 at 65,536 rows: 3.7e-4 of the largest entry, against ~1e-5). On a real
 model that did not matter: SmolLM2's GPTQ perplexity on an H200 moved +0.6% (128 x 2048 rows) and
 -0.9% (32 x 512) against the float32 path, inside the +1% bar, so the 80 GB profiles turn
-hardware.tensor_core_hessian on (docs/benchmarks.md, "Sixth device session"). CPU runs, float32
+hardware.tensor_core_hessian on (docs/benchmarks.md, "GPU: tensor-core Hessians on a real checkpoint"). CPU runs, float32
 models and chunked accumulation (hessian chunk_size / chunk_bytes set) keep gptqmodel's own path.
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-_ORIGINAL = None  # gptqmodel's GPTQ.compute_hessian_xtx, once patched
-_ON = False  # read by gptqmodel's worker threads: set for the length of one quantize() call
+from qrecipe.backends.gptqmodel.patches import TENSOR_CORE_HESSIAN
+from qrecipe.backends.patching import guarded
 
 
 def fast_xtx_applies(matrix, qcfg) -> bool:
@@ -32,34 +32,21 @@ def fast_xtx_applies(matrix, qcfg) -> bool:
             and getattr(hess, "chunk_bytes", None) is None)
 
 
-def _install() -> None:
-    """Wrap gptqmodel's GPTQ.compute_hessian_xtx once per process; the wrapper does nothing
-    while _ON is false, so a sweep's later job without the setting gets gptqmodel's path."""
-    global _ORIGINAL
-    from gptqmodel.quantization.gptq import GPTQ
-    if _ORIGINAL is not None:
-        return
-    _ORIGINAL = GPTQ.compute_hessian_xtx
+@contextmanager
+def tensor_core_hessian(on: bool) -> Iterator[bool]:
+    """hardware.tensor_core_hessian: gptqmodel's GPTQ.compute_hessian_xtx replaced for the
+    length of one quantize() call (its worker threads run inside it) and restored after.
+    Yields whether it is applied."""
+    with guarded(TENSOR_CORE_HESSIAN, _replacement, on=on) as applied:
+        yield applied
+
+
+def _replacement(original):
+    upstream = original["GPTQ.compute_hessian_xtx"]
 
     def compute_hessian_xtx(self, matrix):
-        if _ON and fast_xtx_applies(matrix, self.qcfg):
+        if fast_xtx_applies(matrix, self.qcfg):
             import torch
             return torch.mm(matrix.T, matrix, out_dtype=torch.float32)
-        return _ORIGINAL(self, matrix)
-
-    GPTQ.compute_hessian_xtx = compute_hessian_xtx
-
-
-@contextmanager
-def tensor_core_hessian(on: bool) -> Iterator[None]:
-    """hardware.tensor_core_hessian for the length of one quantize() call."""
-    global _ON
-    if not on:
-        yield
-        return
-    _install()
-    _ON = True
-    try:
-        yield
-    finally:
-        _ON = False
+        return upstream(self, matrix)
+    return {"GPTQ.compute_hessian_xtx": compute_hessian_xtx}

@@ -6,7 +6,10 @@ import os
 from contextlib import contextmanager
 from typing import Iterator, List
 
-from qrecipe.backends.patching import patched
+from qrecipe.backends.gptqmodel.patches import SHARD_WRITES
+from qrecipe.backends.patching import guarded
+from qrecipe.record import filehash
+from qrecipe.record.canonical import canonical_order
 
 
 class ShardHashes:
@@ -32,18 +35,18 @@ def shard_writes(canonical: bool) -> Iterator[ShardHashes]:
       again by the canonical rewrite; canonicalize() checks the result. The order is set
       before gptqmodel splits the tensors into shards, so a resumed run's files hold the same
       tensors as the uninterrupted run's (canonicalize() reorders within a file, not across).
-    The shards and the bytes written per tensor are gptqmodel's own. Without the private hook
-    (another gptqmodel), nothing is patched: the save stage reads the files, the rewrite
+    The shards and the bytes written per tensor are gptqmodel's own. On another gptqmodel
+    nothing is patched (one warning line): the save stage reads the files, the rewrite
     reorders them."""
     hashes = ShardHashes()
-    try:
-        from gptqmodel.utils import model as gm
-        write, dtype_name = gm._write_shard_file, gm._torch_dtype_to_safetensors
-        plan = gm._plan_shards
-    except (ImportError, AttributeError):
+    with guarded(SHARD_WRITES, lambda original: _hooks(original, canonical, hashes)):
         yield hashes
-        return
-    from qrecipe.record import filehash
+
+
+def _hooks(original, canonical: bool, hashes: ShardHashes):
+    from gptqmodel.utils import model as gm
+    write, plan = original["model._write_shard_file"], original["model._plan_shards"]
+    dtype_name = getattr(gm, "_torch_dtype_to_safetensors", None)  # None: gptqmodel's order
 
     def hooked(path, entries, metadata):
         if canonical:
@@ -63,12 +66,12 @@ def shard_writes(canonical: bool) -> Iterator[ShardHashes]:
     def planned(entries, max_shard_size):
         return plan(_ordered(entries, dtype_name) if canonical else entries, max_shard_size)
 
-    with patched({(gm, "_write_shard_file"): hooked, (gm, "_plan_shards"): planned}):
-        yield hashes
+    return {"model._write_shard_file": hooked, "model._plan_shards": planned}
 
 
 def _ordered(entries, dtype_name):
-    from qrecipe.record.canonical import canonical_order
+    if dtype_name is None:
+        return entries
     try:
         order = canonical_order({e.name: dtype_name(e.torch_dtype) for e in entries})
     except Exception:  # noqa: BLE001 - an unknown dtype: gptqmodel's order, then rewritten

@@ -8,24 +8,29 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Sequence
-from typing import Any, Dict, Iterator, List
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from qrecipe.backends.base import (
     BACKENDS,
+    TRANSFORMERS,
     Backend,
-    MethodSupport,
     QuantizeRequest,
     QuantizeResult,
 )
+from qrecipe.backends.capabilities import CAPABILITIES, undivided
+from qrecipe.backends.llmcompressor import layerhooks, patches
+from qrecipe.backends.patching import guarded
 from qrecipe.errors import QRecipeError
+from qrecipe.telemetry import layerlog
 
-# compressed-tensors packs any int width 1..8 into int32 ("pack-quantized"); these are the widths
-# with a use (2/3 bits are lossy but legal, 8 is near-lossless).
-_BITS = (2, 3, 4, 8)
 # lm_head stays dense: SmolLM-style models tie it to the embedding, and quantizing it breaks
 # the tie (two tables saved) for little size gain. Same convention as GPTQ/AWQ checkpoints.
 _IGNORE = ["lm_head"]
+_ALGORITHM = {"gptq": "GPTQModifier", "awq": "AWQModifier+QuantizationModifier",
+              "rtn": "QuantizationModifier"}
 
 
 @BACKENDS.register("llmcompressor")
@@ -34,108 +39,136 @@ class LLMCompressorBackend(Backend):
     requires = (("llmcompressor", "llmcompressor==0.14.0.1"),
                 ("compressed_tensors", "compressed-tensors==0.19.0"),
                 ("datasets", "datasets==5.2.0"))
-    support = {
-        "gptq": MethodSupport(bits=_BITS, note="GPTQModifier, sequential per decoder layer"),
-        "awq": MethodSupport(bits=_BITS, note="AWQModifier smoothing + QuantizationModifier"),
-        "rtn": MethodSupport(bits=_BITS, needs_calibration=False,
-                             note="QuantizationModifier, min-max round-to-nearest, no data"),
-    }
+    support = CAPABILITIES["llmcompressor"]
+    versions = (patches.LLMCOMPRESSOR, patches.COMPRESSED_TENSORS, TRANSFORMERS)
+    patch_sets = patches.ALL
 
-    def quantize(self, req: QuantizeRequest) -> QuantizeResult:
-        self.check_installed()
-        method = req.method.name
-        if method not in self.support:
-            raise QRecipeError("method not provided by this backend", key="method.name",
-                               value=method, allowed=sorted(self.support))
-        import time
+    def run(self, req: QuantizeRequest) -> QuantizeResult:
         t_import = time.perf_counter()  # 0 when already imported (a sweep's later jobs)
         import torch
-        from llmcompressor import oneshot
-        from transformers import AutoModelForCausalLM
-        t_import = time.perf_counter() - t_import
-
-        # llm-compressor picks its execution device itself (the accelerator when there is one) and
-        # onloads one layer at a time, so the model is loaded on CPU whatever req.device says.
-        used_device = "cpu"
-        if torch.accelerator.is_available():
-            used_device = torch.accelerator.current_accelerator().type
-        if req.device == "cuda" and used_device != "cuda":
-            raise QRecipeError("no CUDA device is visible", key="hardware.device",
-                               value=req.device, allowed="cpu")
+        from llmcompressor import oneshot  # noqa: F401 - the library's import, timed
+        from transformers import AutoModelForCausalLM  # noqa: F401
+        needs_rows = self.support[req.method.name].needs_calibration
+        job = _Job(req, rows=req.calibration if needs_rows else None,
+                   versions=self.package_versions(),
+                   seconds={"import": time.perf_counter() - t_import})
         torch.manual_seed(req.seed)  # the algorithms are deterministic; this guards any sampling
+        recipe, kwargs = _translate(job)
+        model = _load(job)
+        _oneshot(job, model, recipe, kwargs)
+        _save(job, model)
+        return QuantizeResult(format=self.support[req.method.name].format,
+                              details=_describe(job, kwargs))
 
-        weights = _weight_args(req)
-        recipe = _recipe(req, weights)
-        t_load = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(str(req.model_dir),
-                                                     dtype=getattr(torch, req.dtype))
-        t_load = time.perf_counter() - t_load
-        model.eval()
-        _check_group_size(model, req.group_size)
 
-        kwargs: Dict[str, Any] = {}  # RTN: no dataset, so oneshot runs its data-free pipeline
-        rows = req.calibration if self.support[method].needs_calibration else None
-        if self.support[method].needs_calibration:
-            if not rows:
-                raise QRecipeError(f"{method} needs calibration data", key="calibration.num_samples",
-                                   value=0)
-            kwargs = dict(dataset=_dataset(rows), num_calibration_samples=len(rows),
-                          max_seq_length=max(len(r) for r in rows),
-                          # rows arrive already sampled with the recipe's seed; reshuffling would
-                          # only change the summation order of the Hessians (and the bytes).
-                          shuffle_calibration_samples=False,
-                          batch_size=max(1, int((req.hardware or {}).get("calib_batch_size", 1))))
+# per-layer lines while it quantizes, from llmcompressor's own events (layerhooks.py)
+layerlog.register(LLMCompressorBackend.name, "llmcompressor", layerhooks.install)
 
-        t0 = time.perf_counter()
-        with _cpu_safe_pinning() as pin_patched, \
-                _fp32_awq_loss(method == "awq" and req.dtype == "float16") as loss_patched:
-            oneshot(model=model, recipe=recipe, **kwargs)
-        t_oneshot = time.perf_counter() - t0
 
-        req.out_dir.mkdir(parents=True, exist_ok=True)
-        # save_compressed=True: llm-compressor's wrapped save_pretrained packs the int weights
-        # (otherwise it would save fake-quantized dense fp weights at full size). Its own shard
-        # size (20 GB), not base.SHARD_BYTES: the wrapper marks every module offloaded, so
-        # transformers reverses its load-time weight conversions shard by shard, which fails for
-        # a fused weight whose parts land in different shards.
-        t_save = time.perf_counter()
-        model.save_pretrained(str(req.out_dir), save_compressed=True)
-        t_save = time.perf_counter() - t_save
+@dataclass
+class _Job:
+    """One quantize() call as it goes: the request, then what each step decided."""
+    req: QuantizeRequest
+    rows: Optional[List[Any]]  # token id rows (None: RTN)
+    versions: Dict[str, str]
+    seconds: Dict[str, float]  # the libraries' own steps
+    pin_patched: bool = False
+    loss_patched: bool = False
 
-        # Report the scheme as written to config.json (observer and actorder resolved by the
-        # library), not as requested.
-        saved = json.loads((req.out_dir / "config.json").read_text())["quantization_config"]
-        group = next(iter(saved["config_groups"].values()))
-        details: Dict[str, Any] = {
-            "library": "llmcompressor",
-            "algorithm": {"gptq": "GPTQModifier", "awq": "AWQModifier+QuantizationModifier",
-                          "rtn": "QuantizationModifier"}[method],
-            "scheme": {k: group["weights"].get(k) for k in (
-                "num_bits", "type", "strategy", "group_size", "symmetric", "actorder", "observer")},
-            "activations": None,  # weight-only (WxA16): activations stay in the model dtype
-            "ignore": saved.get("ignore", list(_IGNORE)),
-            "compression_format": saved.get("format"),
-            "execution_device": used_device,
-            "dtype": req.dtype,
-            "calibration_rows": len(rows) if rows else 0,
-            "calibration_seq_len": max(len(r) for r in rows) if rows else 0,
-            "versions": self.package_versions(),
-            # the libraries' own time (what a script calling them directly spends too)
-            "seconds": {"import": round(t_import, 2), "load": round(t_load, 2),
-                        "quantize": round(t_oneshot, 2), "save": round(t_save, 2)},
-            "calib_batch_size": kwargs.get("batch_size"),
-        }
-        if method == "gptq":
-            details.update(dampening_frac=float(req.method.damp_percent), block_size=128,
-                           # llm-compressor's sequential pipeline re-feeds quantized outputs
-                           # between decoder layers; inside a layer all Linears share its inputs.
-                           true_sequential="per decoder layer")
-        if method == "awq":
-            details.update(zero_point=bool(req.method.zero_point), duo_scaling=True, n_grid=20,
-                           cpu_pin_memory_patch=pin_patched, fp32_loss_patch=loss_patched)
-        if used_device != req.device:
-            details["note"] = f"llm-compressor ran on {used_device} (it uses any visible accelerator)"
-        return QuantizeResult(format="compressed-tensors", details=details)
+
+def _translate(job: _Job) -> Tuple[List[Any], Dict[str, Any]]:
+    """The request in llm-compressor's terms: the modifiers, and oneshot's data arguments
+    (none for RTN, so oneshot runs its data-free pipeline)."""
+    req, rows = job.req, job.rows
+    recipe = _recipe(req, _weight_args(req))
+    if rows is None:
+        return recipe, {}
+    return recipe, dict(dataset=_dataset(rows), num_calibration_samples=len(rows),
+                        max_seq_length=max(len(r) for r in rows),
+                        # rows arrive already sampled with the recipe's seed; reshuffling would
+                        # only change the summation order of the Hessians (and the bytes).
+                        shuffle_calibration_samples=False,
+                        batch_size=max(1, int((req.hardware or {}).get("calib_batch_size", 1))))
+
+
+def _load(job: _Job):
+    import torch
+    from transformers import AutoModelForCausalLM
+    req = job.req
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(str(req.model_dir),
+                                                 dtype=getattr(torch, req.dtype))
+    job.seconds["load"] = time.perf_counter() - t0
+    model.eval()
+    _check_group_size(model, req.group_size)
+    return model
+
+
+def _oneshot(job: _Job, model, recipe: List[Any], kwargs: Dict[str, Any]) -> None:
+    """llm-compressor's oneshot, with the AWQ patches it needs."""
+    from llmcompressor import oneshot
+    awq = job.req.method.name == "awq"
+    t0 = time.perf_counter()
+    with _cpu_safe_pinning(awq) as job.pin_patched, \
+            _fp32_awq_loss(awq and job.req.dtype == "float16") as job.loss_patched:
+        oneshot(model=model, recipe=recipe, **kwargs)
+    job.seconds["quantize"] = time.perf_counter() - t0
+
+
+def _save(job: _Job, model) -> None:
+    # save_compressed=True: llm-compressor's wrapped save_pretrained packs the int weights
+    # (otherwise it would save fake-quantized dense fp weights at full size). Its own shard
+    # size (20 GB), not base.SHARD_BYTES: the wrapper marks every module offloaded, so
+    # transformers reverses its load-time weight conversions shard by shard, which fails for
+    # a fused weight whose parts land in different shards.
+    job.req.out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model.save_pretrained(str(job.req.out_dir), save_compressed=True)
+    job.seconds["save"] = time.perf_counter() - t0
+
+
+def _execution_device() -> str:
+    """llm-compressor picks its execution device itself (the accelerator when there is one) and
+    onloads one layer at a time, so the model is loaded on CPU whatever req.device says."""
+    import torch
+    if torch.accelerator.is_available():
+        return torch.accelerator.current_accelerator().type
+    return "cpu"
+
+
+def _describe(job: _Job, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """The scheme as written to config.json (observer and actorder resolved by the library),
+    not as requested."""
+    req, rows, method, used_device = job.req, job.rows, job.req.method.name, _execution_device()
+    saved = json.loads((req.out_dir / "config.json").read_text())["quantization_config"]
+    group = next(iter(saved["config_groups"].values()))
+    details: Dict[str, Any] = {
+        "library": "llmcompressor", "algorithm": _ALGORITHM[method],
+        "scheme": {k: group["weights"].get(k) for k in (
+            "num_bits", "type", "strategy", "group_size", "symmetric", "actorder", "observer")},
+        "activations": None,  # weight-only (WxA16): activations stay in the model dtype
+        "ignore": saved.get("ignore", list(_IGNORE)),
+        "compression_format": saved.get("format"),
+        "execution_device": used_device,
+        "dtype": req.dtype,
+        "calibration_rows": len(rows) if rows else 0,
+        "calibration_seq_len": max(len(r) for r in rows) if rows else 0,
+        "versions": job.versions,
+        # the libraries' own time (what a script calling them directly spends too)
+        "seconds": {k: round(job.seconds[k], 2) for k in ("import", "load", "quantize", "save")},
+        "calib_batch_size": kwargs.get("batch_size"),
+    }
+    if method == "gptq":
+        details.update(dampening_frac=float(req.method.damp_percent), block_size=128,
+                       # llm-compressor's sequential pipeline re-feeds quantized outputs
+                       # between decoder layers; inside a layer all Linears share its inputs.
+                       true_sequential="per decoder layer")
+    if method == "awq":
+        details.update(zero_point=bool(req.method.zero_point), duo_scaling=True, n_grid=20,
+                       cpu_pin_memory_patch=job.pin_patched, fp32_loss_patch=job.loss_patched)
+    if used_device != req.device:
+        details["note"] = f"llm-compressor ran on {used_device} (it uses any visible accelerator)"
+    return details
 
 
 def _weight_args(req: QuantizeRequest):
@@ -163,11 +196,9 @@ def _check_group_size(model: Any, group_size: int) -> None:
     halfway through (it only checks divisibility when the quantization config is applied)."""
     import torch
 
-    if group_size == -1:
-        return
-    bad = sorted({mod.in_features for name, mod in model.named_modules()
-                  if isinstance(mod, torch.nn.Linear) and name.split(".")[-1] not in _IGNORE
-                  and mod.in_features % group_size})
+    bad = undivided(group_size, (mod.in_features for name, mod in model.named_modules()
+                                 if isinstance(mod, torch.nn.Linear)
+                                 and name.split(".")[-1] not in _IGNORE))
     if bad:
         raise QRecipeError(f"group size must divide every quantized layer's input width {bad}",
                            key="bits.group_size", value=group_size,
@@ -206,28 +237,24 @@ def _dataset(rows: List[Any]):
 
 
 @contextlib.contextmanager
-def _cpu_safe_pinning() -> Iterator[bool]:
+def _cpu_safe_pinning(awq: bool) -> Iterator[bool]:
     """Make AWQ run on CPU-only torch.
 
-    AWQModifier._apply_smoothing calls IntermediatesCache.pin_memory unconditionally, and
-    pin_memory() raises "Cannot access accelerator device when none is available" on a CPU-only
-    build; there is no option to turn it off (offload_device only moves the cache). Pinning only
-    speeds host->device copies, so with no accelerator it is a pure no-op and skipping it changes
-    no result. The patch is applied only without an accelerator, only for the oneshot call, and
-    always restored.
+    AWQModifier._apply_smoothing calls IntermediatesCache.pin_memory unconditionally (nothing
+    else calls it), and pin_memory() raises "Cannot access accelerator device when none is
+    available" on a CPU-only build; there is no option to turn it off (offload_device only
+    moves the cache). Pinning only speeds host->device copies, so with no accelerator it is a
+    pure no-op and skipping it changes no result. The patch is applied only for AWQ without an
+    accelerator, only for the oneshot call, and always restored. Yields whether it is applied.
     """
     import torch
-    from llmcompressor.pipelines.cache import IntermediatesCache
 
-    if torch.accelerator.is_available():
+    if not awq or torch.accelerator.is_available():
         yield False
         return
-    original = IntermediatesCache.pin_memory
-    IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
-    try:
-        yield True
-    finally:
-        IntermediatesCache.pin_memory = original
+    with guarded(patches.CPU_PINNING, lambda original: {
+            "IntermediatesCache.pin_memory": lambda self, *args, **kwargs: None}) as applied:
+        yield applied
 
 
 class _Float32View(Sequence):
@@ -268,15 +295,13 @@ def _fp32_awq_loss(active: bool) -> Iterator[bool]:
     if not active:
         yield False
         return
-    from llmcompressor.modifiers.transform.awq import AWQModifier
+    with guarded(patches.FP32_AWQ_LOSS, _float32_loss) as applied:
+        yield applied
 
-    original = AWQModifier._compute_loss
+
+def _float32_loss(original: Dict[str, Any]) -> Dict[str, Any]:
+    upstream = original["AWQModifier._compute_loss"]
 
     def _compute_loss(self, fp16_outputs, int_w_outputs):
-        return original(self, _Float32View(fp16_outputs), _Float32View(int_w_outputs))
-
-    AWQModifier._compute_loss = _compute_loss
-    try:
-        yield True
-    finally:
-        AWQModifier._compute_loss = original
+        return upstream(self, _Float32View(fp16_outputs), _Float32View(int_w_outputs))
+    return {"AWQModifier._compute_loss": _compute_loss}

@@ -1,0 +1,24 @@
+"""CUDA as this process sees it, asked without importing torch: telemetry, env.json and the GPU
+lease ask these in a job (or a config-only command) that may not have imported torch, and must
+not pay its import (or initialize CUDA) for the answer. A top-level helper beside paths and
+errors, so every layer (record, telemetry, kernels, backends, run) may use it.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+
+def loaded() -> Optional[Any]:
+    """torch.cuda when torch is already imported and sees a CUDA device, else None."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda
+    return None
+
+
+def initialized() -> bool:
+    """Whether this process has already initialized CUDA (then CUDA_VISIBLE_DEVICES no longer
+    applies)."""
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_initialized())

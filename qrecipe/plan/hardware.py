@@ -1,0 +1,71 @@
+"""The devices `qrecipe plan` plans for. Every one-GPU hardware config is one: the planner reads
+conf/hardware/NAME.yaml (label, memory_mib, fp16_tflops: qrecipe/recipes/schema.py
+HardwareConfig), so `hardware=NAME` means the same device in a plan and in a run. Besides them,
+`cpu` (this machine's RAM) and `cpu_<N>gb` (any amount).
+
+Memory is the total the driver reports (nvidia-smi); a GPU keeps ~1 GB of it for the CUDA context
+and kernels, which a plan sets aside before it says "fits".
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Dict, List
+
+from omegaconf import OmegaConf
+
+from qrecipe.errors import QRecipeError
+from qrecipe.paths import config_dir
+
+GB = 10 ** 9
+GPU_RESERVE = 1 * GB  # CUDA context, cuBLAS workspace, allocator slack
+CPU_RESERVE = 1 * GB  # the OS and everything else running
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    label: str
+    device: str  # cuda or cpu
+    memory_bytes: int
+    tflops: float = 0.0  # dense fp16 tensor TFLOP/s (spec sheet): scales GPU times between GPUs
+
+    @property
+    def usable_bytes(self) -> int:
+        return self.memory_bytes - (GPU_RESERVE if self.device == "cuda" else CPU_RESERVE)
+
+
+@lru_cache(maxsize=1)
+def gpu_profiles() -> Dict[str, Profile]:
+    """Every one-GPU hardware config (one with memory_mib), smallest memory first."""
+    found = []
+    for f in sorted((config_dir() / "hardware").glob("*.yaml")):
+        hw = OmegaConf.load(f)
+        if hw.get("device") == "cuda" and hw.get("memory_mib"):
+            found.append(Profile(f.stem, str(hw.get("label") or f.stem), "cuda",
+                                 int(hw.memory_mib) * 2 ** 20, float(hw.get("fp16_tflops") or 0)))
+    return {p.name: p for p in sorted(found, key=lambda p: (p.memory_bytes, p.name))}
+
+
+def names() -> List[str]:
+    """What `hardware=` takes in a plan."""
+    return [*gpu_profiles(), "cpu", "cpu_<N>gb"]
+
+
+def profile(name: str) -> Profile:
+    gpus = gpu_profiles()
+    if name in gpus:
+        return gpus[name]
+    if name == "cpu":
+        import psutil
+        return Profile("cpu", "this machine's CPU and RAM", "cpu", psutil.virtual_memory().total)
+    m = re.fullmatch(r"cpu_(\d+)gb", name)
+    if m:
+        return Profile(name, f"CPU with {m.group(1)} GB RAM", "cpu", int(m.group(1)) * GB)
+    if (config_dir() / "hardware" / f"{name}.yaml").is_file():
+        raise QRecipeError("not one GPU of a known memory size (no memory_mib in its config): "
+                           "plan with a one-GPU profile", key="hardware", value=name,
+                           allowed=", ".join(names()))
+    raise QRecipeError("unknown hardware profile", key="hardware", value=name,
+                       allowed=", ".join(names()))
