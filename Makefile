@@ -41,8 +41,11 @@ test-all: setup
 test-fast: setup
 	$(PYTEST) -m "not e2e and not cluster" tests
 
-# Starts a one-node SLURM and a local Ray cluster on this machine (tests/test_cluster_*.py).
+# Starts a one-node SLURM and a local Ray cluster on this machine (tests/test_cluster_*.py),
+# each in a private network namespace: needs root, and Debian's slurm-wlm, slurmdbd, munge and
+# mariadb-server (apt-get install -y ...). Without them the tests skip, saying so.
 test-cluster: setup
+	$(PIP) install -q -c constraints.txt -e ".[ray]"
 	$(PYTHON) -m pytest -q -m cluster tests
 
 sweep-demo: setup

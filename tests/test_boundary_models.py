@@ -499,3 +499,35 @@ def test_plan_reads_a_config_that_names_code(tmp_path):
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["model"]["hidden"] == 64
     assert not marker(tmp_path).exists()
+
+
+def test_planted_dequantized_gguf_in_the_cache_is_made_again(tmp_path, monkeypatch):
+    """A cache folder that qrecipe did not seal (planted weights, no code) is never handed to the
+    library: materialize sets it aside and dequantizes again; a sealed one is reused."""
+    from omegaconf import OmegaConf
+
+    from qrecipe.inputs import models
+    from qrecipe.record.cache import seal_folder
+
+    made = []
+
+    def fake_dequantize(cfg, dest):
+        tmp = dest.parent / ".tmp-x"
+        tmp.mkdir(parents=True)
+        (tmp / "config.json").write_text(json.dumps(LLAMA))
+        (tmp / "model.safetensors").write_bytes(b"real")
+        seal_folder(tmp, dest.name)
+        os.rename(tmp, dest)
+        made.append(dest)
+
+    monkeypatch.setattr(models, "_dequantize", fake_dequantize)
+    cfg = OmegaConf.create({"source": "gguf", "path": str(tmp_path / "m.gguf"),
+                            "tokenizer": None})
+    dest = tmp_path / "cache" / "models" / "0123456789abcdef"
+    dest.mkdir(parents=True)
+    (dest / "config.json").write_text(json.dumps(LLAMA))
+    (dest / "model.safetensors").write_bytes(b"planted")
+    got = models.materialize(cfg, tmp_path / "cache", lambda: "0123456789abcdef" * 4)
+    assert made == [dest] and (got / "model.safetensors").read_bytes() == b"real"
+    models.materialize(cfg, tmp_path / "cache", lambda: "0123456789abcdef" * 4)
+    assert made == [dest]  # sealed and unchanged: reused

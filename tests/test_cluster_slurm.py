@@ -2,9 +2,9 @@
 MariaDB, slurmctld, slurmd with two fake GPUs) in a private network namespace, and qrecipe sweeps
 of the tiny random Llama run through the shipped submitit launchers on it. Every sweep job is its
 own array task (sacct), each gets its own GPU from SLURM, the report at the sweep root gathers
-them and the logs land in .submitit/. A task stopped by `scontrol requeue` gets SIGTERM, exits as
-an interrupted run (143) and, requeued, resumes to an uninterrupted job's output hashes; a sweep
-re-submitted after it lost a job skips its complete jobs. `make test-cluster` runs these."""
+them and the logs land in <sweep dir>.submitit/. A task stopped by `scontrol requeue` gets
+SIGTERM, exits as an interrupted run (143) and, requeued, resumes to an uninterrupted job's output
+hashes; a sweep re-submitted after it lost a job skips its complete jobs. `make test-cluster`."""
 from __future__ import annotations
 
 import csv
@@ -97,10 +97,15 @@ def slurm(tmp_path_factory):
             ns.run([SCRIPT, "stop"], timeout=120, env=env)
 
 
+def submitit(root):
+    """submitit's folder of a sweep: beside it (conf/hydra/launcher/slurm_gpu.yaml says why)."""
+    return root.parent / f"{root.name}.submitit"
+
+
 def arrays(root) -> list:
     """The SLURM array ids of a sweep dir's submissions, oldest first, from submitit's folders
-    (.submitit/<array>_<task>)."""
-    ids = {d.name.split("_")[0] for d in (root / ".submitit").iterdir()
+    (<array>_<task>)."""
+    ids = {d.name.split("_")[0] for d in submitit(root).iterdir()
            if d.is_dir() and d.name.split("_")[0].isdigit()}
     return sorted(ids, key=int)
 
@@ -110,7 +115,7 @@ def rows(root) -> dict:
 
 
 def task_log(root, task: str) -> str:
-    return (root / ".submitit" / task / f"{task}_0_log.err").read_text(errors="replace")
+    return (submitit(root) / task / f"{task}_0_log.err").read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +141,9 @@ def test_every_job_is_an_array_task_and_the_report_gathers_them(slurm, array_swe
     gpus = set()
     for i, job in enumerate(jobs):
         # where docs/cluster.md says: submitit's logs per task, the run's own log in its folder
-        assert f"run complete: {job}" in task_log(root, f"{array}_{i}")
+        task = submitit(root) / f"{array}_{i}"
+        assert "Job completed successfully" in (task / f"{array}_{i}_0_log.out").read_text()
+        assert f"report: {job}/report.md" in task_log(root, f"{array}_{i}")
         assert (job / "run.log").is_file() and (job / "manifest.json").is_file()
         gpus.add(json.loads((job / "env.json").read_text())["cuda_visible_devices"])
     assert gpus == {"0", "1"}  # SLURM handed out both fake GPUs: tasks 0 and 1 ran side by side
@@ -198,7 +205,7 @@ def test_resubmitted_sweep_skips_complete_jobs(slurm, tiny_model_dir, tmp_path):
     kept = snapshot(done)
 
     assert slurm.sweep(args, tmp_path / "second.log") == 0
-    second = arrays(root)[-1]  # .submitit keeps the first submission's folders too
+    second = arrays(root)[-1]  # submitit's folder keeps the first submission's folders too
     assert f"already complete: {done}" in task_log(root, f"{second}_0")
     assert snapshot(done) == kept  # the complete job was not touched
     assert json.loads((lost / "metrics.json").read_text())["resumed"] == {

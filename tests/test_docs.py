@@ -46,6 +46,8 @@ COVERED = {
 # Commands that run here in seconds, offline, on a CPU: this test runs each as written.
 RUN = {
     "python -m qrecipe --help",
+    "python -m qrecipe --version",
+    "python -m qrecipe plan llama2_7b hardware=rtx4090_24gb",
     "python -m qrecipe --cfg job +recipe=awq_llama13b",
     "python -m qrecipe +recipe=smollm2_gptq_w4 dry_run=true",
     "python -m qrecipe +recipe=smollm2_gptq_w4 bits.group_size=128",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -47,3 +48,51 @@ def test_overlapping_stride_scores_each_token_once(tiny_model_dir):
     ids = torch.randint(0, 1000, (64,))
     res = perplexity(model, ids, ecfg(stride=16, batch_size=1), "t")
     assert res["tokens"] == _scored_tokens(_window_starts(64, 32, 16, None), 32, 16) == 63
+
+
+class _Fixed(torch.nn.Module):
+    """A model whose logits are given: what a degenerate or overflowing model returns."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(1))
+        self.make = make
+
+    def forward(self, ids):
+        return type("Out", (), {"logits": self.make(ids)})()
+
+
+def _rand(ids, dtype=torch.float32, vocab=50):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(*ids.shape, vocab, generator=g).to(dtype)
+
+
+@pytest.mark.parametrize("make,problem", [
+    (lambda ids: torch.full((*ids.shape, 50), float("nan")), "not finite"),
+    (lambda ids: _rand(ids, torch.float16).index_fill_(-1, torch.tensor([3]), float("inf")),
+     "overflow in float16"),
+    (lambda ids: (_rand(ids) * 70000).clamp(-65504, 65504).half(),
+     "saturate at float16's largest value (65504)"),
+    (lambda ids: torch.zeros(*ids.shape, 50), "degenerate"),
+])
+def test_a_number_that_is_not_a_measurement_is_never_a_perplexity(make, problem):
+    """NaN/inf or float16-saturated logits, a degenerate model: ppl None and why, never 65504."""
+    ids = torch.randint(0, 50, (96,))
+    res = perplexity(_Fixed(make), ids, ecfg(), "quantized")
+    assert res["ppl"] is None and problem in res["ppl_problem"], res
+    assert res["ppl_problem"].startswith("perplexity not")
+    assert "quantized model" in res["ppl_problem"]
+
+
+def test_healthy_logits_give_a_perplexity():
+    res = perplexity(_Fixed(_rand), torch.randint(0, 50, (96,)), ecfg(), "fp")
+    assert math.isfinite(res["ppl"]) and "ppl_problem" not in res
+
+
+def test_a_saturated_or_overflowing_perplexity_is_flagged():
+    from qrecipe.evaluation.perplexity import FP16_MAX, _checked_ppl
+    assert _checked_ppl(math.log(37.45), None) == (pytest.approx(37.45), None)
+    ppl, why = _checked_ppl(math.log(65504.21), None)  # the w2 sweep's "perplexity"
+    assert ppl is None and "float16's largest value" in why and f"{FP16_MAX:.0f}" in why
+    assert _checked_ppl(800.0, None)[0] is None  # exp overflows float64
+    assert _checked_ppl(float("nan"), None)[1].startswith("perplexity not finite")

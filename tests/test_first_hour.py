@@ -293,11 +293,8 @@ def _description(command):
     return " ".join(out.split("\n\n")[1].split())  # usage, blank line, the description
 
 
-@pytest.mark.parametrize("command", [
-    c if c != "verify" else pytest.param(c, marks=pytest.mark.xfail(
-        strict=True, reason="qrecipe/commands/verify.py (another session's) still passes "
-                            "__doc__.split('\\n')[0]; description(__doc__) reads whole"))
-    for c in ("recipes", "show", "validate", "verify", "reproduce", "resume", "plan", "version")])
+@pytest.mark.parametrize("command", ["recipes", "show", "validate", "verify", "reproduce",
+                                     "resume", "plan", "version"])
 def test_command_help_reads_whole(command):
     text = _description(command)
     assert text.endswith((".", ")")), text  # a whole sentence, not a line cut in two

@@ -90,3 +90,20 @@ def test_cuda_questions_never_import_torch():
             "print('torch' in sys.modules)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr
+
+
+def test_gpus_an_engine_assigned_take_no_lock(tmp_path, monkeypatch):
+    """Under SLURM or Ray (their launchers set QRECIPE_GPUS_ASSIGNED_BY) the job keeps the GPUs
+    the engine gave it: a lock another job holds on the same GPU id does not make it wait."""
+    import os
+    monkeypatch.setenv("QRECIPE_GPUS_ASSIGNED_BY", "slurm")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    other = GPULease(tmp_path, ["0"], 1)
+    other.acquire()  # a job on another GPU node-locally numbered 0 too (cgroup-renumbered)
+    hw = OmegaConf.create({"device": "cuda", "assign_gpus": True, "gpus_per_job": 1})
+    with assigned_gpus(hw, tmp_path) as gpus:
+        assert gpus == ["0"] and os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    other.release()
+    with pytest.raises(QRecipeError, match="slurm gave this job 1 GPU"):
+        with assigned_gpus(OmegaConf.merge(hw, {"gpus_per_job": 2}), tmp_path):
+            pass

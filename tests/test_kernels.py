@@ -8,14 +8,32 @@ from qrecipe.errors import QRecipeError
 from qrecipe.kernels import table as kernels
 
 
-@pytest.mark.parametrize("fmt,expected", [("gptq", "torch"), ("awq", "torch"),
-                                          ("compressed-tensors", "compressed"),
-                                          ("bitsandbytes", "bitsandbytes")])
+@pytest.mark.parametrize("fmt,cuda,cpu", [("gptq", "torch", "torch_aten"),
+                                          ("awq", "torch", "dequantized"),
+                                          ("compressed-tensors", "compressed", "compressed"),
+                                          ("bitsandbytes", "bitsandbytes", "bitsandbytes")])
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_auto_needs_no_build_or_download(fmt, expected, device):
+def test_auto_needs_no_build_or_download(fmt, cuda, cpu, device):
     k = kernels.resolve(fmt, device, "auto", allow_jit=False, cc=9.0)
-    assert k.name == expected
+    assert k.name == (cpu if device == "cpu" else cuda)
     assert not k.jit and not k.download
+
+
+def test_auto_on_cpu_takes_the_fastest_kernel_that_fits():
+    """CPU (benchmarks/cpu_kernels.py): PyTorch's int4 kernel for 4-bit groups of 16..128, the
+    dense weights otherwise; never gptqmodel's torch kernel, which decodes ~10x slower."""
+    auto = lambda **kw: kernels.resolve("gptq", "cpu", "auto", sym=False, **kw).name  # noqa
+    assert auto(bits=4, group_size=64) == "torch_aten"
+    assert auto(bits=4, group_size=256) == "dequantized"
+    assert auto(bits=3, group_size=64) == "dequantized"
+    assert auto(bits=8, group_size=-1) == "dequantized"
+    # asked by name: the int4 kernel does not run other widths; none of them runs on CUDA
+    with pytest.raises(QRecipeError, match="runs 4-bit weights only"):
+        kernels.resolve("gptq", "cpu", "torch_aten", bits=8)
+    for name in ("torch_aten", "torch_int8", "dequantized"):
+        with pytest.raises(QRecipeError, match="does not run on cuda"):
+            kernels.resolve("gptq", "cuda", name)
+    assert kernels.get("gptq", "torch").slower and kernels.get("gptq", "dequantized").slower
 
 
 def test_auto_with_jit_picks_marlin_on_ampere_and_newer_only():
@@ -24,7 +42,7 @@ def test_auto_with_jit_picks_marlin_on_ampere_and_newer_only():
     # Turing (T4) has no Marlin: falls back to the no-build kernel
     assert kernels.resolve("gptq", "cuda", "auto", allow_jit=True, cc=7.5).name == "torch"
     # never a compiled kernel on CPU
-    assert kernels.resolve("gptq", "cpu", "auto", allow_jit=True).name == "torch"
+    assert not kernels.resolve("gptq", "cpu", "auto", allow_jit=True).jit
 
 
 def test_asymmetric_gptq_never_gets_marlin():
@@ -74,9 +92,13 @@ def test_unknown_or_misplaced_kernel():
 def test_hf_backend_names_are_transformers_values():
     # The strings transformers' configs accept (AwqBackend values; GPTQConfig lower-cases).
     assert [k.hf_backend for k in kernels.KERNELS["awq"]] == [
-        "torch_awq", "gemm_triton", "marlin", "gemm"]
+        "torch_awq", "gemm_triton", "marlin", "gemm", "torch_awq"]
     assert [k.hf_backend for k in kernels.KERNELS["gptq"]] == [
-        "torch", "triton", "marlin", "exllama_v2", "machete"]
+        "torch", "triton", "marlin", "exllama_v2", "machete", "gptq_torch_aten", "torch_int8",
+        "torch"]
+    from gptqmodel.utils.backend import normalize_backend
+    for k in kernels.KERNELS["gptq"]:
+        assert normalize_backend(k.hf_backend, quant_method="gptq") is not None
 
 
 def test_capability_formats_and_snippet():
@@ -136,3 +158,32 @@ def test_a_kernel_refuses_widths_it_does_not_run():
     # a scheme that cannot be rewritten keeps compressed-tensors' own kernel under auto
     assert kernels.resolve("compressed-tensors", "cuda", "auto", True, cc=9.0,
                            convertible=False).name == "compressed"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_dequantized_kernel_gives_the_torch_kernels_logits(dtype, tiny_model_dir, tmp_path):
+    """kernels/dense.py: the dense weights are the ones the torch kernel computes per forward,
+    multiplied the same way: the same logits to the bit, and no quantized layer left."""
+    import torch
+    from conftest import compose
+
+    from qrecipe.inputs.models import load_causal_lm
+    from qrecipe.kernels.hf_config import finish_load, load_lines
+    from qrecipe.kernels.table import loaded_kernels
+    from qrecipe.run.runner import run_job
+    cfg = compose(["method=rtn", "model=local", f"model.path={tiny_model_dir}",
+                   "bits.group_size=32", "eval=none"])
+    assert run_job(cfg, tmp_path / "run") == "ok"
+    ids = torch.randint(0, 1000, (1, 48))
+    logits = {}
+    for name in ("torch", "dequantized"):
+        model = load_causal_lm(tmp_path / "run" / "model", dtype, kernel=name)
+        finish_load(model)
+        with torch.inference_mode():
+            logits[name] = model(ids).logits
+        counts = loaded_kernels(model)
+        assert (counts == {"Linear[dequantized]": 14}) is (name == "dequantized"), counts
+    assert logits["torch"].dtype == getattr(torch, dtype)
+    assert torch.equal(logits["torch"], logits["dequantized"])
+    assert load_lines("gptq", kernels.get("gptq", "dequantized"), 4)[-1].startswith(
+        "dequantize_linears(model)")

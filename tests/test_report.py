@@ -58,3 +58,58 @@ def test_manifest_detects_tampering(tmp_path):
 
 def test_report_cli_rejects_missing_dir(tmp_path):
     assert report_main([str(tmp_path / "nope")]) == 2
+
+
+def _metrics(ppl=37.45, problem=None, status="met", q_speed=30.0, kernel="torch"):
+    q = {"ppl": None if problem else ppl, "speed": {"decode_tokens_per_s": q_speed}}
+    if problem:
+        q["ppl_problem"] = problem
+    return {
+        "recipe": "smollm2_gptq_w4", "method": "gptq", "backend": "gptqmodel", "bits": 4,
+        "group_size": 64, "format": "gptq",
+        "model": {"path": "m", "architecture": "llama", "layers": 30},
+        "size": {"model_dir_bytes": int(112.7 * 2**20), "footprint_bytes": 2**27},
+        "eval": {"protocol": {"dataset": "wikitext2_raw_test.txt", "windows": 8, "seq_len": 512,
+                              "stride": 512, "scored_tokens": 4088},
+                 "fp": {"ppl": 30.64, "speed": {"decode_tokens_per_s": 26.0}}, "quantized": q,
+                 "delta_ppl": None if problem else ppl - 30.64},
+        "kernel": {"resolved": kernel, "device": "cpu", "loaded_modules": {"TorchLinear": 210}},
+        "dtype": {"why": "model.dtype=bfloat16 computes in float32 on this CPU"},
+        "time_s": {"quantize": 100.0}, "peak_rss_bytes": {"quantize": 2**30},
+        "expectations": {"status": status, "checks": [
+            {"metric": "ppl", "expected": 38.05, "tolerance": 1.0, "got": ppl,
+             "status": status}]}}
+
+
+def test_run_report_says_a_problem_never_a_saturated_number(tmp_path):
+    from qrecipe.report.run import write_run_report
+    problem = "perplexity not finite: the quantized model's logits overflow in float16"
+    write_run_report(tmp_path, _metrics(problem=problem, status="not comparable"), {})
+    md = (tmp_path / "report.md").read_text()
+    assert f"| quantized | {problem} |" in md and "65504" not in md
+    assert "Δppl vs fp: not computed" in md
+    assert md.count("computes in float32 on this CPU") == 1  # the dtype reason, once
+
+
+def test_report_names_why_the_kernel_is_slower_than_fp(tmp_path):
+    from qrecipe.report.run import write_run_report
+    write_run_report(tmp_path, _metrics(q_speed=1.1), {})
+    md = (tmp_path / "report.md").read_text()
+    assert "Kernel: `torch`" in md
+    assert "Decodes at 1.1 tok/s against 26.0 for the original: its torch kernel " \
+           "dequantizes every weight on every forward" in md
+    write_run_report(tmp_path, _metrics(q_speed=40.0, kernel="torch_aten"), {})
+    assert "Decodes at" not in (tmp_path / "report.md").read_text()
+
+
+def test_final_lines_tell_the_verdict_and_where_the_report_is(tmp_path):
+    from qrecipe.report.run import final_lines
+    lines = final_lines(tmp_path, _metrics(), 312.4)
+    assert lines == ["result: met", "  perplexity 37.4500, fp 30.6400, Δppl +6.8100",
+                     "  size on disk 112.7 MB (model/); decode 30.0 tok/s (fp 26.0), "
+                     "kernel torch", "  total time 5m 12s", f"  report: {tmp_path}/report.md"]
+    missed = final_lines(tmp_path, _metrics(ppl=45.0, status="missed"), 1)
+    assert missed[0] == "result: not met: ppl 45.0 (expected 38.05 ±1.0)"
+    problem = "perplexity not a measurement: the quantized model is degenerate"
+    bad = final_lines(tmp_path, _metrics(problem=problem, status="none"), 1)
+    assert bad[:2] == ["result: no expectations", f"  {problem}, fp 30.6400"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from qrecipe.boundary.rundir import check_no_symlinks
+from qrecipe.commands import description
 from qrecipe.errors import QRecipeError
 from qrecipe.record.fingerprint import sha256_file
 from qrecipe.record.outputs import MANIFEST, _artifacts, manifest_files, run_state
@@ -46,7 +47,7 @@ def check(run_dir: Path) -> Dict[str, List[str]]:
 
 
 def main(argv: List[str]) -> int:
-    ap = argparse.ArgumentParser(prog="qrecipe verify", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="qrecipe verify", description=description(__doc__))
     ap.add_argument("dir", type=Path, help="a run directory (holding manifest.json)")
     a = ap.parse_args(argv)
     res = check(a.dir)

@@ -30,6 +30,7 @@ from qrecipe.inputs.weights import PICKLE_SUFFIXES, check_model_dir, trusts_code
 from qrecipe.kernels import ct_gptq
 from qrecipe.kernels import hf_config as kernel_config
 from qrecipe.kernels import table as kernels
+from qrecipe.record.cache import seal_folder, verify_folder
 from qrecipe.record.fingerprint import hash_files, sha256_text
 from qrecipe.telemetry.overhead import timed_import
 
@@ -77,9 +78,10 @@ def materialize(cfg, cache_dir: Path, model_fp) -> Path:
         check_model_dir(snap, allow_pickle)
         return snap
     dest = cache_dir / "models" / model_fp()[:16]
-    if (dest / "config.json").is_file():
+    if (dest / "config.json").is_file() and verify_folder(dest):
         log.info("model: reusing dequantized GGUF at %s", dest)
     else:
+        _set_aside(dest)  # planted, changed or half-written: made again, never used
         _dequantize(cfg, dest)
     # qrecipe writes no code into its copy: code here was put there by someone else (or came
     # with another job's copy), and gptqmodel would import it.
@@ -89,6 +91,16 @@ def materialize(cfg, cache_dir: Path, model_fp) -> Path:
 
 _CACHE_HINT = ("a dequantized GGUF holds no code: remove {dest} (qrecipe makes it again), or "
                "pass trust_remote_code=true on the command line if you trust this folder's code")
+
+
+def _set_aside(dest: Path) -> None:
+    """Remove a cache entry that does not verify: renamed first, so a concurrent job never
+    reads a half-deleted folder."""
+    if not os.path.lexists(dest):
+        return
+    gone = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
+    os.rename(dest, gone / "entry")
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def _dequantize(cfg, dest: Path) -> None:
@@ -111,6 +123,7 @@ def _dequantize(cfg, dest: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    seal_folder(tmp, dest.name)  # inside the folder: the seal moves with the rename
     try:
         os.rename(tmp, dest)
     except OSError:  # another job won the race; its copy is identical

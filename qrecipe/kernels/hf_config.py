@@ -27,7 +27,8 @@ def load_lines(fmt: str, k: Kernel, bits: int, device: str = "cuda") -> List[str
     """The Python lines that load a saved checkpoint ("model") with kernel k: the loading snippet
     the report prints."""
     if k.via:  # plain transformers cannot: qrecipe rewrites the layout in a temporary directory
-        return ["from qrecipe.inputs.models import load_causal_lm  # rewrites the layout in a temp dir",
+        return ["from qrecipe.inputs.models import load_causal_lm  # rewrites the layout "
+                "in a temp dir",
                 f'model = load_causal_lm("model", "auto", "{device}", kernel="{k.name}"'
                 + (", allow_jit=True)" if k.jit else ")")]
     imp, kw = "", ""

@@ -127,7 +127,8 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
     ),
 }
 
-# `auto` on CUDA without JIT. Measured on the H100 (docs/benchmarks.md, "GPU: decode against fp16 per kernel"): see there.
+# `auto` on CUDA without JIT. Measured on the H100 (docs/benchmarks.md, "GPU: decode against
+# fp16 per kernel"): see there.
 _AUTO_NO_JIT = {"gptq": "torch", "awq": "torch", "compressed-tensors": "compressed",
                 "bitsandbytes": "bitsandbytes"}
 # `auto` on CPU, tried in order before the above: the fastest decode at batch 1 with the torch
@@ -311,6 +312,9 @@ def loaded_kernels(model) -> Dict[str, int]:
     for mod in model.modules():
         cls = type(mod)
         name = cls.__name__
+        if getattr(mod, "qrecipe_dequantized", False):  # the `dequantized` kernel's layers
+            counts["Linear[dequantized]"] = counts.get("Linear[dequantized]", 0) + 1
+            continue
         quant = hasattr(cls, "QUANT_TYPE") or "bitsandbytes" in cls.__module__ or \
             "compressed_tensors" in cls.__module__ or (
                 isinstance(mod, torch.nn.Linear) and hasattr(mod, "quantization_scheme"))

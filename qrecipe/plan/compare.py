@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from omegaconf import OmegaConf
-
+from qrecipe.boundary.yamlfile import read_yaml
 from qrecipe.inputs.shapes import ModelShape, from_source
 from qrecipe.plan import estimate as est
 from qrecipe.plan.advice import recipe_format
@@ -20,14 +19,16 @@ _MB = 2 ** 20
 
 
 def _lock(out: Path) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(out / "recipe.lock.yaml"), resolve=False)
+    """A run directory's lock as plain data, read within the YAML limits (never resolved)."""
+    return read_yaml(out / "recipe.lock.yaml", what="lock")[1]
 
 
 def _hardware_choice(out: Path, device: str) -> str:
     if device == "cpu":
         return "cpu"
     try:
-        name = OmegaConf.load(out / ".hydra" / "hydra.yaml").hydra.runtime.choices.hardware
+        name = read_yaml(out / ".hydra" / "hydra.yaml", what="Hydra record")[1][
+            "hydra"]["runtime"]["choices"]["hardware"]
     except Exception:  # no Hydra record (a run driven by the API): an 80 GB GPU
         name = None
     return name if name in gpu_profiles() else "gpu_80gb"

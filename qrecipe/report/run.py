@@ -130,7 +130,7 @@ def final_lines(out: Path, metrics: Dict[str, Any], seconds: float) -> List[str]
     ev = metrics.get("eval") or {}
     if ev:
         q, fp = ev.get("quantized") or {}, ev.get("fp") or {}
-        text = f"  perplexity {ppl_text(q)}"
+        text = f"  {ppl_text(q)}" if q.get("ppl_problem") else f"  perplexity {ppl_text(q)}"
         if fp:
             d = ev.get("delta_ppl")
             text += f", fp {ppl_text(fp)}" + (f", Δppl {d:+.4f}" if d is not None else "")

@@ -22,6 +22,9 @@ from typing import Any, Dict, Iterable, List, Optional
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from qrecipe.boundary.jsonfile import read_object
+from qrecipe.boundary.yamlfile import read_yaml
+from qrecipe.errors import QRecipeError
 from qrecipe.evaluation.tasks import summary_columns
 from qrecipe.record.atomic import write_bytes
 from qrecipe.record.outputs import ERROR, run_state
@@ -46,9 +49,10 @@ def _r(v: Optional[float], nd: int = 3) -> Optional[float]:
 
 
 def _read(path: Path) -> Optional[dict]:
+    """A run's JSON record, read within the limits (a received directory is data)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return read_object(path, key=str(path))
+    except QRecipeError:
         return None
 
 
@@ -94,9 +98,11 @@ def _read_lock(run_dir: Path) -> Optional[dict]:
     for p in (run_dir / "recipe.lock.yaml", run_dir / ".hydra" / "config.yaml"):
         if p.is_file():
             try:
-                return OmegaConf.to_container(OmegaConf.load(p), resolve=False)
-            except Exception:  # an unresolvable interpolation in .hydra/config.yaml
+                data = read_yaml(p, what="run record")[1]
+            except QRecipeError:  # beyond the limits, or not YAML: no config to show
                 continue
+            if isinstance(data, dict):
+                return data
     return None
 
 

@@ -92,6 +92,26 @@ class GPULease:
         self._files, self.gpus = [], []
 
 
+# Launchers whose engine gives each job its own GPUs set this in the job's environment
+# (conf/hydra/launcher/slurm_gpu.yaml `setup`, ray_*.yaml `runtime_env`): the job keeps the
+# CUDA_VISIBLE_DEVICES the engine set and takes no lock, since the engine schedules, not qrecipe.
+ENGINE_ENV = "QRECIPE_GPUS_ASSIGNED_BY"
+
+
+def engine_gpus(count: int) -> Optional[List[str]]:
+    """The GPUs an engine (SLURM, Ray) gave this job; None where no engine assigns GPUs."""
+    engine = os.environ.get(ENGINE_ENV)
+    if not engine:
+        return None
+    gpus = gpu_pool(os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+    if len(gpus) < count:
+        raise QRecipeError(f"{engine} gave this job {len(gpus)} GPU(s) ({','.join(gpus) or '-'})",
+                           key="hardware.gpus_per_job", value=count,
+                           hint="ask the launcher for as many: hydra.launcher.gpus_per_node "
+                                "(SLURM) or hydra.launcher.ray.remote.num_gpus (Ray)")
+    return gpus
+
+
 # A worker process that has initialized CUDA is bound to the GPUs it saw then: changing
 # CUDA_VISIBLE_DEVICES afterwards has no effect. Such a process (a reused joblib/loky worker)
 # keeps its lease for the rest of its life and reuses it for its next job.
@@ -107,6 +127,11 @@ def assigned_gpus(hw, lock_dir: Path) -> Iterator[Optional[List[str]]]:
         yield None
         return
     count = hw.get("gpus_per_job", 1)
+    given = engine_gpus(count)
+    if given is not None:
+        log.info("gpus: %s gave this job GPU(s) %s", os.environ[ENGINE_ENV], ",".join(given))
+        yield given
+        return
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
     lease = _PROCESS_LEASE
     if lease is None or lease.count != count:

@@ -35,7 +35,7 @@ from typing import List, Optional
 
 from qrecipe.boundary.rundir import open_nofollow
 from qrecipe.telemetry import terminal
-from qrecipe.telemetry.logs import library_line
+from qrecipe.telemetry.logs import RunLogHandler, library_line
 
 LIBRARY_LOG = "library.log"
 SHOWN = 8  # distinct warning texts listed on the terminal; the rest are in library.log
@@ -163,6 +163,7 @@ class Capture:
                                         name="qrecipe-library-log")
         self._reader.start()
         self._handler = _LibraryHandler(self.sink, self.warnings)
+        self._moved = _keep_console(terminal.active())
         logging.getLogger().addHandler(self._handler)
         self._showwarning, warnings.showwarning = warnings.showwarning, self._warning
         return self
@@ -170,6 +171,7 @@ class Capture:
     def __exit__(self, *exc) -> None:
         warnings.showwarning = self._showwarning
         logging.getLogger().removeHandler(self._handler)
+        _restore_console(self._moved)
         _flush()
         for ours in (sys.stdout, sys.stderr):
             ours.close()  # closefd=False: the descriptors stay
@@ -223,6 +225,43 @@ class Capture:
             if line is not None:
                 self.sink.write(line)
                 self.warnings.scan(line)
+
+
+_OWN = terminal.OwnLines()
+
+
+def _keep_console(term: terminal.Terminal) -> list:
+    """Log handlers set up without qrecipe's console (a plain StreamHandler on stderr, as an
+    in-process caller may add, and run.log's handler): for the capture, the stream ones write to
+    the terminal kept aside (not into the pipe), and both keep qrecipe's records only. Returns
+    what to undo."""
+    moved = []
+    for h in logging.getLogger().handlers:
+        if isinstance(h, terminal.ConsoleHandler) or any(isinstance(f, terminal.OwnLines)
+                                                         for f in h.filters):
+            continue
+        if isinstance(h, RunLogHandler):
+            moved.append((h, None))
+        elif type(h) is logging.StreamHandler and _fileno(h.stream) in (1, 2):
+            moved.append((h, h.setStream(term)))
+        else:
+            continue
+        h.addFilter(_OWN)
+    return moved
+
+
+def _restore_console(moved: list) -> None:
+    for h, stream in moved:
+        h.removeFilter(_OWN)
+        if stream is not None:
+            h.setStream(stream)
+
+
+def _fileno(stream) -> Optional[int]:
+    try:
+        return stream.fileno()
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _flush() -> None:

@@ -66,6 +66,20 @@ class Terminal:
             self.stream.write(_CLEAR + text)
             self._drawn = True
 
+    def write(self, text: str) -> None:
+        """A stream's write(), for a log handler that holds this terminal as its stream: the bar
+        is cleared first and drawn again after a finished line."""
+        with self.lock:
+            if self._drawn:
+                self.stream.write(_CLEAR)
+                self._drawn = False
+            self.stream.write(text)
+            if text.endswith("\n") and self.bar is not None:
+                self._draw_locked(self.bar.render())
+
+    def flush(self) -> None:
+        self.stream.flush()
+
     def clear(self) -> None:
         with self.lock:
             if self._drawn:
