@@ -340,9 +340,13 @@ def _trojan(tiny: Path, tmp: Path, m: Path | None = None) -> Path:
     return m
 
 
-def test_planted_gguf_cache_entry_is_refused(tiny_model_dir, tmp_path, capsys):
-    """The cache's dequantized copy of a GGUF is what the backend loads: one that holds code
-    (planted, or from a cache.dir someone else filled) is refused at load, never imported."""
+def test_planted_gguf_cache_entry_is_never_loaded(tiny_model_dir, tmp_path, capsys,
+                                                   monkeypatch):
+    """The cache's dequantized copy of a GGUF is what the backend loads: one qrecipe did not seal
+    (planted, or from a cache.dir someone else filled) is set aside and made again, never
+    imported (the fake GGUF here cannot be dequantized: that step is stubbed to stop)."""
+    from qrecipe.errors import QRecipeError
+    from qrecipe.inputs import models
     from qrecipe.record.fingerprint import hash_files
 
     src = gguf_file(tmp_path, gguf())
@@ -350,10 +354,18 @@ def test_planted_gguf_cache_entry_is_refused(tiny_model_dir, tmp_path, capsys):
     entry = cache / "models" / hash_files([src])[:16]  # the copy materialize would reuse
     entry.parent.mkdir(parents=True)
     _trojan(tiny_model_dir, tmp_path, entry)
+    redone = []
+
+    def stop(cfg, dest):
+        redone.append(dest)
+        raise QRecipeError("stub: not dequantized", key="model.path", value=str(src))
+
+    monkeypatch.setattr(models, "_dequantize", stop)
     code_, err = cli(["model=smollm2_135m", f"model.path={src}", "method=rtn", *RUN,
                       f"cache.dir={cache}", f"hydra.run.dir={tmp_path / 'run'}"], capsys)
-    refused(code_, err, tmp_path, f"cache.dir='{entry}/config.json'", "auto_map",
-            f"remove {entry}")
+    assert code_ == 2 and "stub: not dequantized" in err
+    assert redone == [entry] and not entry.exists()  # set aside, to be made again
+    assert not marker(tmp_path).exists()
 
 
 def test_hub_snapshot_is_checked_once_downloaded(tiny_model_dir, tmp_path, capsys,
