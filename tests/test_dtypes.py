@@ -152,6 +152,7 @@ def test_a_float32_job_saves_the_bfloat16_checkpoint(tiny_model_dir, tmp_path, m
         used = "bfloat16" if fast else "float32"
         assert m["dtype"]["used"] == used and m["dtype"]["saved"] == "bfloat16"
         assert m["quantize_details"]["requested_dtype"] == used
+        assert ("recast_s" in m["overhead"]) is (not fast)  # timed: qrecipe's own work
         config = json.loads((out / "model" / "config.json").read_text())
         assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"
         said = "computes in float32 on this CPU"

@@ -14,19 +14,23 @@ from qrecipe.kernels import table as kernels
                                           ("bitsandbytes", "bitsandbytes", "bitsandbytes")])
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_auto_needs_no_build_or_download(fmt, cuda, cpu, device):
-    k = kernels.resolve(fmt, device, "auto", allow_jit=False, cc=9.0)
+    k = kernels.resolve(fmt, device, "auto", allow_jit=False, cc=9.0, fast_bf16=True)
     assert k.name == (cpu if device == "cpu" else cuda)
     assert not k.jit and not k.download
 
 
 def test_auto_on_cpu_takes_the_fastest_kernel_that_fits():
-    """CPU (benchmarks/cpu_kernels.py): PyTorch's int4 kernel for 4-bit groups of 16..128, the
-    dense weights otherwise; never gptqmodel's torch kernel, which decodes ~10x slower."""
-    auto = lambda **kw: kernels.resolve("gptq", "cpu", "auto", sym=False, **kw).name  # noqa
+    """CPU (benchmarks/cpu_kernels.py): with fast bfloat16, PyTorch's int4 kernel for 4-bit groups
+    of 16..128 and the dense weights otherwise; without (an AVX2-only CPU, a float32 job), the
+    dense weights; never gptqmodel's torch kernel, which decodes ~14x slower."""
+    def auto(fast=True, **kw):
+        return kernels.resolve("gptq", "cpu", "auto", sym=False, fast_bf16=fast, **kw).name
     assert auto(bits=4, group_size=64) == "torch_aten"
     assert auto(bits=4, group_size=256) == "dequantized"
     assert auto(bits=3, group_size=64) == "dequantized"
     assert auto(bits=8, group_size=-1) == "dequantized"
+    assert auto(False, bits=4, group_size=64) == "dequantized"
+    assert kernels.resolve("awq", "cpu", "auto", fast_bf16=False).name == "dequantized"
     # asked by name: the int4 kernel does not run other widths; none of them runs on CUDA
     with pytest.raises(QRecipeError, match="runs 4-bit weights only"):
         kernels.resolve("gptq", "cpu", "torch_aten", bits=8)
@@ -125,8 +129,8 @@ def test_jit_cache_goes_into_qrecipe_cache(tmp_path, monkeypatch):
 
 def test_module_imports_no_torch():
     import subprocess
-    code = "import qrecipe.kernels.table, qrecipe.kernels.hf_config, qrecipe.kernels.ct_gptq, sys; " \
-        "print('torch' in sys.modules)"
+    code = "import qrecipe.kernels.table, qrecipe.kernels.hf_config, qrecipe.kernels.ct_gptq, " \
+        "qrecipe.kernels.dense, qrecipe.kernels.cpu, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
 
@@ -160,10 +164,12 @@ def test_a_kernel_refuses_widths_it_does_not_run():
                            convertible=False).name == "compressed"
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_dequantized_kernel_gives_the_torch_kernels_logits(dtype, tiny_model_dir, tmp_path):
-    """kernels/dense.py: the dense weights are the ones the torch kernel computes per forward,
-    multiplied the same way: the same logits to the bit, and no quantized layer left."""
+@pytest.mark.parametrize("method,dtype", [("rtn", "float32"), ("rtn", "bfloat16"),
+                                          ("awq", "bfloat16")])
+def test_dequantized_kernel_gives_the_torch_kernels_logits(method, dtype, tiny_model_dir,
+                                                          tmp_path):
+    """kernels/dense.py: the dense weights are the ones the torch kernel (GPTQ's, AWQ's) computes
+    per forward, multiplied the same way: the same logits to the bit, no quantized layer left."""
     import torch
     from conftest import compose
 
@@ -171,8 +177,9 @@ def test_dequantized_kernel_gives_the_torch_kernels_logits(dtype, tiny_model_dir
     from qrecipe.kernels.hf_config import finish_load, load_lines
     from qrecipe.kernels.table import loaded_kernels
     from qrecipe.run.runner import run_job
-    cfg = compose(["method=rtn", "model=local", f"model.path={tiny_model_dir}",
-                   "bits.group_size=32", "eval=none"])
+    cfg = compose([f"method={method}", "model=local", f"model.path={tiny_model_dir}",
+                   "bits.group_size=32", "eval=none", "calibration.num_samples=4",
+                   "calibration.seq_len=32"])
     assert run_job(cfg, tmp_path / "run") == "ok"
     ids = torch.randint(0, 1000, (1, 48))
     logits = {}
@@ -185,5 +192,6 @@ def test_dequantized_kernel_gives_the_torch_kernels_logits(dtype, tiny_model_dir
         assert (counts == {"Linear[dequantized]": 14}) is (name == "dequantized"), counts
     assert logits["torch"].dtype == getattr(torch, dtype)
     assert torch.equal(logits["torch"], logits["dequantized"])
-    assert load_lines("gptq", kernels.get("gptq", "dequantized"), 4)[-1].startswith(
+    fmt = "awq" if method == "awq" else "gptq"
+    assert load_lines(fmt, kernels.get(fmt, "dequantized"), 4)[-1].startswith(
         "dequantize_linears(model)")

@@ -15,6 +15,7 @@ import warnings
 import pytest
 from conftest import ROOT
 
+from qrecipe.record.outputs import LIBRARY_LOG
 from qrecipe.telemetry import capture, terminal
 
 
@@ -63,7 +64,7 @@ def test_library_output_goes_to_library_log(tmp_path, capfd):
     root.addHandler(console)
     old_level, root.level = root.level, logging.INFO
     try:
-        with capture.Capture(out):
+        with capture.Capture(out, LIBRARY_LOG):
             print("a library's banner")
             os.write(1, b"C-level line\n")
             os.write(2, b"WARN  Calibration dataset size should be more than 256. Current: 32.\n")
@@ -80,7 +81,7 @@ def test_library_output_goes_to_library_log(tmp_path, capfd):
         root.removeHandler(console)
         root.level = old_level
     term = capfd.readouterr()
-    lib = (out / capture.LIBRARY_LOG).read_text()
+    lib = (out / LIBRARY_LOG).read_text()
     for text in ("a library's banner", "C-level line", "Calibration dataset size",
                  "somelib is unhappy", "somelib says hello", "FutureWarning: old API"):
         assert text in lib and text not in term.out + term.err.split("library warnings")[0]
@@ -94,7 +95,7 @@ def test_library_output_goes_to_library_log(tmp_path, capfd):
 
 
 def test_warning_lines_counted_once_per_warning():
-    w = capture.Warnings()
+    w = capture.Warnings(LIBRARY_LOG)
     glog = "W1206 14:04:30.050000 8983 site-packages/torch/_dynamo/convert_frame.py:1994] "
     for line in (glog + "[2/128] torch._dynamo hit config.recompile_limit (128)",
                  glog + "[2/128]    function: '_stream_decode_qzeros'",
@@ -140,3 +141,5 @@ def test_a_run_tells_its_story(method, tiny_model_dir, tmp_path):
     assert tail[4] == f"  report: {out / 'report.md'}" and (out / "report.md").is_file()
     run_log = (out / "run.log").read_text()
     assert "GPT-QModel" not in run_log and "[qrecipe" in run_log
+    from qrecipe.record.outputs import verify_manifest
+    assert verify_manifest(out) == []  # library.log is tidied after the manifest: listed only

@@ -20,14 +20,17 @@ from typing import Any
 _AWQ_DEQUANT = ("gptqmodel.nn_modules.qlinear.torch_awq", "dequantize_gemm")
 
 
-def _dense_weight(mod) -> Any:
+def _dense_weight(mod, dtype) -> Any:
     """mod's weight as (in_features, out_features): what its forward multiplies x by."""
+    import torch
     cls = type(mod)
     if getattr(cls, "QUANT_TYPE", "").startswith("awq"):
         import importlib
         fn = getattr(importlib.import_module(_AWQ_DEQUANT[0]), _AWQ_DEQUANT[1])
-        w = fn(qweight=mod.qweight, qzeros=mod.qzeros, scales=mod.scales, bits=mod.bits,
-               group_size=mod.group_size)
+        # its forward dequantizes with the scales in the compute dtype (float16 for float32)
+        half = dtype if dtype in (torch.float16, torch.bfloat16) else torch.float16
+        w = fn(qweight=mod.qweight, qzeros=mod.qzeros, scales=mod.scales.to(half),
+               bits=mod.bits, group_size=mod.group_size)
     else:
         # the class's function, not the torch.compile'd wrapper the instance holds (optimize()):
         # one eager call per layer, no compile
@@ -46,7 +49,7 @@ def dequantize_linears(model, dtype=None) -> int:
              if hasattr(type(m), "QUANT_TYPE") and hasattr(m, "qweight")]
     with torch.no_grad():
         for name, mod in quant:
-            w = _dense_weight(mod).to(dtype).contiguous()
+            w = _dense_weight(mod, dtype).to(dtype).contiguous()
             lin = torch.nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None,
                                   device="meta", dtype=dtype)
             # the (in, out) matrix, seen transposed: F.linear then runs the very matmul the

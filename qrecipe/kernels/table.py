@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from qrecipe.errors import QRecipeError
 from qrecipe.kernels import ct_gptq
+from qrecipe.kernels.cpu import cpu_fast_bf16
 from qrecipe.kernels.ct_gptq import (
     BITS as REWRITE_BITS,  # the widths compressed-tensors' rewrite takes
 )
@@ -131,11 +132,16 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
 # fp16 per kernel"): see there.
 _AUTO_NO_JIT = {"gptq": "torch", "awq": "torch", "compressed-tensors": "compressed",
                 "bitsandbytes": "bitsandbytes"}
-# `auto` on CPU, tried in order before the above: the fastest decode at batch 1 with the torch
-# kernel's perplexity (within 0.5%) on SmolLM2 GPTQ w4 g64, AVX-512 bfloat16 and AVX2 float32
-# (benchmarks/cpu_kernels.py; docs/benchmarks.md, "CPU decode per kernel"). AWQ: not measured
-# past the dense kernel's equivalence.
-_AUTO_CPU = {"gptq": ("torch_aten", "dequantized"), "awq": ("dequantized",)}
+# `auto` on CPU, tried in order before the above, by whether the CPU has fast bfloat16 matmuls
+# (qrecipe/kernels/cpu.py): the fastest decode at batch 1 whose perplexity is the torch kernel's
+# within 0.5%, measured on SmolLM2 GPTQ w4 g64 (benchmarks/cpu_kernels.py, docs/benchmarks.md,
+# "CPU decode per kernel"). With AVX-512/AMX, PyTorch's int4 kernel decodes 1.9x the original
+# bfloat16 model (+0.15% ppl: bfloat16 scales); on an AVX2-only CPU (a float32 job) its bfloat16
+# activations make it 0.7x, and the dense weights (0.95x, the torch kernel's exact logits) win.
+# gptqmodel's own torch kernel decodes at 0.07x. AWQ: the dense weights, measured for
+# equivalence only.
+_AUTO_CPU = {True: {"gptq": ("torch_aten", "dequantized"), "awq": ("dequantized",)},
+             False: {"gptq": ("dequantized",), "awq": ("dequantized",)}}
 # `auto` on CUDA when allow_jit: the compiled GEMV/GEMM kernels, built once into the cache, in
 # order. gptqmodel's GPTQ Marlin refuses zero points (SUPPORTS_SYM = [True]), so an asymmetric
 # GPTQ checkpoint (qrecipe's default, sym: false) gets ExLlamaV2, which takes both.
@@ -169,10 +175,12 @@ def get(fmt: str, name: str) -> Kernel:
 def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False,
             cc: Optional[float] = None, dtype: Optional[str] = None,
             sym: Optional[bool] = None, bits: Optional[int] = None,
-            group_size: Optional[int] = None, convertible: bool = True) -> Kernel:
+            group_size: Optional[int] = None, convertible: bool = True,
+            fast_bf16: Optional[bool] = None) -> Kernel:
     """The kernel a checkpoint of `fmt` runs with on `device` (cc: CUDA compute capability, None
     when unknown; sym, bits, group_size: the checkpoint's, None when not known; convertible:
-    False when its scheme cannot be rewritten for a `via` kernel). Raises QRecipeError for an
+    False when its scheme cannot be rewritten for a `via` kernel; fast_bf16: whether the CPU has
+    fast bfloat16 matmuls, read from it when None). Raises QRecipeError for an
     unknown name, one that does not run here or on this checkpoint, or one that needs a compile
     while allow_jit is false."""
     if fmt not in KERNELS:
@@ -182,7 +190,8 @@ def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False
     if kernel == "auto":
         # the compiled kernels were measured on Hopper (docs); below Ampere auto keeps no-build
         jit_ok = allow_jit and device == "cuda" and (cc is None or cc >= 8.0)
-        cpu = _AUTO_CPU.get(fmt, ()) if device == "cpu" else ()
+        fast = cpu_fast_bf16() if fast_bf16 is None else fast_bf16
+        cpu = _AUTO_CPU[fast is not False].get(fmt, ()) if device == "cpu" else ()
         for name in [*(auto_jit(fmt) if jit_ok else ()), *cpu, _AUTO_NO_JIT[fmt]]:
             k = get(fmt, name)
             if ck.misfit(k) is None:

@@ -31,9 +31,11 @@ MANIFEST = "manifest.json"
 ERROR = "error.json"
 CORE_PACKAGES = ("torch", "transformers", "accelerate", "safetensors", "tokenizers",
                  "hydra-core", "omegaconf", "datasets", "gguf", "numpy")
-# The run log is still being appended to while the manifest is written, so it is listed but not
-# hashed; everything else in the directory is.
-_UNHASHED = {"run.log"}
+# The run log and the libraries' log (qrecipe/telemetry/capture.py: tidied when the job's
+# capture ends, after the manifest) are still being written while the manifest is, so they are
+# listed but not hashed; everything else in the directory is.
+LIBRARY_LOG = "library.log"
+_UNHASHED = {"run.log", LIBRARY_LOG}
 
 
 def write_json(path: Path, data: Any, root: Optional[Path] = None) -> None:
@@ -141,9 +143,9 @@ def verify_manifest(out: Path) -> list[str]:
 
 RUN_LOCK = ".qrecipe.lock"  # flock'ed by the run writing the directory; never in the manifest
 STAGES = ".stages"  # per-stage completion markers of an unfinished run (see qrecipe/run/stages.py)
-# What may sit in a directory that holds no result: Hydra's own record and log, a failed
-# attempt's error, the writer lock, temp files.
-_BOOKKEEPING = {".hydra", "run.log", ERROR, RUN_LOCK}
+# What may sit in a directory that holds no result: Hydra's own record and log, the libraries'
+# log, a failed attempt's error, the writer lock, temp files.
+_BOOKKEEPING = {".hydra", "run.log", LIBRARY_LOG, ERROR, RUN_LOCK}
 
 
 @dataclass(frozen=True)

@@ -196,7 +196,7 @@ def _run_stages(cfg: DictConfig, out: Path, job: _Job) -> None:
             try:
                 resources.set_threads(cfg.hardware)
                 # the libraries' output into library.log; the terminal keeps qrecipe's lines
-                with Capture(out):
+                with Capture(out, outputs.LIBRARY_LOG):
                     metrics = _pipeline(_Work(cfg, out, plan, stages, cache, model_fp))
             finally:
                 model_fp.cancel()  # a failed job stops reading (done: no effect)

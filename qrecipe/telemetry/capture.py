@@ -7,8 +7,10 @@ descriptors directly: on the demo ~2,000 lines against qrecipe's ~60. For the le
 `Capture` block:
 
 - file descriptors 1 and 2 (so print(), sys.stdout/sys.stderr, C-level writes and child
-  processes) point into a pipe; a thread reads it and writes its lines to library.log, each
-  carriage-return redraw reduced to its last state, ANSI codes removed;
+  processes) point to library.log; when the block ends its new part is rewritten as lines a
+  person reads: each carriage-return redraw reduced to its last state, progress-bar frames and
+  ANSI codes removed (a file, not a pipe: a compile worker started inside the block that writes
+  after it still has somewhere to write);
 - another library's `logging` records go to library.log (qrecipe's own still reach the console
   and run.log: qrecipe/telemetry/terminal.py OwnLines);
 - `warnings.warn` goes to library.log;
@@ -25,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import select
 import sys
 import threading
 import warnings
@@ -33,11 +34,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import List, Optional
 
-from qrecipe.boundary.rundir import open_nofollow
+from qrecipe.boundary.rundir import open_nofollow, write_bytes_nofollow
 from qrecipe.telemetry import terminal
 from qrecipe.telemetry.logs import RunLogHandler, library_line
 
-LIBRARY_LOG = "library.log"
 SHOWN = 8  # distinct warning texts listed on the terminal; the rest are in library.log
 _WIDTH = 150
 _PATH = re.compile(r"(?<![\w.])/(?:[^/\s:'\"`]+/)+([^/\s:'\"`]+)")
@@ -52,7 +52,8 @@ _GLOG = re.compile(r"^W\d{4} [\d:.]+\s+\d+ (?P<where>[^\]]+)\] (?P<text>.+)$")
 class Warnings:
     """Counts warnings and keeps each distinct text once (digits ignored when comparing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, where: str) -> None:
+        self.where = where  # the file the summary points to
         self.count = 0
         self.texts: "OrderedDict[str, List]" = OrderedDict()  # key -> [text, times]
         self._lock = threading.Lock()
@@ -88,16 +89,17 @@ class Warnings:
             return []
         n = len(self.texts)
         lines = [f"{self.count} library warning{'s' if self.count > 1 else ''}"
-                 f"{f', {n} distinct' if n != self.count else ''} (see {LIBRARY_LOG}):"]
+                 f"{f', {n} distinct' if n != self.count else ''} (see {self.where}):"]
         for text, times in list(self.texts.values())[:SHOWN]:
             lines.append(f"  {text}" + (f" (x{times})" if times > 1 else ""))
         if n > SHOWN:
-            lines.append(f"  ... and {n - SHOWN} more in {LIBRARY_LOG}")
+            lines.append(f"  ... and {n - SHOWN} more in {self.where}")
         return lines
 
 
 class _Sink:
-    """library.log: lines from the pipe reader, the logging handler and warnings, one lock."""
+    """The libraries' log as the logging handler and warnings write to it (one lock; the
+    descriptors 1 and 2 point to the same file, opened for appending)."""
 
     def __init__(self, fd: int):
         self.fd = fd
@@ -131,37 +133,31 @@ class _LibraryHandler(logging.Handler):
 
 
 class Capture:
-    """library.log for the length of the block (see the module's docstring). `warnings` holds
+    """The libraries' log `name` in run directory `out` for the length of the block (see the
+    module's docstring; the runner names it: record/outputs.py LIBRARY_LOG). `warnings` holds
     what was counted; the summary is logged when the block ends."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, name: str):
         self.out = Path(out)
-        self.warnings = Warnings()
-        self._saved: dict = {}
+        self.path = self.out / name
+        self.warnings = Warnings(name)
 
     def __enter__(self) -> "Capture":
-        fd = open_nofollow(self.out, self.out / LIBRARY_LOG,
-                           os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        self.sink = _Sink(fd)
+        fd = open_nofollow(self.out, self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self.sink, self._start = _Sink(fd), os.fstat(fd).st_size  # a resumed run appends
         _flush()
         self._saved = {n: os.dup(n) for n in (1, 2)}
         self._term_file = os.fdopen(os.dup(self._saved[2]), "w", buffering=1,
                                     encoding="utf-8", errors="replace")
         self._term = terminal.using(terminal.Terminal(self._term_file))
         self._term.__enter__()
-        read, write = os.pipe()
         for n in (1, 2):
-            os.dup2(write, n)
-        os.close(write)
-        # sys.stdout/sys.stderr onto the pipe too, whatever objects they were (a harness may
+            os.dup2(fd, n)
+        # sys.stdout/sys.stderr onto the file too, whatever objects they were (a harness may
         # have replaced them with ones that do not write to the descriptors)
         self._sys = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = (open(n, "w", buffering=1, encoding="utf-8", errors="replace",
                                        closefd=False) for n in (1, 2))
-        self._stop = threading.Event()
-        self._reader = threading.Thread(target=self._pump, args=(read,), daemon=True,
-                                        name="qrecipe-library-log")
-        self._reader.start()
         self._handler = _LibraryHandler(self.sink, self.warnings)
         self._moved = _keep_console(terminal.active())
         logging.getLogger().addHandler(self._handler)
@@ -180,11 +176,13 @@ class Capture:
         for n, fd in self._saved.items():
             os.dup2(fd, n)
             os.close(fd)
-        self._stop.set()
-        self._reader.join(timeout=10)
         self._term.__exit__(*exc)
         self._term_file.close()
         os.close(self.sink.fd)
+        try:
+            self._tidy()
+        except OSError:  # a full disk: library.log stays as written
+            pass
         for line in self.warnings.summary():
             log.warning("%s", line)
 
@@ -192,39 +190,20 @@ class Capture:
         self.sink.write(warnings.formatwarning(message, category, filename, lineno, line))
         self.warnings.add(f"{category.__name__}: {message}")
 
-    def _pump(self, fd: int) -> None:
-        """Lines from the pipe into library.log until the block ends and the pipe is drained
-        (a child process that still holds it open is not waited for)."""
-        os.set_blocking(fd, False)
-        pending = ""
-        try:
-            while True:
-                ready, _, _ = select.select([fd], [], [], 0.2)
-                chunk = b""
-                if ready:
-                    try:
-                        chunk = os.read(fd, 1 << 16)
-                    except BlockingIOError:
-                        continue
-                    if not chunk:
-                        break  # every writer closed it
-                elif self._stop.is_set():
-                    break
-                pending += chunk.decode("utf-8", "replace")
-                *lines, pending = pending.split("\n")
-                self._lines(lines)
-            self._lines([pending])
-        except Exception:  # the reader never writes to the stream it reads (no deadlock)
-            pass
-        finally:
-            os.close(fd)
-
-    def _lines(self, lines: List[str]) -> None:
-        for raw in lines:
-            line = library_line(raw)
+    def _tidy(self) -> None:
+        """What was written during the block, as lines a person reads (frames dropped, each
+        redraw at its last state); the printed warnings among them counted. The file is
+        replaced whole (a child process that still holds the old one writes there, unread)."""
+        with os.fdopen(open_nofollow(self.out, self.path, os.O_RDONLY), "rb") as f:
+            head, raw = f.read(self._start), f.read()
+        kept = []
+        for line in raw.decode("utf-8", "replace").split("\n"):
+            line = library_line(line)
             if line is not None:
-                self.sink.write(line)
+                kept.append(line)
                 self.warnings.scan(line)
+        body = "".join(f"{ln}\n" for ln in kept).encode("utf-8")
+        write_bytes_nofollow(self.out, self.path, head + body)
 
 
 _OWN = terminal.OwnLines()

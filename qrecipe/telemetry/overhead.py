@@ -13,7 +13,8 @@ metrics.json; the manifest, written after it, is outside) into
 thread (`input`: how long it ran, `input_waited`: how long the job waited for it) and the output
 shards are hashed side by side (`output`; near 0 when the adapter hashed them while the library
 wrote them); `qrecipe_s` holds an adapter's own steps (the wait for that hashing after the write,
-the canonical rewrite).
+the canonical rewrite); `recast_s` the rewrite of the unquantized tensors into the recipe's dtype
+where the job computed in another (qrecipe/record/recast.py).
 """
 from __future__ import annotations
 
@@ -49,4 +50,5 @@ def breakdown(stages, details: Dict[str, Any], reused: List[str], input_hash) ->
         "hashing_s": {"input": input_hash.seconds, "input_waited": input_hash.waited,
                       **{k[5:]: v for k, v in stages.spans.items() if k.startswith("hash_")}},
         "qrecipe_s": {} if "quantize" in reused else dict(details.get("qrecipe_seconds") or {}),
+        **({"recast_s": stages.spans["recast"]} if "recast" in stages.spans else {}),
     }
