@@ -113,3 +113,18 @@ def test_final_lines_tell_the_verdict_and_where_the_report_is(tmp_path):
     problem = "perplexity not a measurement: the quantized model is degenerate"
     bad = final_lines(tmp_path, _metrics(problem=problem, status="none"), 1)
     assert bad[:2] == ["result: no expectations", f"  {problem}, fp 30.6400"]
+
+
+def test_a_perplexity_problem_is_shown_instead_of_a_number():
+    """A w2 run whose logits overflow has ppl null + ppl_problem (qrecipe/evaluation): the sweep
+    summary shows the problem in the ppl cell, never a number."""
+    from qrecipe.report.runs import summary_markdown
+
+    problem = "perplexity not finite: the quantized model's logits overflow in float16"
+    rows = [{"run": "0_bits=w2", "status": "complete", "ppl": None, "ppl_problem": problem,
+             "fp_ppl": 30.6, "fp_footprint_mb": 513.0},
+            {"run": "1_bits=w4", "status": "complete", "ppl": 38.05, "ppl_problem": None,
+             "fp_ppl": 30.6, "fp_footprint_mb": 513.0}]
+    text = summary_markdown(rows)
+    assert f"| 0_bits=w2 | complete |  |  |  |  | {problem} |" in text
+    assert "| 38.05 |" in text and "65504" not in text

@@ -31,7 +31,7 @@ from qrecipe.record.outputs import ERROR, run_state
 from qrecipe.report.plots import write_plots
 
 COLUMNS = ["run", "status", "recipe", "method", "backend", "bits", "group_size", "ppl",
-           "fp_ppl", "delta_ppl", "size_mb", "footprint_mb", "fp_footprint_mb",
+           "fp_ppl", "delta_ppl", "ppl_problem", "size_mb", "footprint_mb", "fp_footprint_mb",
            "quantize_s", "total_s", "peak_rss_mb", "peak_gpu_mb", "prefill_tok_s",
            "decode_tok_s", "gpu", "error"]
 
@@ -81,7 +81,10 @@ def run_row(run_dir: Path, name: Optional[str] = None) -> Dict[str, Any]:
         status="complete", recipe=metrics.get("recipe"), method=metrics.get("method"),
         backend=metrics.get("backend"), bits=metrics.get("bits"),
         group_size=metrics.get("group_size"), ppl=_r(q.get("ppl")), fp_ppl=_r(fp.get("ppl")),
-        delta_ppl=_r(ev.get("delta_ppl")), size_mb=_mb(size.get("model_dir_bytes")),
+        delta_ppl=_r(ev.get("delta_ppl")),
+        # a perplexity that is not a measurement (overflow, NaN): shown instead of a number
+        ppl_problem=q.get("ppl_problem") or fp.get("ppl_problem"),
+        size_mb=_mb(size.get("model_dir_bytes")),
         footprint_mb=_mb(size.get("footprint_bytes")),
         fp_footprint_mb=_mb(size.get("fp_footprint_bytes")),
         quantize_s=_r(t.get("quantize"), 1), total_s=_r(sum(t.values()), 1) if t else None,
@@ -189,8 +192,10 @@ def summary_markdown(rows: List[Dict[str, Any]]) -> str:
     cols += sorted({k for r in rows for k in r if k.startswith(("acc:", "acc_stderr:",
                                                                   "retention:"))})
     fmt = lambda v: "" if v is None else str(v)  # noqa: E731
+    cell = lambda r, c: fmt(r.get("ppl_problem") if c == "ppl" and r.get("ppl_problem")  # noqa: E731
+                            else r.get(c))
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in rows]
     fp = next((r["fp_ppl"] for r in rows if r["fp_ppl"] is not None), None)
     head = "# Sweep summary\n\n"
     if fp is not None:
