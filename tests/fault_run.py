@@ -1,7 +1,8 @@
 """Run `python -m qrecipe ARGS` with a fault injected, for the kill/resume tests:
 
     python tests/fault_run.py kill-quantize N ARGS...  SIGKILL on gptqmodel's Nth module
-                                                       quantization (a layer may be committed)
+                                                       quantization (a layer may be committed;
+                                                       sealed by the callback alone)
     python tests/fault_run.py term-save N ARGS...      SIGTERM while gptqmodel saves (after the
                                                        weights, before its quantize config)
     python tests/fault_run.py crash-eval 0 ARGS...     evaluation raises (a bug), after saving
@@ -35,6 +36,10 @@ def main():
             hit()
             return orig(self, *a, **k)
         gptq_processor.GPTQProcessor.process = process
+        # No watcher thread: the seal after each commit must come from the backend's
+        # on_checkpoint callback alone, before the next layer (so before the kill).
+        from qrecipe.run import stages
+        stages.CheckpointSeal._run = lambda self: None
     elif mode == "term-save":
         # gptqmodel's save writes the weights through transformers' save_pretrained, then its
         # own quantize_config.json and logs: SIGTERM lands between the two.

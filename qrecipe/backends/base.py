@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 from qrecipe import cuda
 from qrecipe.backends import patching
@@ -57,6 +57,9 @@ class QuantizeRequest:
     # Where the backend may keep per-layer checkpoints so an interrupted quantization resumes
     # from the last finished layer (None: none). Deleted by the runner once the model is saved.
     checkpoint_dir: Optional[Path] = None
+    # Called (no arguments) right after each per-layer checkpoint commit, before the next
+    # layer starts: the runner seals the commit so a resume can trust it (run/stages.py).
+    on_checkpoint: Optional[Callable[[], None]] = None
 
 
 @dataclass

@@ -278,12 +278,12 @@ def _quantize(w: _Work, model_dir: Path, rows) -> Tuple[QuantizeResult, list]:
     markers.keep_verified_checkpoints(w.out)  # an earlier attempt's, if its seal says so
     with stages.stage("quantize", memory=True), resources.oom_guard("quantize", cfg), \
             layer_log(plan.backend.name, plan.model.num_layers, stages.gpu_window) as layers, \
-            markers.CheckpointSeal(w.out):
+            markers.CheckpointSeal(w.out) as seal:
         result = plan.backend.quantize(QuantizeRequest(
             model_dir=model_dir, out_dir=w.out / "model.partial", method=cfg.method,
             bits=cfg.bits.width, group_size=cfg.bits.group_size, device=cfg.hardware.device,
             dtype=w.dtype, calibration=rows, hardware=cfg.hardware, seed=cfg.seed,
-            checkpoint_dir=markers.checkpoint_dir(w.out)))
+            checkpoint_dir=markers.checkpoint_dir(w.out), on_checkpoint=seal.seal))
     return result, layers.rows
 
 

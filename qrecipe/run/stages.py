@@ -13,8 +13,9 @@ stage runs again.
 The backend's per-layer checkpoint of an unfinished quantization (.checkpoints/quantize,
 gptqmodel's content-addressed store: its CURRENT file names every object by sha256, and the
 library checks each object against it) is sealed the same way while it is written
-(`CheckpointSeal`: CURRENT's sha256, sealed whenever it changes), and kept for a resume only if
-that seal verifies; otherwise quantization starts from the first layer.
+(`CheckpointSeal`: CURRENT's sha256, sealed right after each commit through the backend's
+`on_checkpoint` callback, and by a watcher thread for a backend without one), and kept for a
+resume only if that seal verifies; otherwise quantization starts from the first layer.
 """
 from __future__ import annotations
 
@@ -160,13 +161,17 @@ def keep_verified_checkpoints(out: Path) -> None:
 
 
 class CheckpointSeal:
-    """While the backend quantizes: seal its checkpoint's CURRENT file each time it changes
-    (a stat every `every` seconds on a daemon thread, and once more at the end), so a resume
-    can tell this run's checkpoint from a planted one. A kill between a commit and its seal
-    costs that commit only (the resume starts over)."""
+    """While the backend quantizes: seal its checkpoint's CURRENT file each time it changes,
+    so a resume can tell this run's checkpoint from a planted one. `seal` is handed to the
+    backend (QuantizeRequest.on_checkpoint) and runs right after each commit, before the next
+    layer starts: a kill inside a layer always finds the previous commit sealed. A watcher
+    thread (a stat every `every` seconds, and once more at the end) covers a backend that
+    commits without calling back; a kill between such a commit and its seal costs that
+    commit only (the resume starts over)."""
 
     def __init__(self, out: Path, every: float = 0.1):
         self.out, self.every, self._last = Path(out), every, None
+        self._lock = threading.Lock()  # the backend's thread and the watcher both seal
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="qrecipe-ckpt-seal", daemon=True)
 
@@ -177,10 +182,15 @@ class CheckpointSeal:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self._seal()
+        self.seal()
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
+            self.seal()
+
+    def seal(self) -> None:
+        """Seal CURRENT as it is now, if it changed since the last seal."""
+        with self._lock:
             self._seal()
 
     def _seal(self) -> None:

@@ -233,7 +233,7 @@ def _quantize(job: _Job, model) -> None:
     # order of the Hessians; calibration_sort=None keeps the runner's (seeded) row order.
     # Each checkpoint commit leaves a reference cycle, collected (collect.py).
     try:
-        with collect_after_checkpoints() as job.gc_seconds, \
+        with collect_after_checkpoints(req.on_checkpoint) as job.gc_seconds, \
                 fast_layer_loop(fast_loop) as job.fast_loop, \
                 tensor_core_hessian(hw["tensor_core_hessian"] and req.method.name == "gptq") \
                 as job.tensor_core_hessian:

@@ -16,7 +16,7 @@ import ctypes
 import gc
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator, List
+from typing import Callable, Iterator, List, Optional
 
 from qrecipe.backends.gptqmodel.patches import CHECKPOINT_GC
 from qrecipe.backends.patching import guarded
@@ -33,26 +33,31 @@ def _release_free_memory() -> None:
 
 
 @contextmanager
-def collect_after_checkpoints() -> Iterator[List[float]]:
+def collect_after_checkpoints(on_commit: Optional[Callable[[], None]] = None
+                              ) -> Iterator[List[float]]:
     """While active, run a full garbage collection after the checkpoint's start (its identity
     hashes the calibration inputs with the same codec: one more copy, alive through layer 0)
-    and after every boundary (the commit of a finished layer). Yields the seconds each
-    collection (and trim) took. Another gptqmodel is left as it is (backends/patching.py)."""
+    and after every boundary (the commit of a finished layer), then call `on_commit` (the
+    runner seals the commit before the next layer starts). Yields the seconds each collection
+    (and trim) took. Another gptqmodel is left as it is (backends/patching.py)."""
     seconds: List[float] = []
-    with guarded(CHECKPOINT_GC, lambda original: {k: _collecting(fn, seconds)
+    with guarded(CHECKPOINT_GC, lambda original: {k: _collecting(fn, seconds, on_commit)
                                                    for k, fn in original.items()}):
         yield seconds
 
 
-def _collecting(method: Callable, seconds: List[float]) -> Callable:
+def _collecting(method: Callable, seconds: List[float],
+                on_commit: Optional[Callable[[], None]]) -> Callable:
     def wrapper(self, *args):
         try:
             return method(self, *args)
-        finally:  # also after CheckpointStopped: the copies are garbage either way
+        finally:  # also after CheckpointStopped: the copies are garbage, the commit is made
             t0 = time.perf_counter()
             gc.collect()
             _release_free_memory()
             seconds.append(time.perf_counter() - t0)
+            if on_commit is not None:
+                on_commit()
     return wrapper
 
 
