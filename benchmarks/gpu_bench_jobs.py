@@ -32,7 +32,8 @@ def job_qrecipe(spec) -> dict:
           "hardware=h100_80gb", "hardware.dtype=float16", "eval=none",
           "hardware.assign_gpus=false", f"cache.dir={spec['qcache']}",
           f"recipe_name=bench_{spec['name']}",
-          "bits=w8" if spec["method"] == "bnb8" else "bits=w4", "bits.group_size=128"]
+          "bits=w8" if spec["method"] == "bnb8" else "bits=w4", "bits.group_size=128",
+          *spec.get("overrides", [])]
     schema.register()
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         cfg = compose(config_name="config", overrides=ov)

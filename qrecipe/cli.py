@@ -172,6 +172,8 @@ def _compose_and_run() -> None:
               file=sys.stderr)
         sys.exit(2)
     except Exception as e:
+        if not full_error and _engine_of(e):
+            _lost_job(e)
         if full_error or not is_config_error(e):
             raise
         print(f"error: {printable(one_line(e))}", file=sys.stderr)
@@ -180,6 +182,30 @@ def _compose_and_run() -> None:
         if not full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)
     _end_of_sweep()
+
+
+def _engine_of(e: BaseException) -> Optional[str]:
+    """The cluster engine whose launcher raised e (submitit, ray), if one did: its launcher
+    gives up on the whole sweep when it loses a job for good (cancelled, node failure without
+    requeue, retries spent), before Hydra's end-of-sweep callback runs."""
+    top = type(e).__module__.split(".")[0]
+    return top if top in ("submitit", "ray") else None
+
+
+def _lost_job(e: BaseException) -> None:
+    """One line instead of the launcher's traceback: which engine lost a job and why (its first
+    line), the report of the jobs that finished, and that the same command resumes."""
+    root = sweep_report.LAST.get("root")
+    if root is not None:
+        sweep_report.write_report(root, sweep_report.LAST.get("plots", True))
+    summary = sweep_report.LAST.get("summary")
+    why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    where = f"the jobs that finished are in {summary}" if summary else \
+        f"no job finished{f' under {root}' if root else ''}"
+    print(f"error: {_engine_of(e)} lost a sweep job for good ({type(e).__name__}: "
+          f"{printable(why)}); {where}; the same command again resumes the sweep: complete "
+          "jobs are skipped, interrupted ones resume", file=sys.stderr)
+    sys.exit(1)
 
 
 def _end_of_sweep() -> None:

@@ -199,7 +199,10 @@ def test_resubmitted_sweep_skips_complete_jobs(slurm, tiny_model_dir, tmp_path):
         rc = p.wait(timeout=300)
     finally:
         stop(p)
-    assert rc != 0  # submitit reports the lost task: the sweep did not complete
+    assert rc == 1  # submitit reports the lost task: the sweep did not complete
+    said = (tmp_path / "first.log").read_text()
+    assert "error: submitit lost a sweep job for good (UncompletedJobError: " in said, said[-3000:]
+    assert "the same command again resumes the sweep" in said and "Traceback" not in said
     done, lost = job_dirs(root)
     assert json.loads((lost / "error.json").read_text())["status"] == "interrupted"
     kept = snapshot(done)

@@ -168,20 +168,23 @@ def test_help_version_and_a_recipe_without_its_plus():
 # --- point 6: sweep reports ----------------------------------------------------------------------
 
 def test_the_dry_run_sweep_of_the_docs_writes_its_report(tmp_path):
-    """docs/sweeps.md: `python -m qrecipe -m +recipe=awq_llama13b bits=w2,w3,w4,w8 dry_run=true`."""
-    assert "python -m qrecipe -m +recipe=awq_llama13b bits=w2,w3,w4,w8 dry_run=true" in \
+    """docs/sweeps.md: `python -m qrecipe -m +recipe=bnb_nf4_llama7b bits=w2,w3,w4,w8
+    dry_run=true` (a GPU recipe, validated offline on this CPU machine)."""
+    assert "python -m qrecipe -m +recipe=bnb_nf4_llama7b bits=w2,w3,w4,w8 dry_run=true" in \
         (ROOT / "docs" / "sweeps.md").read_text()
     root = tmp_path / "docs_sweep"
-    p = cli(["-m", "+recipe=awq_llama13b", "bits=w2,w3,w4,w8", "dry_run=true",
+    p = cli(["-m", "+recipe=bnb_nf4_llama7b", "bits=w2,w3,w4,w8", "dry_run=true",
              f"hydra.sweep.dir={root}"])
     assert p.returncode == 2
     last = p.stderr.strip().splitlines()[-1]
-    assert last == f"error: 3 job(s) of the sweep failed; see {root / 'summary.md'}"
+    assert last == f"error: 2 job(s) of the sweep failed; see {root / 'summary.md'}"
     rows = {r["bits"]: r for r in csv.DictReader(open(root / "summary.csv"))}
-    assert rows["4"]["status"] == "dry run: valid" and rows["4"]["error"] == ""
-    for b in ("2", "3", "8"):
+    for b in ("4", "8"):
+        assert rows[b]["status"] == "dry run: valid" and rows[b]["error"] == ""
+    for b in ("2", "3"):
         assert rows[b]["status"] == "dry run: rejected"
-        assert rows[b]["error"].startswith(f"bits.width={b}: awq via gptqmodel does not support")
+        assert rows[b]["error"].startswith(f"bits.width={b}: bnb via bitsandbytes does not "
+                                           "support")
     assert "dry run: valid" in (root / "summary.md").read_text()
 
 
@@ -190,7 +193,7 @@ def test_a_dry_run_sweep_run_by_another_launcher_reports_and_fails_alike(tmp_pat
     code still reach the sweep's end."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     root = tmp_path / "submitit"
-    p = cli(["-m", "hydra/launcher=local_submitit", "+recipe=awq_llama13b", "bits=w2,w4",
+    p = cli(["-m", "hydra/launcher=local_submitit", "+recipe=bnb_nf4_llama7b", "bits=w2,w4",
              "dry_run=true", f"hydra.sweep.dir={root}"])
     assert p.returncode == 2, p.stderr[-2000:]
     assert p.stderr.strip().splitlines()[-1] == \
@@ -255,7 +258,9 @@ def test_plan_ranks_recipes_and_gives_one_awq_figure():
     smol = [r for r in recipes if r["recipe"].startswith("smollm2_")]
     assert smol == recipes[:len(smol)]  # the recipes made for this model first ...
     deltas = [r["expected_delta_ppl"] for r in smol]
-    assert None not in deltas and deltas == sorted(deltas)  # ... best promised quality first
+    promised = [d for d in deltas if d is not None]
+    # ... best promised quality first; a recipe that promises nothing after those that do
+    assert len(promised) >= 5 and deltas[:len(promised)] == sorted(promised)
     assert all(r["expected_delta_ppl"] is None for r in recipes[len(smol):])
     # AWQ: the recipe's own 8 x 512 tokens on 30 layers at the measured 30.9 s a layer, the
     # 927.5 s of docs/benchmarks.md; a range here (the measuring machine's rate is unknown)
@@ -274,15 +279,16 @@ def test_plan_ranks_recipes_and_gives_one_awq_figure():
 
 def test_gpu_measurements_are_qrecipe_runs_of_the_benchmark():
     from qrecipe.plan.times import load_measurements
-    bench = json.loads((ROOT / "benchmarks" / "results" / "gpu_bench_h100.json").read_text())
     for m in load_measurements():
         assert m["source"]["runner"] == "qrecipe", m["id"]
         if m["device_class"] != "cuda":
             assert "probe_gflops" in m, m["id"]
             continue
+        file = m["source"].get("file") or "benchmarks/results/gpu_bench_h100.json"
+        bench = json.loads((ROOT / file).read_text())
         row = next(r for r in bench["rows"] if r["method"] == m["method"] and
                    r["backend"] == m["backend"] and r["runner"] == "qrecipe" and
-                   r.get("pass") == m["source"]["pass"])
+                   r.get("pass") in (None, m["source"]["pass"]))
         assert m["per_layer_s"] == row["per_layer_s"], m["id"]
 
 
@@ -294,7 +300,7 @@ def _description(command):
 
 
 @pytest.mark.parametrize("command", ["recipes", "show", "validate", "verify", "reproduce",
-                                     "resume", "plan", "version"])
+                                     "resume", "plan", "version", "kernels"])
 def test_command_help_reads_whole(command):
     text = _description(command)
     assert text.endswith((".", ")")), text  # a whole sentence, not a line cut in two
@@ -323,7 +329,8 @@ def test_completion_knows_the_commands_and_is_documented():
     assert "bits=" in first  # Hydra's own answer follows
     assert query("qrecipe sh")[:1] == ["show"]
     assert query("qrecipe show smollm2_g") == ["smollm2_gptq_w4"]
-    assert set(query("qrecipe plan ")) == {"smollm2_135m", "llama2_7b", "llama2_13b"}
+    models = {f.stem for f in (ROOT / "conf" / "model").glob("*.yaml")} - {"local"}
+    assert set(query("qrecipe plan ")) == models | {"--sweep"} and "smollm2_135m" in models
     assert query("qrecipe verify ") == []  # bash's own file completion
     assert "+recipe=smollm2_gptq_w4" in query("qrecipe +recipe=smollm2_g")
     doc = (ROOT / "docs" / "recipes.md").read_text()

@@ -73,10 +73,11 @@ def test_guarded_restores_every_original_after_an_error(pset, fresh):
 
 def _real_context_managers():
     """Each adapter's own context manager, on (CPU), with the set it applies."""
-    from qrecipe.backends.gptqmodel import collect, fastloop, hessian, shards
+    from qrecipe.backends.gptqmodel import collect, fastloop, hessian, rope, shards
     from qrecipe.backends.llmcompressor import adapter as llmc
     g, lc = gptqmodel_patches, llmcompressor_patches
     return [(lambda: fastloop.fast_layer_loop(True), g.FAST_LAYER_LOOP),
+            (rope.per_layer_rope, g.PER_LAYER_ROPE),
             (lambda: hessian.tensor_core_hessian(True), g.TENSOR_CORE_HESSIAN),
             (collect.collect_after_checkpoints, g.CHECKPOINT_GC),
             (lambda: shards.shard_writes(True), g.SHARD_WRITES),
@@ -84,7 +85,7 @@ def _real_context_managers():
             (lambda: llmc._fp32_awq_loss(True), lc.FP32_AWQ_LOSS)]
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(7))
 def test_each_context_manager_restores_on_error(index, fresh):
     torch = pytest.importorskip("torch")
     if torch.accelerator.is_available():
@@ -177,13 +178,14 @@ def _fake_version(monkeypatch, dist, version):
 
 
 def test_another_gptqmodel_is_one_line_and_runs_without_the_patches(monkeypatch, fresh):
-    from qrecipe.backends.gptqmodel import collect, fastloop, hessian, shards
+    from qrecipe.backends.gptqmodel import collect, fastloop, hessian, rope, shards
     from qrecipe.backends.gptqmodel.adapter import GPTQModelBackend
     _fake_version(monkeypatch, "gptqmodel", "7.7.0")
     GPTQModelBackend().check_versions("gptq")  # run start (run/validate.py)
     before = {s.title: _current(s) for s in gptqmodel_patches.ALL}
     with fastloop.fast_layer_loop(True) as fast, hessian.tensor_core_hessian(True) as tc, \
-            collect.collect_after_checkpoints(), shards.shard_writes(True):
+            collect.collect_after_checkpoints(), shards.shard_writes(True), \
+            rope.per_layer_rope():
         assert not fast and not tc
         assert {s.title: _current(s) for s in gptqmodel_patches.ALL} == before
     lines = _warnings(fresh)
@@ -242,3 +244,25 @@ def test_series():
     s = patching.Supported("gptqmodel", "7.6")
     assert s.holds("7.6") and s.holds("7.6.0") and s.holds("7.6.12")
     assert not s.holds("7.60.0") and not s.holds("7.7.0") and not s.holds("17.6.0")
+
+
+def test_per_layer_type_rope_is_kept_and_other_configs_go_to_gptqmodel(fresh):
+    """Gemma 3's RoPE dict per attention type passes through untouched (gptqmodel's own
+    normalization raised on it); a flat Llama config is still normalized by gptqmodel."""
+    pytest.importorskip("gptqmodel")
+    from transformers import Gemma3TextConfig, LlamaConfig
+
+    from gptqmodel.utils import hf
+    from qrecipe.backends.gptqmodel import rope
+
+    gemma = Gemma3TextConfig(num_hidden_layers=2, sliding_window_pattern=2)
+    assert rope.per_layer_type(gemma) and not rope.per_layer_type(LlamaConfig())
+    before = dict(gemma.rope_parameters)
+    with rope.per_layer_rope() as applied:
+        assert applied
+        hf._normalize_rope_parameters_config_compat(gemma)
+        llama = LlamaConfig()
+        llama.rope_parameters = None
+        hf._normalize_rope_parameters_config_compat(llama)
+    assert gemma.rope_parameters == before
+    assert llama.rope_parameters and llama.rope_parameters.get("rope_type") == "default"

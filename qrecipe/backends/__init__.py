@@ -9,6 +9,7 @@ from qrecipe.backends.base import (
     QuantizeResult,
 )
 from qrecipe.backends.gptqmodel import adapter as _gptqmodel  # noqa: F401  (registration)
+from qrecipe.backends.hqq import adapter as _hqq  # noqa: F401  (registration)
 from qrecipe.backends.llmcompressor import adapter as _llmcompressor  # noqa: F401  (registration)
 
 __all__ = ["BACKENDS", "Backend", "MethodSupport", "QuantizeRequest", "QuantizeResult"]

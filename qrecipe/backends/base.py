@@ -116,6 +116,10 @@ class Backend:
         return {dist: installed_version(dist)
                 for dist in (pip.split("==")[0].split("[")[0] for _, pip in self.requires)}
 
+    def check_method(self, method: Any) -> None:
+        """The method section's option values this backend takes (the schema has typed them);
+        raise QRecipeError. Called by validate.py before any weight is loaded."""
+
     def preflight(self, method: str, bits: int, group_size: int, device: str) -> None:
         """Backend-specific limits the capability table cannot express; raise QRecipeError.
         Called by validate.py before any weight is loaded."""

@@ -26,6 +26,9 @@ class MethodSupport:
     devices: Tuple[str, ...] = DEVICES
     note: str = ""
     planned: bool = True  # `qrecipe plan` estimates its memory and time
+    # compressed-tensors' own name of the layout, where a method writes another than the
+    # format's usual one (FORMAT_LABELS): float-quantized, int-quantized, nvfp4-pack-quantized
+    layout: str = ""
 
 
 # Widths the GPTQ torch packer, compressed-tensors and the CPU loaders handle; 5-7 bits pack too
@@ -53,17 +56,71 @@ CAPABILITIES: Dict[str, Dict[str, MethodSupport]] = {
         "rtn": MethodSupport(_INT_BITS, "compressed-tensors", needs_calibration=False,
                              planned=False,
                              note="QuantizationModifier, min-max round-to-nearest, no data"),
+        # Weight-and-activation and float schemes: compressed-tensors presets whose width and
+        # grouping the scheme fixes (bits.width must name it; FP4's group is the format's own).
+        # Calibrated where a scheme has static scales; the adapter drops the rows for the
+        # data-free ones (fp8 dynamic/block). CPU reload: weights decompressed to dense,
+        # activations quantized in forward (kernel `emulated`, qrecipe/kernels/table.py).
+        "fp8": MethodSupport((8,), "compressed-tensors", group_sizes=None, planned=False,
+                             layout="float-quantized",
+                             note="FP8 W8A8 (method.scheme: dynamic per-channel/per-token, no "
+                                  "data; static per-tensor, calibrated; block 128x128)"),
+        "w8a8": MethodSupport((8,), "compressed-tensors", group_sizes=(PER_CHANNEL,),
+                              planned=False, layout="int-quantized",
+                              note="SmoothQuantModifier + GPTQModifier W8A8: int8 per-channel "
+                                   "weights, int8 per-token dynamic activations"),
+        "autoround": MethodSupport(_INT_BITS, "compressed-tensors", planned=False,
+                                   note="AutoRoundModifier (auto-round's SignSGD rounding), "
+                                        "int weight-only"),
+        "nvfp4": MethodSupport((4,), "compressed-tensors", group_sizes=(16,), planned=False,
+                               layout="nvfp4-pack-quantized",
+                               note="NVFP4: FP4 E2M1 in groups of 16 with FP8 scales and a "
+                                    "global scale; no Hopper kernel (Blackwell)"),
+        "mxfp4": MethodSupport((4,), "compressed-tensors", group_sizes=(32,),
+                               needs_calibration=False, planned=False,
+                               layout="mxfp4-pack-quantized",
+                               note="MXFP4: FP4 E2M1 in groups of 32 with E8M0 scales; no "
+                                    "Hopper kernel (Blackwell)"),
     },
     "bitsandbytes": {
         "bnb": MethodSupport((4, 8), "bitsandbytes", group_sizes=None, needs_calibration=False,
                              note="4 bits: nf4/fp4 in blocks of 64; 8 bits: LLM.int8 per row"),
+    },
+    # hqq 0.2.8: any group that is a multiple of 8 (its BaseQuantizeConfig asserts it) and
+    # divides the layer; -1 is its group_size=None (one group per output row). Not planned:
+    # `qrecipe plan`'s w-rows are the GPTQ layout (the hqq layout's bytes: plan/estimate.py).
+    "hqq": {
+        "hqq": MethodSupport(_INT_BITS, "hqq", group_sizes=(PER_CHANNEL, 16, 32, 64, 128, 256),
+                             needs_calibration=False, planned=False,
+                             note="Half-Quadratic Quantization (no data), hqq's HQQLinear "
+                                  "layers saved in safetensors"),
     },
 }
 
 # What each format is, for people (README's table).
 FORMAT_LABELS = {"gptq": "GPTQ (AutoGPTQ-compatible)", "awq": "AWQ (AutoAWQ-compatible, GEMM)",
                  "compressed-tensors": "compressed-tensors (vLLM), pack-quantized",
-                 "bitsandbytes": "bitsandbytes"}
+                 "bitsandbytes": "bitsandbytes",
+                 "hqq": "HQQ (hqq's HQQLinear state, transformers' hqq quantization_config)"}
+
+
+# `method.backend: auto`: the backend that quantizes a method fastest on each device, at equal
+# quality. AWQ on a GPU: llm-compressor 3.46 s against gptqmodel 13.54 s per 7B layer (H200,
+# docs/benchmarks.md "GPU: quantize time against each library's defaults, 1 layer"); on all 32
+# layers of that shape on an H100 (128 x 512 rows, h100_80gb) 107 s against 7.3 min, and its
+# checkpoint decodes at 2.03x fp16 on ExLlamaV2. On a CPU, gptqmodel's AWQ is the faster
+# (docs/benchmarks.md "AWQ by backend on CPU").
+AUTO_BACKEND: Dict[Tuple[str, str], str] = {("awq", "cuda"): "llmcompressor",
+                                           ("awq", "cpu"): "gptqmodel"}
+
+
+def auto_backend(method: str, device: str) -> Optional[str]:
+    """What `method.backend: auto` means for this method on this device: the measured choice,
+    or the only backend that has the method; None when neither says."""
+    if (method, device) in AUTO_BACKEND:
+        return AUTO_BACKEND[(method, device)]
+    found = backends_for(method)
+    return found[0] if len(found) == 1 else None
 
 
 def backends_for(method: str) -> List[str]:
@@ -100,7 +157,9 @@ def markdown_table() -> List[str]:
         for method, s in methods.items():
             groups = ("fixed by the library" if s.group_sizes is None
                       else ", ".join(map(str, s.group_sizes)))
+            label = (f"{FORMAT_LABELS[s.format].split(',')[0]}, {s.layout}" if s.layout
+                     else FORMAT_LABELS[s.format])
             out.append(f"| {method} | {backend} | {', '.join(map(str, s.bits))} | {groups} | "
                        f"{'yes' if s.needs_calibration else 'no'} | {', '.join(s.devices)} | "
-                       f"{FORMAT_LABELS[s.format]} |")
+                       f"{label} |")
     return out

@@ -11,12 +11,18 @@ conf/hydra/help/qrecipe.yaml. `qrecipe help [COMMAND]` and `qrecipe --version` a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
-from typing import Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import ContextManager, Dict, List, Optional, Tuple
 
+from qrecipe.boundary.pathargs import check_path_arg
 from qrecipe.boundary.yamlfile import printable
 from qrecipe.errors import QRecipeError
+from qrecipe.recipes.compose import folder_on_recipe_path
+from qrecipe.recipes.safety import PLAIN_NAME, load_recipe
+from qrecipe.recipes.sources import require
 
 # name -> (module, one-line description)
 COMMANDS: Dict[str, Tuple[str, str]] = {
@@ -28,8 +34,13 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "reproduce": ("qrecipe.commands.reproduce", "re-run a finished run from its lock and compare"),
     "resume": ("qrecipe.commands.resume", "finish an interrupted run in its directory"),
     "plan": ("qrecipe.commands.plan", "will MODEL fit this hardware; formats, time, recipe"),
+    "kernels": ("qrecipe.commands.kernels",
+                "list the inference kernels and their builds; `kernels build`: prebuild them"),
     "version": ("qrecipe.commands.version", "qrecipe's version and the packages it runs on"),
 }
+# (command, its first argument) -> the module of that variant, where the variant needs layers
+# the command itself never loads (`plan --sweep` validates every job: the run layer).
+VARIANTS: Dict[Tuple[str, str], str] = {("plan", "--sweep"): "qrecipe.commands.plan_sweep"}
 HELP = "help"
 
 
@@ -46,6 +57,23 @@ def recipe_parser(prog: str, doc: str, recipe_help: str) -> argparse.ArgumentPar
     ap.add_argument("recipe", help=recipe_help)
     ap.add_argument("overrides", nargs="*", help="key=value or group=option, as for a run")
     return ap
+
+
+def recipe_source(arg: str) -> Tuple[str, ContextManager[None]]:
+    """A recipe as a command names it (NAME, PACK/NAME, or a .yaml file's path) -> the name
+    `+recipe=` takes and the context to compose in (a file's folder on the recipe path). A file
+    passes the safety rules first, with its own name in the message."""
+    path = Path(check_path_arg(arg, "recipe"))
+    if not (arg.endswith((".yaml", ".yml")) or path.is_file()):
+        require(arg)
+        return arg, contextlib.nullcontext()
+    if not path.is_file():
+        raise QRecipeError("no such file", key="recipe", value=arg)
+    load_recipe(path)
+    if not PLAIN_NAME.fullmatch(path.stem):  # it becomes the override +recipe=STEM
+        raise QRecipeError("a recipe file's name is one plain name (letters, digits, _ . -) "
+                           "plus .yaml", key="recipe", value=arg)
+    return path.stem, folder_on_recipe_path(path.resolve().parent)
 
 
 def help_argv(argv: List[str]) -> Optional[List[str]]:
@@ -65,9 +93,10 @@ def is_command(argv: List[str]) -> bool:
 
 def run_command(argv: List[str]) -> int:
     """argv[0] is the command's name. User errors inside a command end in one line, exit 2."""
-    module = importlib.import_module(COMMANDS[argv[0]][0])
+    variant = VARIANTS.get(tuple(argv[:2]))
+    module = importlib.import_module(variant or COMMANDS[argv[0]][0])
     try:
-        return int(module.main(argv[1:]) or 0)
+        return int(module.main(argv[2 if variant else 1:]) or 0)
     except QRecipeError as e:
         print(f"error: {printable(str(e))}", file=sys.stderr)  # it may quote a file's words
         return 2

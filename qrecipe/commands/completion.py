@@ -39,7 +39,10 @@ def _first_argument(command: str) -> List[str]:
     if command in ("show", "validate"):
         return sorted({r.qualified for r in all_recipes()} | {r.name for r in all_recipes()})
     if command == "plan":
-        return [p.stem for p in (config_dir() / "model").glob("*.yaml") if p.stem != "local"]
+        return [*(p.stem for p in (config_dir() / "model").glob("*.yaml") if p.stem != "local"),
+                "--sweep"]
+    if command == "kernels":
+        return ["list", "build"]
     if command == HELP:
         return list(COMMANDS)
     return []

@@ -2,7 +2,12 @@
 will this model fit this device, in which format, how long quantizing takes, and which recipe to
 start from. Reads metadata only (config.json or a GGUF header); never a weight, never torch.
 The plan and its --json form: qrecipe/plan/build.py. `qrecipe plan --probe`: this machine's
-float32 GEMM rate, the figure a CPU measurement records (qrecipe/plan/probe.py)."""
+float32 GEMM rate, the figure a CPU measurement records (qrecipe/plan/probe.py).
+
+`qrecipe plan --sweep RECIPE OVERRIDES...`: the jobs a sweep (`python -m qrecipe -m ...` with the
+same overrides) would launch, each job's memory and quantize time, and the total GPU-hours and
+wall time with the launcher's jobs-at-once, before anything is submitted
+(qrecipe/commands/plan_sweep.py)."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", action="store_true", help="print the plan as JSON")
     ap.add_argument("--from", dest="from_dirs", nargs="+", type=Path, metavar="DIR",
                     help="run or sweep output dirs: rank their measured runs instead of rules")
+    ap.add_argument("--sweep", metavar="RECIPE OVERRIDE", nargs="+",
+                    help="first argument: plan the sweep `python -m qrecipe -m +recipe=RECIPE "
+                         "OVERRIDES` would launch (see `qrecipe plan --sweep --help`)")
     ap.add_argument("--probe", action="store_true",
                     help="print this machine's float32 GEMM rate (what CPU times are scaled by; "
                          "record it as probe_gflops beside a CPU measurement) and stop")
@@ -56,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: List[str]) -> int:
     ap = _parser()
     a = ap.parse_args(argv)
+    if a.sweep:  # `plan --sweep ...` is qrecipe/commands/plan_sweep.py (commands/__init__.py)
+        ap.error("--sweep comes first: qrecipe plan --sweep RECIPE OVERRIDES...")
     if a.probe:
         print(json.dumps(this_machine(), indent=2))
         return 0
@@ -72,3 +82,4 @@ def main(argv: List[str]) -> int:
                      a.samples, a.seq_len, a.dtype, a.revision, a.from_dirs)
     print(json.dumps(plan, indent=2) if a.json else render(plan))  # | head: cli.main
     return 0
+

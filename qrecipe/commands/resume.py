@@ -14,28 +14,32 @@ resolver runs, no `cache`/`force` from it is used).
 from __future__ import annotations
 
 import argparse
-import logging
+import logging.config
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from qrecipe.boundary.rundir import check_no_symlinks
 from qrecipe.errors import QRecipeError
+from qrecipe.paths import config_dir
 from qrecipe.recipes.lock import check_lock
 from qrecipe.record.outputs import LOCK, run_state
 from qrecipe.run import runner
-from qrecipe.telemetry.logs import RunLogHandler
+from qrecipe.run.rundir import hydra_run_log
+
+# What Hydra applies to a fresh run (conf/config.yaml: hydra/job_logging: qrecipe); a resumed
+# run applies the same file, so both tell the same story: qrecipe's lines and bars on the
+# terminal, the libraries' output in library.log, run.log without frames, the final block last.
+JOB_LOGGING = Path("hydra") / "job_logging" / "qrecipe.yaml"
 
 
 def _log_to(run_dir: Path) -> None:
-    """The same two log sinks a Hydra run has: short lines on stderr, run.log appended."""
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S"))
-    file = RunLogHandler(Path(run_dir) / "run.log")  # never through a symbolic link
-    file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-    root.addHandler(console)
-    root.addHandler(file)
+    """The logging of a Hydra run, its run.log in run_dir (appended; never through a symbolic
+    link)."""
+    spec = OmegaConf.load(config_dir() / JOB_LOGGING)
+    spec.handlers.file.filename = hydra_run_log(str(run_dir))  # Hydra's resolver, called here
+    logging.config.dictConfig(OmegaConf.to_container(spec, resolve=True))
 
 
 def main(argv) -> int:
@@ -52,8 +56,7 @@ def main(argv) -> int:
         raise QRecipeError(f"not a qrecipe run directory ({state.status}: no {LOCK})",
                            key="DIR", value=str(a.dir))
     cfg = check_lock(a.dir / LOCK)
-    print(f"resuming {a.dir}: {state.describe()}", file=sys.stderr)
-    _log_to(a.dir)
+    _log_to(a.dir)  # the runner's first line says what it resumes
     status = runner.run_job(cfg, a.dir, keep_failed_dir=True)
     if status == "interrupted":
         return runner.interrupt_exit_code

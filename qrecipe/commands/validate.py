@@ -6,37 +6,19 @@ A GPU recipe validates on a machine without a GPU: the job's hardware is checked
 and a line says so. Exit 0 valid, 2 not. No torch."""
 from __future__ import annotations
 
-import contextlib
 import sys
-from pathlib import Path
 from typing import List
 
-from qrecipe.boundary.pathargs import check_path_arg
-from qrecipe.commands import recipe_parser
-from qrecipe.errors import QRecipeError
-from qrecipe.recipes.compose import compose, folder_on_recipe_path, recipe_overrides
+from qrecipe.commands import recipe_parser, recipe_source
+from qrecipe.recipes.compose import compose, recipe_overrides
 from qrecipe.recipes.meta import version_warnings
-from qrecipe.recipes.safety import PLAIN_NAME, load_recipe
-from qrecipe.recipes.sources import require
 from qrecipe.run.validate import resolve_paths, validate
 
 
 def main(argv: List[str]) -> int:
     a = recipe_parser("qrecipe validate", __doc__,
                       "NAME, PACK/NAME, or a path to a recipe .yaml file").parse_args(argv)
-    path = Path(check_path_arg(a.recipe, "recipe"))
-    is_file = a.recipe.endswith((".yaml", ".yml")) or path.is_file()
-    if is_file:
-        if not path.is_file():
-            raise QRecipeError("no such file", key="recipe", value=a.recipe)
-        load_recipe(path)  # the safety rules first, with the file's own name in the message
-        if not PLAIN_NAME.fullmatch(path.stem):  # it becomes the override +recipe=STEM
-            raise QRecipeError("a recipe file's name is one plain name (letters, digits, "
-                               "_ . -) plus .yaml", key="recipe", value=a.recipe)
-        name, ctx = path.stem, folder_on_recipe_path(path.resolve().parent)
-    else:
-        require(a.recipe)
-        name, ctx = a.recipe, contextlib.nullcontext()
+    name, ctx = recipe_source(a.recipe)
     with ctx:
         cfg = compose(recipe_overrides(name, a.overrides))
     resolve_paths(cfg)

@@ -3,8 +3,10 @@
 Protocol (recorded verbatim in metrics.json): the eval text is tokenized whole without special
 tokens, cut into windows of `seq_len` tokens starting every `stride` tokens, the first
 `max_windows` windows are scored, and perplexity is exp(mean next-token NLL) over every scored
-token. With stride == seq_len each token is predicted once, with no context from the previous
-window: the GPTQ/AWQ papers' WikiText-2 protocol.
+token. A model whose tokenizer starts every text with a BOS token (window_bos: Gemma, Llama) gets
+one before every window, which then predicts the window's first token (bos_token_id recorded).
+With stride == seq_len each token is predicted once, with no context from the previous window:
+the GPTQ/AWQ papers' WikiText-2 protocol.
 """
 from __future__ import annotations
 
@@ -20,13 +22,24 @@ from qrecipe.telemetry.terminal import progress
 log = logging.getLogger(__name__)
 
 
-def protocol(eval_cfg, spec_desc: str, ids_fp: str, n_tokens: int) -> Dict[str, Any]:
+def protocol(eval_cfg, spec_desc: str, ids_fp: str, n_tokens: int,
+             bos: Optional[int] = None) -> Dict[str, Any]:
+    """`bos`: window_bos(tokenizer), recorded as bos_token_id (None: windows are text only)."""
     windows = _window_starts(n_tokens, eval_cfg.seq_len, eval_cfg.stride, eval_cfg.max_windows)
+    paper = paper_protocol(eval_cfg, spec_desc, windows)
     return {"dataset": spec_desc, "seq_len": eval_cfg.seq_len, "stride": eval_cfg.stride,
             "windows": len(windows), "text_tokens": n_tokens,
-            "scored_tokens": _scored_tokens(windows, eval_cfg.seq_len, eval_cfg.stride),
-            "token_ids_sha256": ids_fp,
-            "paper_protocol": paper_protocol(eval_cfg, spec_desc, windows)}
+            "scored_tokens": _scored_tokens(windows, eval_cfg.seq_len, eval_cfg.stride,
+                                            bos is not None),
+            "token_ids_sha256": ids_fp, "bos_token_id": bos,
+            "paper_protocol": paper and (paper if bos is None else paper + BOS_NOTE)}
+
+
+# Models trained with a BOS token first (Gemma, Llama) are scored with one before every window
+# (the rule: qrecipe/inputs/texts.py, window_bos); a model whose tokenizer adds none (SmolLM2) is
+# scored on text only, as before.
+BOS_NOTE = (" A BOS token starts every window (the papers' code put one before the first "
+            "window only).")
 
 
 # The GPTQ / AWQ papers' WikiText-2 perplexity: wikitext-2-raw-v1 test joined by "\n\n", windows
@@ -50,16 +63,24 @@ def _window_starts(n: int, seq_len: int, stride: int, max_windows):
     return starts[:max_windows] if max_windows else starts
 
 
-def _scored_tokens(starts, seq_len: int, stride: int) -> int:
-    # The first window scores seq_len-1 tokens; an overlapping later window scores only the
-    # tokens past the previous window's end (the others only serve as context).
+def _scored_tokens(starts, seq_len: int, stride: int, bos: bool = False) -> int:
+    # The first window scores seq_len-1 tokens (seq_len after a BOS, which predicts the first);
+    # an overlapping later window scores only the tokens past the previous window's end (the
+    # others only serve as context).
     if not starts:
         return 0
-    return (seq_len - 1) + (len(starts) - 1) * min(stride, seq_len - 1)
+    per = seq_len if bos else seq_len - 1
+    return per + (len(starts) - 1) * min(stride, per)
 
 
-def perplexity(model, ids, eval_cfg, label: str) -> Dict[str, Any]:
-    """{"ppl", "nll", "tokens", "seconds"} over the protocol's windows. The model's logits are
+def _skipped(start: int, seq_len: int, stride: int, bos: bool) -> int:
+    """Loss positions of a window that the previous (overlapping) window already scored."""
+    return 0 if start == 0 else max(0, seq_len - stride - (0 if bos else 1))
+
+
+def perplexity(model, ids, eval_cfg, label: str, bos: Optional[int] = None) -> Dict[str, Any]:
+    """{"ppl", "nll", "tokens", "seconds"} over the protocol's windows (each after `bos` when it
+    is a token id: the protocol's bos_token_id). The model's logits are
     taken in its own dtype (the lm_head's output; float16 on a float16 model), upcast to float32
     before the log-softmax, and the NLL summed in float64. A number that is not a measurement
     (non-finite or float16-saturated logits, a degenerate model, a perplexity that overflows or
@@ -77,7 +98,10 @@ def perplexity(model, ids, eval_cfg, label: str) -> Dict[str, Any]:
     bs = max(1, eval_cfg.batch_size)
     with torch.inference_mode(), progress(f"perplexity ({label})", len(starts), "windows") as bar:
         for i in range(0, len(starts), bs):
-            batch = torch.stack([ids[s:s + seq_len] for s in starts[i:i + bs]]).to(device)
+            batch = torch.stack([ids[s:s + seq_len] for s in starts[i:i + bs]])
+            if bos is not None:
+                batch = torch.cat([batch.new_full((batch.size(0), 1), bos), batch], dim=1)
+            batch = batch.to(device)
             raw = model(batch).logits
             problem = problem or logits_problem(raw, label)
             logits = raw.float()
@@ -86,7 +110,7 @@ def perplexity(model, ids, eval_cfg, label: str) -> Dict[str, Any]:
                 reduction="none").view(batch.size(0), -1)
             for j, s in enumerate(starts[i:i + bs]):
                 # Overlapping windows: score only the tokens the previous window did not.
-                skip = 0 if s == 0 else max(0, seq_len - stride - 1)
+                skip = _skipped(s, seq_len, stride, bos is not None)
                 nll += losses[j, skip:].double().sum().item()
                 count += losses.size(1) - skip
             bar.update(min(i + bs, len(starts)))

@@ -13,7 +13,6 @@ from qrecipe.evaluation import perplexity as evaluate
 from qrecipe.evaluation import tasks
 from qrecipe.inputs import models
 from qrecipe.inputs import texts as data
-from qrecipe.kernels.hf_config import finish_load
 from qrecipe.kernels.table import loaded_kernels
 from qrecipe.record.cache import Cache
 from qrecipe.record.fingerprint import sha256_text
@@ -33,7 +32,10 @@ def run(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, model_fp:
     spec = data.TextSpec.from_cfg("eval", e)
     ids = data.token_ids(spec, tokenizer, tok_fp, cache)
     ids_fp = data.rows_fingerprint([ids])
-    proto = evaluate.protocol(e, spec.describe(), ids_fp, int(ids.numel()))
+    # a BOS before every window where the tokenizer starts its text with one (Gemma, Llama):
+    # the one rule is inputs/texts.py window_bos; recorded in the protocol
+    proto = evaluate.protocol(e, spec.describe(), ids_fp, int(ids.numel()),
+                              data.window_bos(tokenizer))
     fps["eval_token_ids_sha256"] = ids_fp
     hw = cfg.hardware
     place = dict(device=hw.device, device_map=hw.device_map,
@@ -49,10 +51,10 @@ def run(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, model_fp:
     q_model = models.load_causal_lm(model_out, reload_dtype, **place,
                                     kernel=hw.get("kernel", "auto"),
                                     allow_jit=bool(hw.get("allow_jit", False)))
-    finish_load(q_model)  # the `dequantized` kernel's dense weights (kernels/dense.py)
     res["kernel"] = {"requested": hw.get("kernel", "auto"), "resolved": q_model.qrecipe_kernel,
-                     "loaded_modules": loaded_kernels(q_model), "device": hw.device}
-    quant = evaluate.perplexity(q_model, ids, e, "quantized")
+                     "loaded_modules": loaded_kernels(q_model), "device": hw.device,
+                     "measured": getattr(q_model, "qrecipe_kernel_measured", [])}
+    quant = evaluate.perplexity(q_model, ids, e, "quantized", proto["bos_token_id"])
     quant["footprint_bytes"] = evaluate.footprint_bytes(q_model)
     if e.speed:
         quant["speed"] = evaluate.generation_speed(q_model, ids, e.speed_prompt_len,
@@ -84,7 +86,7 @@ def _baseline(cfg, model_dir: Path, ids, proto, model_fp: str, dtype: str, cache
                  or f"{base['ppl']:.4f}")
         return base
     fp_model = models.load_causal_lm(model_dir, dtype, **place)
-    base = evaluate.perplexity(fp_model, ids, e, "fp")
+    base = evaluate.perplexity(fp_model, ids, e, "fp", proto["bos_token_id"])
     base["footprint_bytes"] = evaluate.footprint_bytes(fp_model)
     if e.speed:
         base["speed"] = evaluate.generation_speed(fp_model, ids, e.speed_prompt_len,

@@ -80,10 +80,11 @@ def build(c, tokenizer, tok_fp: str, cache) -> Tuple[list, Dict[str, Any]]:
     counts = split_counts([w for _, w in pairs], c.num_samples)
     rows: list = []
     sources = []
+    bos = data.window_bos(tokenizer)  # rows start as evaluation windows do (Gemma: a BOS)
     for (spec, w), n in zip(pairs, counts):
         ids = data.token_ids(spec, tokenizer, tok_fp, cache)
         got = data.calibration_rows(ids, n, c.seq_len, c.seed,
-                                     overlap=c.get("overlap", True))
+                                     overlap=c.get("overlap", True), bos=bos)
         rows += got
         sources.append({"source": spec.describe(), "weight": w, "rows": n,
                         "text_tokens": int(ids.numel()),
@@ -92,7 +93,8 @@ def build(c, tokenizer, tok_fp: str, cache) -> Tuple[list, Dict[str, Any]]:
         random.Random(c.seed).shuffle(rows)
     fp = {"source": " + ".join(s["source"] for s in sources), "sources": sources,
           "text_tokens": sum(s["text_tokens"] for s in sources), "rows": len(rows),
-          "seq_len": c.seq_len, "seed": c.seed, "token_ids_sha256": data.rows_fingerprint(rows)}
+          "seq_len": c.seq_len, "seed": c.seed, "token_ids_sha256": data.rows_fingerprint(rows),
+          **({"bos_token_id": bos} if bos is not None else {})}  # a model without: as before
     log.info("calibration: %d x %d tokens from %s, sha256 %s", len(rows), c.seq_len,
              ", ".join(f"{s['source']} ({s['rows']})" for s in sources),
              fp["token_ids_sha256"][:16])

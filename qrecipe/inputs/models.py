@@ -20,6 +20,8 @@ from typing import Optional
 
 from qrecipe.boundary.modelfolder import check_model_folder
 from qrecipe.errors import QRecipeError
+from qrecipe.inputs import gguf_tokenizer
+from qrecipe.inputs.gguf_load import shared_reader
 from qrecipe.inputs.shapes import (  # noqa: F401 (describe, ModelInfo: validate's names)
     ModelInfo,
     describe,
@@ -27,9 +29,11 @@ from qrecipe.inputs.shapes import (  # noqa: F401 (describe, ModelInfo: validate
     model_file,
 )
 from qrecipe.inputs.weights import PICKLE_SUFFIXES, check_model_dir, trusts_code
-from qrecipe.kernels import ct_gptq
+from qrecipe.kernels import ct_gptq, measured
 from qrecipe.kernels import hf_config as kernel_config
 from qrecipe.kernels import table as kernels
+from qrecipe.kernels.hqq import FORMAT as HQQ_FORMAT
+from qrecipe.kernels.hqq import load_hqq
 from qrecipe.record.cache import seal_folder, verify_folder
 from qrecipe.record.fingerprint import hash_files, sha256_text
 from qrecipe.telemetry.overhead import timed_import
@@ -77,7 +81,9 @@ def materialize(cfg, cache_dir: Path, model_fp) -> Path:
         check_model_folder(snap, trust)  # no *.py is fetched, but config.json may name code
         check_model_dir(snap, allow_pickle)
         return snap
-    dest = cache_dir / "models" / model_fp()[:16]
+    # a Gemma GGUF's copy holds qrecipe's rebuilt tokenizer: named apart from older copies
+    suffix = "" if cfg.tokenizer else gguf_tokenizer.cache_suffix(model_file(cfg.source, cfg.path))
+    dest = cache_dir / "models" / (model_fp()[:16] + suffix)
     if (dest / "config.json").is_file() and verify_folder(dest):
         log.info("model: reusing dequantized GGUF at %s", dest)
     else:
@@ -109,10 +115,14 @@ def _dequantize(cfg, dest: Path) -> None:
     log.info("model: dequantizing %s into %s (once; later runs reuse it)", src.name, dest)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name,
-                                                 dtype=_torch_dtype("float32"))
-    tok = AutoTokenizer.from_pretrained(cfg.tokenizer or src.parent,
-                                        gguf_file=None if cfg.tokenizer else src.name)
+    with shared_reader():  # one fast reader, not one per transformers call (gguf_load.py)
+        model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name,
+                                                     dtype=_torch_dtype("float32"))
+        if not cfg.tokenizer and gguf_tokenizer.rebuilds(src):  # transformers' is wrong
+            tok = gguf_tokenizer.build(src)
+        else:
+            tok = AutoTokenizer.from_pretrained(cfg.tokenizer or src.parent,
+                                                gguf_file=None if cfg.tokenizer else src.name)
     # transformers marks a GGUF-loaded model as quantized; the weights are plain fp32 tensors now,
     # and save_pretrained refuses a model that still carries the GGUF quantizer.
     model.hf_quantizer = None
@@ -142,31 +152,44 @@ def load_causal_lm(path: Path, dtype: str = "float32", device: str = "cpu",
     A quantized checkpoint loads with the kernel qrecipe/kernels/table.py resolves (recorded on the
     model as `qrecipe_kernel`), never with whatever its library would pick by itself. A kernel
     of another format (`via`) loads a rewritten copy in a temporary directory (the checkpoint
-    itself is only read)."""
+    itself is only read). An HQQ checkpoint loads through hqq's own layers
+    (qrecipe/kernels/hqq.py): transformers 5.17 cannot reload one, and a plain from_pretrained
+    would give its quantized layers random weights."""
+    if kernels.checkpoint_format(Path(path)) == HQQ_FORMAT:
+        model = load_hqq(Path(path), dtype, device,
+                         kernels.resolve(HQQ_FORMAT, device, kernel, allow_jit).name)
+        model.qrecipe_kernel_measured = []
+        return model
     from transformers import AutoModelForCausalLM
     extra = {"max_memory": {(int(k) if str(k).isdigit() else k): v
                             for k, v in max_memory.items()}} if max_memory else {}
     with contextlib.ExitStack() as temp:  # a rewritten copy lives until the weights are loaded
-        path, k, qc = _kernel(Path(path), device, kernel, allow_jit, temp)
+        path, k, qc, alternatives = _kernel(Path(path), device, kernel, allow_jit, temp)
         if qc is not None:
             extra["quantization_config"] = qc
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=_torch_dtype(dtype), device_map=device_map or device, **extra)
     model.eval()
     model.qrecipe_kernel = k.name if k else None
+    model.qrecipe_kernel_measured = alternatives  # what auto ranked by (kernels/measured.py)
+    # what from_pretrained leaves undone for this kernel (dense layers, FP4 dtypes), so every
+    # caller gets the model the kernel stands for
+    kernel_config.finish_load(model)
     return model
 
 
 def _kernel(path: Path, device: str, kernel: str, allow_jit: bool, temp: contextlib.ExitStack):
     """(directory to load, resolved kernel or None for a dense model, transformers'
-    quantization_config or None). A `via` kernel's rewritten copy goes into a temporary
-    directory that `temp` removes."""
+    quantization_config or None, the measured kernels of this checkpoint's kind on the nearest
+    measured GPU). A `via` kernel's rewritten copy goes into a temporary directory that `temp`
+    removes."""
     fmt = kernels.checkpoint_format(path)
     if fmt not in kernels.KERNELS:
-        return path, None, None
+        return path, None, None, []
     saved = json.loads((path / "config.json").read_text())["quantization_config"]
-    k = kernels.resolve(fmt, device, kernel, allow_jit, cc=_compute_capability(device),
-                        **kernels.saved_facts(fmt, saved))
+    facts, cc = kernels.saved_facts(fmt, saved), _compute_capability(device)
+    k = kernels.resolve(fmt, device, kernel, allow_jit, cc=cc, **facts)
+    alternatives = measured.alternatives(fmt, facts.get("sym"), cc) if device == "cuda" else []
     if k.via:
         try:
             tmp = Path(temp.enter_context(tempfile.TemporaryDirectory(prefix="qrecipe-rewrite-")))
@@ -179,7 +202,8 @@ def _kernel(path: Path, device: str, kernel: str, allow_jit: bool, temp: context
             k = kernels.fallback(fmt)
             log.warning("reload: %s; using kernel %s", e, k.name)
     log.info("reload: %s checkpoint with kernel %s (%s)", fmt, k.name, k.note)
-    return path, k, kernel_config.quantization_config(fmt, kernels.get(fmt, k.name), saved)
+    return path, k, kernel_config.quantization_config(fmt, kernels.get(fmt, k.name), saved), \
+        alternatives
 
 
 def _rewrite(src: Path, fmt: str, tmp: Path) -> Path:

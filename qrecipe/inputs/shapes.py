@@ -29,12 +29,16 @@ from omegaconf import DictConfig, OmegaConf
 from qrecipe.boundary.jsonfile import read_object
 from qrecipe.errors import QRecipeError
 from qrecipe.inputs import gguf_meta
+from qrecipe.inputs.packaged import local_file
 from qrecipe.paths import config_dir, resolve_path
 
 SOURCES = ("hub", "local", "gguf")
 # Dense decoders with q/k/v/o attention projections and a gate/up/down MLP: the layout counted.
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "granite",
-               "olmo2")
+               "olmo2",
+               # Gemma 3 text (a GGUF header says gemma3): the same linears; its extra norms
+               # (pre/post feed-forward, q/k) are ~0.01% of Gemma 3 270M, not counted
+               "gemma3_text", "gemma3")
 # Fields that mean the layers hold more (or other) weights than the dense layout above.
 UNMODELLED = ("num_local_experts", "num_experts", "n_routed_experts", "moe_intermediate_size",
               "kv_lora_rank", "q_lora_rank", "num_experts_per_tok")
@@ -79,8 +83,9 @@ class ModelShape:
 
 
 def model_file(source: str, path: str, key: str = "model.path") -> Path:
-    """The GGUF file, or the local folder holding config.json; a clear error when absent."""
-    p = resolve_path(path, key=key)
+    """The GGUF file, or the local folder holding config.json; a clear error when absent.
+    A GGUF a package assembles from chunks is assembled here, once (qrecipe/inputs/packaged.py)."""
+    p = local_file(path, key=key) if source == "gguf" else resolve_path(path, key=key)
     if source == "gguf" and not p.is_file():
         raise QRecipeError("GGUF file not found", key=key, value=path)
     # lexists: a config.json that is there but no plain file is refused by the JSON reader,
@@ -142,7 +147,7 @@ def shipped_config(model) -> Optional[Dict[str, Any]]:
 
 def describe(cfg) -> ModelInfo:
     """The widths validation needs, from metadata only (cfg: the recipe's `model` section)."""
-    conf = shipped_config(cfg) or read_config(cfg.source, cfg.path, cfg.get("revision"))
+    conf = config_of(cfg)
     try:
         hidden = int(conf["hidden_size"])
         return ModelInfo(architecture=(conf.get("architectures") or ["?"])[0],
@@ -151,6 +156,19 @@ def describe(cfg) -> ModelInfo:
                          num_layers=int(conf.get("num_hidden_layers") or 0))
     except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: 1e999
         raise _unreadable(e, "model.path", cfg.path) from None
+
+
+def config_of(model) -> Dict[str, Any]:
+    """A composed `model` section's config.json numbers: the shape it ships, else read."""
+    return shipped_config(model) or read_config(model.source, model.path, model.get("revision"))
+
+
+def model_shape(model, dtype: Optional[str] = None) -> ModelShape:
+    """A composed `model` section -> its shape."""
+    conf = config_of(model)
+    dtype = dtype or model.get("dtype")
+    return from_config(conf, str(model.path), str(model.source),
+                       None if dtype in (None, "auto") else str(dtype))
 
 
 def read_shape(model: str, revision: str = "main", dtype: Optional[str] = None) -> ModelShape:

@@ -15,7 +15,7 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from qrecipe.errors import QRecipeError
 from qrecipe.paths import resolve_path
@@ -219,9 +219,14 @@ def token_ids(spec: TextSpec, tokenizer, tokenizer_fp: str, cache: Cache):
 
 
 def calibration_rows(ids, num_samples: int, seq_len: int, seed: int,
-                     overlap: bool = True) -> list:
+                     overlap: bool = True, bos: Optional[int] = None) -> list:
     """num_samples windows of seq_len tokens at seeded random offsets (overlap=False: distinct
-    non-overlapping windows, so num_samples x seq_len must fit in the text)."""
+    non-overlapping windows, so num_samples x seq_len must fit in the text). With `bos`
+    (window_bos): that token and seq_len-1 text tokens, what the model sees when evaluated."""
+    if bos is not None and seq_len > 1:
+        import torch  # deferred: torch
+        return [torch.cat([r.new_full((1,), bos), r])
+                for r in calibration_rows(ids, num_samples, seq_len - 1, seed, overlap)]
     if num_samples < 1 or seq_len < 1:
         raise QRecipeError("must be positive", key="calibration.num_samples/seq_len",
                            value=(num_samples, seq_len))
@@ -247,3 +252,18 @@ def calibration_rows(ids, num_samples: int, seq_len: int, seed: int,
 
 def rows_fingerprint(rows) -> str:
     return sha256_tokens(rows)
+
+
+def window_bos(tokenizer) -> Optional[int]:
+    """The one rule for what starts a window of token ids (a perplexity window, a calibration
+    row): the tokenizer's BOS id when the tokenizer puts it before any text it encodes with its
+    special tokens (its add_bos_token, which transformers takes from a GGUF's
+    tokenizer.ggml.add_bos_token: Gemma, Llama), else None: text only (SmolLM2). Models trained
+    with a BOS first treat the first positions as an attention sink: without it Gemma 3 270M's
+    WikiText-2 perplexity is several times its real value."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return int(bos) if special[:1] == [bos] and plain[:1] != [bos] else None

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from qrecipe.boundary.modelfolder import check_config_files, check_model_folder
 from qrecipe.errors import QRecipeError
+from qrecipe.inputs.packaged import local_file
 from qrecipe.paths import resolve_path
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -93,7 +94,8 @@ def trusts_code(model_cfg) -> bool:
 def check_model(cfg) -> None:
     """Called by validation for local and GGUF models (hub snapshots are checked once
     downloaded, by materialize): loading safety before any library reads the folder."""
-    p = resolve_path(cfg.path)
+    # a GGUF a package assembles is assembled here, once (qrecipe/inputs/packaged.py)
+    p = local_file(cfg.path) if cfg.source == "gguf" else resolve_path(cfg.path)
     trust = trusts_code(cfg)
     if cfg.source == "gguf" and p.is_file():
         check_gguf(p)

@@ -62,3 +62,44 @@ def dequantize_linears(model, dtype=None) -> int:
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child, lin)
     return len(quant)
+
+
+def match_decompressed_dtype(model) -> int:
+    """Cast the dense weights compressed-tensors decompressed into another floating dtype than
+    the model's back to the model's (its embedding dtype); returns how many.
+
+    Why: compressed-tensors 0.19 unpacks FP4 (NVFP4, MXFP4) weights into bfloat16 whatever the
+    model's dtype (compressors/nvfp4/helpers.py unpack_fp4_from_uint8), so a checkpoint reloaded
+    in float32 (qrecipe/run/dtypes.py on a CPU without fast bfloat16) fails its first matmul
+    ("expected m1 and m2 to have the same dtype"). bfloat16 -> float32 is exact: the values stay
+    those of the checkpoint. Only layers carrying a compressed-tensors scheme are touched.
+    transformers leaves the weights compressed until the first forward (a pre-hook of the
+    model's, `ct_decompress_hook`): for an FP4 checkpoint that hook runs here instead."""
+    import torch
+
+    dtype = model.get_input_embeddings().weight.dtype
+    hook = getattr(model, "ct_decompress_hook", None)
+    if hook is not None and dtype != torch.bfloat16 and _fp4(model):
+        model._forward_pre_hooks[hook.id](model, ())  # removes itself once done
+    mods = [m for m in model.modules() if isinstance(m, torch.nn.Linear)
+            and hasattr(m, "quantization_scheme") and getattr(m, "weight", None) is not None
+            and m.weight.is_floating_point() and m.weight.dtype != dtype]
+    if not mods:
+        return 0
+    # compressed-tensors' offload cache copies a same-shaped assignment into the old tensor
+    # (keeping its dtype) unless onloading is disabled
+    from compressed_tensors.offload import disable_onloading  # deferred: torch
+
+    with torch.no_grad(), disable_onloading():
+        for mod in mods:
+            mod.weight = torch.nn.Parameter(mod.weight.to(dtype), requires_grad=False)
+    return len(mods)
+
+
+def _fp4(model) -> bool:
+    """Whether the model's compressed-tensors config quantizes weights to 4-bit floats."""
+    qc = getattr(model.config, "quantization_config", None)
+    qc = qc.to_dict() if hasattr(qc, "to_dict") else (qc or {})
+    return any((g.get("weights") or {}).get("type") == "float"
+               and (g.get("weights") or {}).get("num_bits") == 4
+               for g in (qc.get("config_groups") or {}).values())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from qrecipe.kernels.dense import dequantize_linears
+from qrecipe.errors import QRecipeError
+from qrecipe.kernels.dense import dequantize_linears, match_decompressed_dtype
+from qrecipe.kernels.hqq import FORMAT as HQQ_FORMAT
 from qrecipe.kernels.table import Kernel
 
 
@@ -20,6 +22,11 @@ def quantization_config(fmt: str, k: Kernel, saved: Dict[str, Any]) -> Any:
     if fmt == "compressed-tensors":
         from transformers import CompressedTensorsConfig
         return CompressedTensorsConfig(dequantize=k.name == "dequantized")
+    if fmt == HQQ_FORMAT:
+        # from_pretrained would "load" it with every quantized layer's weight MISSING, i.e.
+        # random: refuse rather than score that (the caller loads it with load_hqq instead)
+        raise QRecipeError("transformers 5.17 cannot load an hqq checkpoint", key="format",
+                           value=fmt, hint="load it with qrecipe.kernels.hqq.load_hqq")
     return None
 
 
@@ -31,6 +38,9 @@ def load_lines(fmt: str, k: Kernel, bits: int, device: str = "cuda") -> List[str
                 "in a temp dir",
                 f'model = load_causal_lm("model", "auto", "{device}", kernel="{k.name}"'
                 + (", allow_jit=True)" if k.jit else ")")]
+    if fmt == HQQ_FORMAT:  # transformers 5.17 cannot load it (qrecipe/kernels/hqq.py)
+        return ["from qrecipe.kernels.hqq import load_hqq",
+                f'model = load_hqq("model", "auto", "{device}", kernel="{k.name}")']
     imp, kw = "", ""
     if fmt in ("gptq", "awq"):
         cls = "GPTQConfig" if fmt == "gptq" else "AwqConfig"
@@ -51,6 +61,9 @@ def finish_load(model) -> None:
     """What from_pretrained leaves to do for the kernel the model was loaded for
     (`model.qrecipe_kernel`): the `dequantized` kernel of a GPTQ or AWQ checkpoint replaces its
     quantized layers by dense ones (qrecipe/kernels/dense.py; compressed-tensors dequantizes in
-    transformers itself, leaving no layer to replace). No-op otherwise, and when done already."""
+    transformers itself, leaving no layer to replace). No-op otherwise, and when done already.
+    A compressed-tensors checkpoint's decompressed FP4 weights are cast to the model's dtype
+    (kernels/dense.py match_decompressed_dtype)."""
     if getattr(model, "qrecipe_kernel", None) == "dequantized":
         dequantize_linears(model)
+    match_decompressed_dtype(model)

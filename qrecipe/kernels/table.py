@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from qrecipe.errors import QRecipeError
-from qrecipe.kernels import ct_gptq
+from qrecipe.kernels import ct_gptq, measured
 from qrecipe.kernels.cpu import cpu_fast_bf16
 from qrecipe.kernels.ct_gptq import (
     BITS as REWRITE_BITS,  # the widths compressed-tensors' rewrite takes
 )
 
-FORMATS = ("gptq", "awq", "compressed-tensors", "bitsandbytes")
+FORMATS = ("gptq", "awq", "compressed-tensors", "bitsandbytes", "hqq")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ class Kernel:
     via: Optional[str] = None
     # why it decodes slower than the original model at batch 1, where it does (report.md)
     slower: str = ""
+    # runs only checkpoints whose scheme quantizes activations or has float weights (FP8, W8A8,
+    # FP4: compressed-tensors decompresses the weights and quantizes activations in forward)
+    emulates: bool = False
 
 
 def _k(name, hf, devices=("cuda",), **kw) -> Kernel:
@@ -119,6 +122,13 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
            note="compressed-tensors keeps packed int weights and dequantizes in forward"),
         _k("dequantized", None, ("cpu", "cuda"),
            note="weights dequantized to dense at load: fp16 speed, fp16 memory"),
+        # FP8 / INT8 W8A8 / NVFP4 / MXFP4 (llm-compressor presets): transformers 5.17 has no
+        # low-precision matmul for them on CPU (FP4 none on Hopper either), so their weights
+        # are decompressed to dense at load and compressed-tensors quantizes and dequantizes
+        # the activations in forward: the scheme's numerics at dense speed and memory.
+        _k("emulated", None, ("cpu", "cuda"), emulates=True,
+           note="weights decompressed to dense at load, activations quantized and dequantized "
+                "in forward by compressed-tensors (no FP8/INT8/FP4 matmul)", slower=_SLOW_DENSE),
         # int weight-only schemes rewritten into the GPTQ layout at load
         *(_rewritten(k) for k in _GPTQ if k.name in ("torch", "triton", "exllama_v2", "marlin")),
     ),
@@ -126,12 +136,23 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
         _k("bitsandbytes", None, ("cpu", "cuda"),
            note="bitsandbytes' own kernels (shipped compiled; CPU: torch fallback)"),
     ),
+    # loaded by qrecipe/kernels/hqq.py (transformers 5.17 cannot): hqq's PYTORCH backend, or
+    # dense weights. Its ATen backend needs the hqq_aten CUDA extension (built with nvcc).
+    "hqq": (
+        _k("torch", None, ("cpu", "cuda"), dtypes=("float16", "bfloat16", "float32"),
+           note="HQQLinear, hqq's PYTORCH backend: dequantize + matmul; no build",
+           slower=_SLOW_TORCH),
+        _k("dequantized", None, ("cpu", "cuda"), dtypes=("float16", "bfloat16", "float32"),
+           note="HQQLinear.dequantize() once at load into dense Linear layers "
+                "(qrecipe/kernels/hqq.py): the original's speed and memory",
+           slower=_SLOW_DENSE),
+    ),
 }
 
 # `auto` on CUDA without JIT. Measured on the H100 (docs/benchmarks.md, "GPU: decode against
 # fp16 per kernel"): see there.
 _AUTO_NO_JIT = {"gptq": "torch", "awq": "torch", "compressed-tensors": "compressed",
-                "bitsandbytes": "bitsandbytes"}
+                "bitsandbytes": "bitsandbytes", "hqq": "torch"}
 # `auto` on CPU, tried in order before the above, by whether the CPU has fast bfloat16 matmuls
 # (qrecipe/kernels/cpu.py): the fastest decode at batch 1 whose perplexity is the torch kernel's
 # within 0.5%, measured on SmolLM2 GPTQ w4 g64 (benchmarks/cpu_kernels.py, docs/benchmarks.md,
@@ -142,6 +163,10 @@ _AUTO_NO_JIT = {"gptq": "torch", "awq": "torch", "compressed-tensors": "compress
 # equivalence only.
 _AUTO_CPU = {True: {"gptq": ("torch_aten", "dequantized"), "awq": ("dequantized",)},
              False: {"gptq": ("dequantized",), "awq": ("dequantized",)}}
+# hqq on CPU: the dense weights give hqq's own perplexity (tests/test_hqq.py, within 1e-5) and
+# skip its dequantize on every forward (SmolLM2 w4 g64: the quantized perplexity took 2.2x the fp
+# model's time with hqq's kernel, the same machine and load, 2026-12-06).
+_AUTO_CPU[True]["hqq"] = _AUTO_CPU[False]["hqq"] = ("dequantized",)
 # `auto` on CUDA when allow_jit: the compiled GEMV/GEMM kernels, built once into the cache, in
 # order. gptqmodel's GPTQ Marlin refuses zero points (SUPPORTS_SYM = [True]), so an asymmetric
 # GPTQ checkpoint (qrecipe's default, sym: false) gets ExLlamaV2, which takes both.
@@ -176,23 +201,28 @@ def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False
             cc: Optional[float] = None, dtype: Optional[str] = None,
             sym: Optional[bool] = None, bits: Optional[int] = None,
             group_size: Optional[int] = None, convertible: bool = True,
-            fast_bf16: Optional[bool] = None) -> Kernel:
+            fast_bf16: Optional[bool] = None, emulated: Optional[bool] = None) -> Kernel:
     """The kernel a checkpoint of `fmt` runs with on `device` (cc: CUDA compute capability, None
     when unknown; sym, bits, group_size: the checkpoint's, None when not known; convertible:
     False when its scheme cannot be rewritten for a `via` kernel; fast_bf16: whether the CPU has
-    fast bfloat16 matmuls, read from it when None). Raises QRecipeError for an
+    fast bfloat16 matmuls, read from it when None; emulated: whether its scheme quantizes
+    activations or has float weights, None when not known). Raises QRecipeError for an
     unknown name, one that does not run here or on this checkpoint, or one that needs a compile
     while allow_jit is false."""
     if fmt not in KERNELS:
         raise QRecipeError("no kernel table for this checkpoint format", key="format",
                            value=fmt, allowed=FORMATS)
-    ck = _Checkpoint(device, cc, dtype, sym, bits, group_size, convertible)
+    ck = _Checkpoint(device, cc, dtype, sym, bits, group_size, convertible, emulated)
     if kernel == "auto":
         # the compiled kernels were measured on Hopper (docs); below Ampere auto keeps no-build
         jit_ok = allow_jit and device == "cuda" and (cc is None or cc >= 8.0)
         fast = cpu_fast_bf16() if fast_bf16 is None else fast_bf16
         cpu = _AUTO_CPU[fast is not False].get(fmt, ()) if device == "cpu" else ()
-        for name in [*(auto_jit(fmt) if jit_ok else ()), *cpu, _AUTO_NO_JIT[fmt]]:
+        emulated = ("emulated",) if fmt == "compressed-tensors" and ck.emulated else ()
+        tries = [*(auto_jit(fmt) if jit_ok else ()), *cpu, *emulated, _AUTO_NO_JIT[fmt]]
+        if device == "cuda":  # the fastest measured first (kernels/measured.py)
+            tries = list(measured.ranked(fmt, sym, cc, _cuda_candidates(fmt, jit_ok, tries)))
+        for name in tries:
             k = get(fmt, name)
             if ck.misfit(k) is None:
                 return k
@@ -215,6 +245,15 @@ def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False
     return k
 
 
+def _cuda_candidates(fmt: str, jit_ok: bool, tries: list) -> Tuple[str, ...]:
+    """The kernels auto may try on CUDA: its fixed order first, then every other kernel of fmt
+    that runs on CUDA, needs no download, is not an emulation (chosen only for checkpoints that
+    need it, already in `tries`) and, unless jit_ok, no build."""
+    more = [k.name for k in KERNELS[fmt] if "cuda" in k.devices and not k.download
+            and not k.emulates and (jit_ok or not k.jit) and k.name not in tries]
+    return tuple(tries) + tuple(more)
+
+
 @dataclass(frozen=True)
 class _Checkpoint:
     """Where a checkpoint is to run and what is known of it: what a kernel must fit."""
@@ -225,6 +264,7 @@ class _Checkpoint:
     bits: Optional[int] = None
     group_size: Optional[int] = None
     convertible: bool = True
+    emulated: Optional[bool] = None
 
     def misfit(self, k: Kernel) -> Optional[str]:
         """Why kernel k cannot run it, None when it can."""
@@ -244,6 +284,8 @@ class _Checkpoint:
                     f"(this one: {self.group_size})")
         if k.via and not self.convertible:
             return f"needs an int weight-only scheme to rewrite into the {k.via} layout"
+        if k.emulates and self.emulated is False:
+            return "runs weight-and-activation or float schemes only (this one: int weights)"
         return None
 
     def usable(self, fmt: str, allow_jit: bool) -> str:
@@ -290,14 +332,27 @@ def saved_facts(fmt: str, saved: Dict[str, Any]) -> Dict[str, Any]:
     """What the kernel table checks, read from a checkpoint's saved quantization_config:
     resolve()'s sym, bits, group_size and convertible."""
     if fmt == "compressed-tensors":
+        emulated = {"emulated": True} if _emulated(saved) else {}
         try:
             s = ct_gptq.scheme(saved)
         except QRecipeError:
-            return {"convertible": False}
-        return {"sym": s.sym, "bits": s.bits, "group_size": s.group_size}
+            return {"convertible": False, **emulated}
+        return {"sym": s.sym, "bits": s.bits, "group_size": s.group_size, **emulated}
     bits, group = saved.get("bits"), saved.get("group_size")
     return {"sym": saved.get("sym"), "bits": int(bits) if bits is not None else None,
             "group_size": int(group) if group is not None else None}
+
+
+# compressed-tensors' formats of float weights (FP8; NVFP4 and MXFP4 packed two per byte)
+_FLOAT_FORMATS = ("float-quantized", "nvfp4-pack-quantized", "mxfp4-pack-quantized")
+
+
+def _emulated(saved: Dict[str, Any]) -> bool:
+    """Whether a compressed-tensors quantization_config quantizes activations or stores float
+    weights (the `emulated` kernel's checkpoints)."""
+    groups = (saved.get("config_groups") or {}).values()
+    return any(g.get("input_activations") or (g.get("format") or saved.get("format"))
+               in _FLOAT_FORMATS for g in groups)
 
 
 def configure_jit_cache(cache_dir: Path) -> Dict[str, str]:
@@ -325,6 +380,7 @@ def loaded_kernels(model) -> Dict[str, int]:
             counts["Linear[dequantized]"] = counts.get("Linear[dequantized]", 0) + 1
             continue
         quant = hasattr(cls, "QUANT_TYPE") or "bitsandbytes" in cls.__module__ or \
+            cls.__module__.startswith("hqq.") or \
             "compressed_tensors" in cls.__module__ or (
                 isinstance(mod, torch.nn.Linear) and hasattr(mod, "quantization_scheme"))
         if quant and not list(mod.children()):

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from qrecipe.backends.capabilities import auto_backend
 from qrecipe.inputs.offline import hub_off
 from qrecipe.paths import config_dir, recipes_dir
 from qrecipe.plan.times import CALIBRATED
@@ -70,12 +71,12 @@ def shipped_recipes() -> List[Dict[str, Any]]:
             for k, v in (d.items() if isinstance(d, dict) else []):
                 groups[k.split("/")[-1]] = v
         opt = {g: OmegaConf.to_container(OmegaConf.load(conf / g / f"{groups[g]}.yaml"))
-               for g in ("model", "method", "bits", "calibration", "eval")}
+               for g in ("model", "method", "bits", "calibration", "eval", "hardware")}
         bits = {**opt["bits"], **(r.get("bits") or {})}
         cal = {**opt["calibration"], **(r.get("calibration") or {})}
         expected = ((r.get("meta") or {}).get("expected") or {}).get("delta_ppl") or {}
         found.append({"recipe": f.stem, "method": groups["method"],
-                      "backend": (r.get("method") or {}).get("backend", opt["method"]["backend"]),
+                      "backend": _backend(r, groups["method"], opt),
                       "format": recipe_format(groups["method"], int(bits["width"])),
                       "group_size": int(bits["group_size"]),
                       "num_samples": int(cal["num_samples"]), "seq_len": int(cal["seq_len"]),
@@ -84,6 +85,16 @@ def shipped_recipes() -> List[Dict[str, Any]]:
                                      if {**opt[g], **(r.get(g) or {})}.get("source") == "hub"],
                       "expected_delta_ppl": expected.get("value")})
     return found
+
+
+def _backend(recipe: dict, method: str, opt: Dict[str, Any]) -> Optional[str]:
+    """The backend a recipe runs on: its own, else its method's default, with `auto` settled
+    for the recipe's device as a run settles it (backends/capabilities.py auto_backend)."""
+    backend = (recipe.get("method") or {}).get("backend", opt["method"]["backend"])
+    if backend != "auto":
+        return backend
+    device = {**opt["hardware"], **(recipe.get("hardware") or {})}.get("device", "cpu")
+    return auto_backend(method, device)
 
 
 def _peak(rec: dict, row: dict, settings: dict, num_samples: Optional[int] = None):

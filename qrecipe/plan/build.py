@@ -54,7 +54,13 @@ def build(shape: ModelShape, hw: str = "cpu", context: int = 2048, batch: int = 
     if "nf4" in rows:
         rows["nf4"]["weights_bytes_no_double_quant"] = est.weights_bytes(
             shape, "nf4", group, double_quant=False)
-    return {"model": {**shape.to_dict(), "params": est.total_params(shape)},
+    for hqq, bits in est.HQQ_BITS.items():  # the same width in hqq's layout (method=hqq)
+        if f"w{bits}" in rows:
+            rows[f"w{bits}"].update(hqq_weights_bytes=est.weights_bytes(shape, hqq, group),
+                                    hqq_disk_bytes=est.disk_bytes(shape, hqq, group))
+    return {"model": {**shape.to_dict(), "params": est.total_params(shape),
+                      "embedding_params": est.embedding_params(shape),
+                      "embedding_kept": est.EMBEDDING_KEPT},
             "hardware": {"name": p.name, "label": p.label, "device": p.device,
                          "memory_bytes": p.memory_bytes, "usable_bytes": p.usable_bytes,
                          "cpu_gemm_gflops": gflops},

@@ -48,6 +48,9 @@ def compare(out: Path, metrics: Dict[str, Any]) -> Dict[str, Any]:
                  cal.get("seq_len") or 512)
     fmt = recipe_format(metrics["method"], metrics["bits"])
     row = plan["rows"][fmt]
+    if metrics.get("format") == "hqq" and "hqq_weights_bytes" in row:  # hqq's layout (build)
+        row = {**row, "weights_bytes": row["hqq_weights_bytes"],
+               "disk_bytes": row["hqq_disk_bytes"]}
     quant = next((q for q in row["quantize"] if q["method"] == metrics["method"]
                   and q["backend"] == metrics["backend"]), None)
     size = metrics.get("size") or {}

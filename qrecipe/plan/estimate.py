@@ -9,6 +9,13 @@ docs/benchmarks.md, "qrecipe plan: predicted against measured"):
   per group and output column an fp16 scale and a packed zero point, an int32 g_idx per input.
 - nf4: 0.5 byte a weight, one absmax per block of 64 (double quant: 1 byte, plus an fp32 per 256
   blocks; without: fp32). int8 (LLM.int8): 1 byte a weight plus an fp32 scale per output row.
+- hqq8/hqq4/hqq3/hqq2 (hqq's layout, HQQ_BITS): see _hqq_linear_bytes; not a row of its own,
+  the w-rows carry it as hqq_weights_bytes / hqq_disk_bytes (qrecipe/plan/build.py).
+- fp8/w8a8/nvfp4/mxfp4 (llm-compressor's preset schemes, compressed-tensors, PRESET_FORMATS; read
+  from their saved tensors): fp8 (dynamic) and w8a8 1 byte a weight plus one scale per output
+  channel in the model's dtype (fp8 static/block: one per tensor/128x128 block, fewer); nvfp4
+  0.5 byte a weight, an FP8 scale per 16 inputs, two fp32 global scales a linear; mxfp4 0.5 byte
+  a weight, an E8M0 byte per 32 inputs. Not rows of `qrecipe plan` yet (weights_bytes sizes them).
 Decimal units: 1 GB = 1e9 bytes.
 """
 from __future__ import annotations
@@ -36,6 +43,14 @@ METHODS: Dict[str, List[Tuple[str, str]]] = {
 # transformers, the backend's imports and the tokenizer (measured with psutil after importing
 # them on the project's CPU machine, 2026-11-25; docs/benchmarks.md).
 CPU_PROCESS_BYTES = {"gptqmodel": 0.68e9, "llmcompressor": 0.58e9, "bitsandbytes": 0.43e9}
+# hqq: measured the same way on 2026-12-06 (0.61 GB; bitsandbytes measured 0.61 GB that day too).
+CPU_PROCESS_BYTES["hqq"] = 0.61e9
+# The hqq layout (qrecipe/backends/hqq, hqq 0.2.8, axis 1), checked against HQQLinear's saved
+# state: each group of `group` weights of a row packed (2 and 4 bits four and two to a uint8,
+# 8 bits one byte, 3 bits ten to an int32 along the groups), a scale and a zero point per group
+# in the compute dtype (the model's), and 68 bytes of hqq's encoded meta per layer. No g_idx.
+HQQ_BITS = {"hqq8": 8, "hqq4": 4, "hqq3": 3, "hqq2": 2}
+HQQ_META_BYTES = 68
 # gptqmodel on CPU under qrecipe: its adapter collects and trims the heap when the per-layer
 # checkpoint starts (qrecipe/backends/gptqmodel/collect.py), so what loading left behind (import
 # garbage, the source copy of a cast) is back with the OS before the first layer. Fitted to the
@@ -63,9 +78,24 @@ def layer_linear_params(s: ModelShape) -> int:
     return sum(a * b for a, b in linears(s))
 
 
+# What each backend does with the embedding and lm_head (read in their code, 2026-12): none
+# quantizes them. gptqmodel quantizes the decoder layers' linears only (QuantizeConfig.lm_head
+# is False; qrecipe never sets it); llm-compressor targets Linear layers with ignore=["lm_head"]
+# (qrecipe/backends/llmcompressor/adapter.py); bitsandbytes, through transformers, converts
+# Linear layers but skips lm_head and every weight tied to the embedding; hqq skips lm_head.
+EMBEDDING_KEPT = ("kept in the model's dtype by every method: gptqmodel (GPTQ, AWQ, RTN) "
+                  "quantizes decoder linears only (lm_head=False), llm-compressor ignores "
+                  "lm_head, bitsandbytes and hqq skip lm_head and tied weights")
+
+
+def embedding_params(s: ModelShape) -> int:
+    """The embedding and lm_head (one tensor when tied)."""
+    return s.vocab * s.hidden * (1 if s.tied else 2)
+
+
 def other_params(s: ModelShape) -> int:
     """Parameters that no backend quantizes: embeddings, lm_head (unless tied), norms, biases."""
-    emb = s.vocab * s.hidden * (1 if s.tied else 2)
+    emb = embedding_params(s)
     norms = (2 * s.layers + 1) * s.hidden
     bias = s.layers * (s.heads + 2 * s.kv_heads) * s.head_dim if s.attention_bias else 0
     return emb + norms + bias
@@ -78,6 +108,25 @@ def total_params(s: ModelShape) -> int:
 def _int_linear_bytes(inf: int, outf: int, bits: int, group: int) -> int:
     groups = math.ceil(inf / group) if group > 0 else 1
     return (inf * outf * bits) // 8 + groups * outf * 2 + (groups * outf * bits) // 8 + inf * 4
+
+
+def _hqq_linear_bytes(inf: int, outf: int, bits: int, group: int, scale_bytes: int) -> int:
+    group = group if group > 0 else inf
+    groups = inf * outf // group  # hqq reshapes the weight to (groups, group)
+    packed = math.ceil(groups / 10) * group * 4 if bits == 3 else inf * outf * bits // 8
+    return packed + 2 * groups * scale_bytes + HQQ_META_BYTES
+
+
+#: llm-compressor's preset formats -> (weight bytes per 2 weights, inputs per scale, scale bytes
+#: or None for the model's dtype, fp32 global scales per linear)
+PRESET_FORMATS = {"fp8": (2, None, None, 0), "w8a8": (2, None, None, 0),
+                  "nvfp4": (1, 16, 1, 2), "mxfp4": (1, 32, 1, 0)}
+
+
+def _preset_linear_bytes(inf: int, outf: int, fmt: str, dtype_bytes: int) -> int:
+    per_two, group, scale, globals_ = PRESET_FORMATS[fmt]
+    scales = outf * (math.ceil(inf / group) if group else 1)  # None: one per output channel
+    return inf * outf * per_two // 2 + scales * (scale or dtype_bytes) + 4 * globals_
 
 
 def _nf4_linear_bytes(inf: int, outf: int, double_quant: bool) -> int:
@@ -95,6 +144,11 @@ def layer_bytes(s: ModelShape, fmt: str, group: int = 128, double_quant: bool = 
         return sum(a * b + 4 * b for a, b in ls)
     if fmt == "nf4":
         return sum(_nf4_linear_bytes(a, b, double_quant) for a, b in ls)
+    if fmt in HQQ_BITS:
+        return sum(_hqq_linear_bytes(a, b, HQQ_BITS[fmt], group, DTYPE_BYTES[s.dtype])
+                   for a, b in ls)
+    if fmt in PRESET_FORMATS:
+        return sum(_preset_linear_bytes(a, b, fmt, DTYPE_BYTES[s.dtype]) for a, b in ls)
     return sum(_int_linear_bytes(a, b, INT_BITS[fmt], group) for a, b in ls)
 
 

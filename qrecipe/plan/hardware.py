@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from omegaconf import OmegaConf
 
@@ -43,9 +43,27 @@ def gpu_profiles() -> Dict[str, Profile]:
     for f in sorted((config_dir() / "hardware").glob("*.yaml")):
         hw = OmegaConf.load(f)
         if hw.get("device") == "cuda" and hw.get("memory_mib"):
-            found.append(Profile(f.stem, str(hw.get("label") or f.stem), "cuda",
-                                 int(hw.memory_mib) * 2 ** 20, float(hw.get("fp16_tflops") or 0)))
+            found.append(_one_gpu(f.stem, hw))
     return {p.name: p for p in sorted(found, key=lambda p: (p.memory_bytes, p.name))}
+
+
+def _one_gpu(name: str, hw) -> Profile:
+    return Profile(name, str(hw.get("label") or name), "cuda", int(hw.memory_mib) * 2 ** 20,
+                   float(hw.get("fp16_tflops") or 0))
+
+
+def of_config(hw, mem_gb: Optional[float] = None) -> Profile:
+    """The profile a composed `hardware` section plans as: a GPU config by its own figures; a
+    CPU job on this machine, or (mem_gb: what a cluster launcher books per job) on that much
+    RAM."""
+    if hw.get("device") == "cuda":
+        if not hw.get("memory_mib"):
+            raise QRecipeError("a GPU config without memory_mib cannot be planned (several "
+                               "GPUs or an unknown one): plan with a one-GPU profile",
+                               key="hardware", value=hw.get("label") or "?",
+                               allowed=", ".join(gpu_profiles()))
+        return _one_gpu(str(hw.get("label") or "gpu"), hw)
+    return profile(f"cpu_{int(mem_gb)}gb") if mem_gb else profile("cpu")
 
 
 def names() -> List[str]:

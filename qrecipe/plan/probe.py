@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import psutil
-from omegaconf import OmegaConf
 
 from qrecipe.boundary.jsonfile import read_object
 from qrecipe.errors import QRecipeError
-from qrecipe.recipes.schema import CacheConfig
+from qrecipe.recipes.schema import default_cache_dir
 from qrecipe.record.atomic import write_bytes
 
 SHAPE = (256, 1024, 1024)  # m, k, n: (m x k) @ (k x n)
@@ -91,11 +90,6 @@ def measure() -> Optional[float]:
     except (OSError, ValueError, subprocess.TimeoutExpired):
         return None
 
-
-def default_cache_dir() -> Path:
-    """The cache a run uses when cache.dir is not set (the schema's default: QRECIPE_CACHE, else
-    ~/.cache/qrecipe)."""
-    return Path(OmegaConf.structured(CacheConfig).dir).expanduser()
 
 
 def this_machine(cache_dir: Optional[Path] = None) -> Dict[str, Any]:

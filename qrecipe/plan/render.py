@@ -4,27 +4,29 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from qrecipe.inputs.shapes import DTYPE_BYTES
+
 GB = 1e9
 
 
-def _g(b: Optional[float]) -> str:
+def gb(b: Optional[float]) -> str:
     return "-" if b is None else f"{b / GB:.2f}"
 
 
-def _dur(sec: Optional[float]) -> str:
+def duration(sec: Optional[float]) -> str:
     if sec is None:
         return "?"
     return f"{sec:.0f} s" if sec < 120 else f"{sec / 60:.0f} min" if sec < 7200 \
         else f"{sec / 3600:.1f} h"
 
 
-def _time(q: Dict[str, Any]) -> str:
+def quantize_time(q: Dict[str, Any]) -> str:
     """A quantize time: the figure, or its range where it comes from another machine."""
     span = q.get("seconds_range")
-    return f"{_dur(span[0])}-{_dur(span[1])}" if span else _dur(q["seconds"])
+    return f"{duration(span[0])}-{duration(span[1])}" if span else duration(q["seconds"])
 
 
-def _aligned(rows: List[List[str]], right: bool = False) -> List[str]:
+def aligned(rows: List[List[str]], right: bool = False) -> List[str]:
     """Columns padded to their widest cell; `right`: numbers right-aligned after the first."""
     w = [max(len(x[i]) for x in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.rjust(w[i]) if right and i else c.ljust(w[i])
@@ -38,16 +40,16 @@ def table(plan: Dict[str, Any], markdown: bool = False) -> List[str]:
             "disk GB", "fits", "margin GB", "quantize peak GB", "quantize time"]
     body = []
     for fmt, r in rows.items():
-        peaks = ", ".join(f"{b} {_g(v)}" for b, v in r["quantize_peak_bytes"].items()) or "-"
-        times = ", ".join(f"{q['method']}/{q['backend']} {_time(q)}"
+        peaks = ", ".join(f"{b} {gb(v)}" for b, v in r["quantize_peak_bytes"].items()) or "-"
+        times = ", ".join(f"{q['method']}/{q['backend']} {quantize_time(q)}"
                           for q in r["quantize"] if q["seconds"] is not None) or "-"
-        body.append([fmt, _g(r["weights_bytes"]), _g(r["inference_bytes"]),
-                     _g(r["disk_bytes"]), "yes" if r["fits"] else "NO",
+        body.append([fmt, gb(r["weights_bytes"]), gb(r["inference_bytes"]),
+                     gb(r["disk_bytes"]), "yes" if r["fits"] else "NO",
                      f"{r['margin_bytes'] / GB:+.2f}", peaks, times])
     if markdown:
         return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
             "| " + " | ".join(b) + " |" for b in body]
-    return _aligned([head] + body)
+    return aligned([head] + body)
 
 
 def profiles_table(plan: Dict[str, Any]) -> List[str]:
@@ -60,7 +62,7 @@ def profiles_table(plan: Dict[str, Any]) -> List[str]:
     cols = [names[0] for names in same.values()]
     body = [[fmt, *(f"{r['margin_bytes_by_profile'][n] / GB:+.1f}" for n in cols)]
             for fmt, r in plan["rows"].items()]
-    return _aligned([["format", *("/".join(v) for v in same.values())]] + body, right=True)
+    return aligned([["format", *("/".join(v) for v in same.values())]] + body, right=True)
 
 
 def _header(plan: Dict[str, Any]) -> List[str]:
@@ -72,6 +74,7 @@ def _header(plan: Dict[str, Any]) -> List[str]:
            f"hardware {h['name']}: {h['label']}, {h['memory_bytes'] / GB:.1f} GB, "
            f"{h['usable_bytes'] / GB:.1f} GB usable; integer formats at group size "
            f"{s['group_size']}; calibration {s['num_samples']} x {s['seq_len']} tokens", ""]
+    out[-1:] = _embedding_note(m) + [""]
     g = s["group_size"]
     if g > 0 and (m["hidden"] % g or m["intermediate"] % g):
         ok = [x for x in (128, 64, 32) if not (m["hidden"] % x or m["intermediate"] % x)]
@@ -79,6 +82,23 @@ def _header(plan: Dict[str, Any]) -> List[str]:
                     f"{m['intermediate']}): the backends reject it; plan with --group-size "
                     f"{ok[0] if ok else -1}", ""]
     return out
+
+
+# Shown where the embedding is this share of the parameters or more: there it, not the
+# quantized layers, sets how small a quantized model gets (Gemma 3 270M: 63%; Llama-2 7B: 2%).
+EMBEDDING_NOTE_SHARE = 0.2
+
+
+def _embedding_note(m: Dict[str, Any]) -> List[str]:
+    emb = m.get("embedding_params")
+    if not emb or emb < EMBEDDING_NOTE_SHARE * m["params"]:
+        return []
+    what = (f"the tied {m['vocab']} x {m['hidden']} embedding (also the lm_head)" if m["tied"]
+            else f"the {m['vocab']} x {m['hidden']} embedding and lm_head")
+    return [f"note: {what} is {emb / 1e6:.0f} M of the {m['params'] / 1e6:.0f} M parameters "
+            f"({emb / m['params']:.0%}), {m['embedding_kept']}: the weights below keep it in "
+            f"{m['dtype']}, {emb * DTYPE_BYTES[m['dtype']] / GB:.2f} GB"
+            + ("; --dtype bfloat16 halves that" if DTYPE_BYTES[m["dtype"]] == 4 else "")]
 
 
 def _quantize_notes(plan: Dict[str, Any]) -> List[str]:
@@ -99,7 +119,7 @@ def _quantize_notes(plan: Dict[str, Any]) -> List[str]:
             for q in r["quantize"] if q.get("host_bytes")}
     if host:
         out += ["host RAM while quantizing on the GPU (the offloaded model and the process; "
-                "at most): " + ", ".join(f"{b} {_g(v)} GB" for b, v in sorted(host.items())), ""]
+                "at most): " + ", ".join(f"{b} {gb(v)} GB" for b, v in sorted(host.items())), ""]
     return out
 
 
@@ -121,7 +141,7 @@ def _advice(plan: Dict[str, Any]) -> List[str]:
         if r["expected_delta_ppl"] is not None:
             facts.insert(0, f"expected Δppl {r['expected_delta_ppl']:+g}")
         if r["seconds"] is not None:
-            facts.append(f"quantize {_time(r)}")
+            facts.append(f"quantize {quantize_time(r)}")
         if r["hub_inputs"]:
             facts.append(f"needs the hub: {', '.join(r['hub_inputs'])}")
         out.append(f"  {r['rank']}. {r['recipe']} ({r['format']} {r['method']}/{r['backend']}): "

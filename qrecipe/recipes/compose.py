@@ -3,6 +3,7 @@ own config dir, every recipe source included. Hydra's errors become QRecipeError
 No torch here."""
 from __future__ import annotations
 
+import itertools
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Iterator, List, Sequence
 
 from hydra import compose as hcompose
 from hydra import initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -21,12 +23,14 @@ from qrecipe.recipes.routes import refuse_searchpath
 from qrecipe.recipes.sources import ENV_PATH
 
 
-def compose(overrides: Sequence[str]) -> DictConfig:
+def compose(overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:
+    """with_hydra: keep the `hydra` node (the launcher a sweep names, for `plan --sweep`)."""
     schema.register()
     refuse_searchpath(list(overrides))
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
-            return hcompose(config_name="config", overrides=list(overrides))
+            return hcompose(config_name="config", overrides=list(overrides),
+                            return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as e:
         msg = str(e).strip()
         cause = e.__cause__
@@ -54,3 +58,19 @@ def folder_on_recipe_path(folder: Path) -> Iterator[None]:
 
 def recipe_overrides(name: str, extra: Sequence[str]) -> List[str]:
     return [f"+recipe={name}", *extra]
+
+
+def sweep_jobs(overrides: Sequence[str]) -> List[List[str]]:
+    """The jobs `python -m qrecipe -m OVERRIDES` launches, each as its overrides, in the order
+    Hydra's basic sweeper runs them (the cartesian product of every comma list and sweep
+    function, the first override varying slowest)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as e:
+        raise QRecipeError(" ".join(str(e).split("\n")[:2])) from None
+    choices = []
+    for o in parsed:
+        key = o.get_key_element()
+        choices.append([f"{key}={v}" for v in o.sweep_string_iterator()]
+                       if o.is_sweep_override() else [o.input_line])
+    return [list(job) for job in itertools.product(*choices)]

@@ -41,6 +41,7 @@ class EvalProtocol:
     seq_len: Optional[int] = None
     stride: Optional[int] = None
     windows: Optional[int] = None
+    bos_token_id: Optional[int] = None  # the BOS before every window (Gemma); None: text only
 
 
 @dataclass
@@ -77,7 +78,7 @@ def _plain(meta: Any) -> Dict[str, Any]:
 def _protocol_mismatch(want: Dict[str, Any], got: Optional[Dict[str, Any]]) -> Optional[str]:
     if got is None:
         return "the run was not evaluated"
-    for k in ("seq_len", "stride", "windows"):
+    for k in ("seq_len", "stride", "windows", "bos_token_id"):
         if want.get(k) is not None and got.get(k) != want[k]:
             return f"eval protocol differs: {k} {got.get(k)} (expected for {want[k]})"
     ds = want.get("dataset")

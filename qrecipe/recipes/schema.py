@@ -11,10 +11,11 @@ Nothing here imports torch: ``python -m qrecipe --cfg job`` must stay cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from qrecipe.recipes.hydra_source import register as register_recipe_sources
 from qrecipe.recipes.meta import RecipeMeta
@@ -58,7 +59,7 @@ class GPTQMethod(MethodConfig):
 @dataclass
 class AWQMethod(MethodConfig):
     name: str = "awq"
-    backend: str = "gptqmodel"
+    backend: str = "auto"  # the faster measured on the job's device (run/validate.py)
     zero_point: bool = True
 
 
@@ -77,6 +78,64 @@ class BnbMethod(MethodConfig):
     double_quant: bool = True
     compute_dtype: str = "auto"  # auto: the model's dtype when half, else bfloat16
     int8_threshold: float = 6.0  # LLM.int8 outlier threshold
+
+
+@dataclass
+class HQQMethod(MethodConfig):
+    # Half-Quadratic Quantization via hqq (backends/hqq): nbits from bits.width, the group from
+    # bits.group_size (-1: one group per output row), no calibration data.
+    name: str = "hqq"
+    backend: str = "hqq"
+    axis: int = 1  # 1: groups along the input features (runs on CPU); 0: hqq's GPU layout
+    # dtype of the scales and zeros and of the dequantized weights; auto: the model's dtype
+    compute_dtype: str = "auto"
+
+
+# llm-compressor's weight-and-activation and float schemes (backends/llmcompressor/adapter.py
+# maps each to a compressed-tensors preset; the allowed values are checked there, one line).
+@dataclass
+class FP8Method(MethodConfig):
+    name: str = "fp8"
+    backend: str = "llmcompressor"
+    # dynamic: FP8_DYNAMIC (per-channel weights, per-token dynamic activations, no data);
+    # static: FP8 (per-tensor weights and static per-tensor activations, calibrated);
+    # block: FP8_BLOCK (128x128 weight blocks, dynamic activations in groups of 128, no data)
+    scheme: str = "dynamic"
+
+
+@dataclass
+class W8A8Method(MethodConfig):
+    name: str = "w8a8"
+    backend: str = "llmcompressor"
+    smoothing_strength: float = 0.8  # SmoothQuant's alpha (llm-compressor's examples: 0.8)
+    damp_percent: float = 0.01  # GPTQ's dampening of the int8 weights
+    desc_act: bool = False
+
+
+@dataclass
+class AutoRoundMethod(MethodConfig):
+    name: str = "autoround"
+    backend: str = "llmcompressor"
+    # light / default / best: auto-round's own recipes (iters, samples, seq_len); `iters` wins
+    # where set
+    preset: str = "default"
+    iters: Optional[int] = None
+    sym: bool = True
+    enable_torch_compile: bool = False  # torch.compile of the tuning loop (GPU runs)
+
+
+@dataclass
+class NVFP4Method(MethodConfig):
+    name: str = "nvfp4"
+    backend: str = "llmcompressor"
+    activations: bool = True  # false: NVFP4A16 (weights only)
+
+
+@dataclass
+class MXFP4Method(MethodConfig):
+    name: str = "mxfp4"
+    backend: str = "llmcompressor"
+    activations: bool = True  # false: MXFP4A16 (weights only)
 
 
 @dataclass
@@ -217,7 +276,9 @@ class Config:
     trust_remote_code: bool = False
 
 
-METHOD_SCHEMAS = {"gptq": GPTQMethod, "awq": AWQMethod, "rtn": RTNMethod, "bnb": BnbMethod}
+METHOD_SCHEMAS = {"gptq": GPTQMethod, "awq": AWQMethod, "rtn": RTNMethod, "bnb": BnbMethod,
+                  "fp8": FP8Method, "w8a8": W8A8Method, "autoround": AutoRoundMethod,
+                  "nvfp4": NVFP4Method, "mxfp4": MXFP4Method, "hqq": HQQMethod}
 
 
 def register() -> None:
@@ -228,3 +289,9 @@ def register() -> None:
     for name, node in METHOD_SCHEMAS.items():
         cs.store(group="schema/method", name=name, node=node)
     register_recipe_sources()
+
+
+def default_cache_dir() -> Path:
+    """The cache a run uses when cache.dir is not set (CacheConfig's default: QRECIPE_CACHE,
+    else ~/.cache/qrecipe): where what outlives runs is kept (assembled packages, the probe)."""
+    return Path(OmegaConf.structured(CacheConfig).dir).expanduser()

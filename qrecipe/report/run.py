@@ -57,7 +57,9 @@ def _quality(metrics: Dict[str, Any]) -> List[str]:
     q, fp, p = ev.get("quantized") or {}, ev.get("fp") or {}, ev["protocol"]
     lines = ["## Quality", "",
              f"Perplexity on {p['dataset']}: {p['windows']} windows of {p['seq_len']} "
-             f"tokens, stride {p['stride']}, {p['scored_tokens']} scored tokens.", "",
+             f"tokens, stride {p['stride']}, {p['scored_tokens']} scored tokens"
+             + (f", a BOS token (id {p['bos_token_id']}) before each window"
+                if p.get("bos_token_id") is not None else "") + ".", "",
              "| model | ppl | footprint MB | prefill tok/s | decode tok/s |",
              "|---|---|---|---|---|"]
     for label, r in (("fp", fp), ("quantized", q)):
@@ -92,7 +94,19 @@ def _load_snippet(metrics: Dict[str, Any]) -> List[str]:
     lines = ["## Load it", "", "```python", *code, "```", "",
              f"Kernel: `{shown}`" + (f" (layers: {ran})" if ran else "") + "."]
     slower = _slower_than_fp(metrics)
-    return lines + ([slower] if slower else []) + [""]
+    return lines + ([slower] if slower else []) + _measured(metrics) + [""]
+
+
+def _measured(metrics: Dict[str, Any]) -> List[str]:
+    """The kernels measured for this checkpoint's kind, which `auto` ranked by
+    (qrecipe/kernels/measured.py)."""
+    rows = (metrics.get("kernel") or {}).get("measured") or []
+    if not rows:
+        return []
+    alts = ", ".join(f"{r['kernel']} {r['b1_vs_fp16']:.2f}x / {r['b8_vs_fp16']:.2f}x"
+                     for r in rows)
+    return [f"Measured decode against fp16 at batch 1 / 8 on {rows[0]['gpu']} "
+            f"(qrecipe/kernels/measured.json): {alts}."]
 
 
 def _speeds(metrics: Dict[str, Any]):

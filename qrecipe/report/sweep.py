@@ -36,15 +36,23 @@ class SweepReport(Callback):
         if row is not None:
             record_job(Path(config.hydra.sweep.dir), row)
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # the sweep's root, for a report of what finished when the launcher loses a job
+        LAST.update(root=Path(config.hydra.sweep.dir), plots=self.plots)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        root = Path(config.hydra.sweep.dir)
-        runs, recorded = find_runs([root]), recorded_jobs(root)
-        if not runs and not recorded:
-            return
-        rows = write_summary(root, runs, plots=self.plots, recorded=recorded)
-        LAST.update(summary=root / "summary.md", rows=rows)
-        done = sum(r["status"] == "complete" for r in rows)
-        valid = sum(r["status"] == DRY_VALID for r in rows)
-        what = f"{valid}/{len(rows)} jobs valid (dry run)" if valid else \
-            f"{done}/{len(rows)} jobs complete"
-        log.info("sweep report: %s -> %s", what, root / "summary.md")
+        write_report(Path(config.hydra.sweep.dir), self.plots)
+
+
+def write_report(root: Path, plots: bool = True) -> None:
+    """The comparison report of the runs under root (and the jobs recorded there), if any."""
+    runs, recorded = find_runs([root]), recorded_jobs(root)
+    if not runs and not recorded:
+        return
+    rows = write_summary(root, runs, plots=plots, recorded=recorded)
+    LAST.update(summary=root / "summary.md", rows=rows)
+    done = sum(r["status"] == "complete" for r in rows)
+    valid = sum(r["status"] == DRY_VALID for r in rows)
+    what = f"{valid}/{len(rows)} jobs valid (dry run)" if valid else \
+        f"{done}/{len(rows)} jobs complete"
+    log.info("sweep report: %s -> %s", what, root / "summary.md")

@@ -45,7 +45,7 @@ from qrecipe.run import stages as markers
 from qrecipe.run.dtypes import run_dtype, saved_dtype
 from qrecipe.run.gpus import assigned_gpus
 from qrecipe.run.interrupt import sigterm_raises
-from qrecipe.run.validate import Plan, resolve_paths, validate
+from qrecipe.run.validate import Plan, resolve_paths, settle_backend, validate
 from qrecipe.telemetry import overhead
 from qrecipe.telemetry.capture import Capture
 from qrecipe.telemetry.layerlog import layer_log
@@ -144,6 +144,7 @@ def _run(cfg: DictConfig, out: Path, job: _Job) -> None:
     rundir.check_recipe_name(cfg.recipe_name)
     check_no_symlinks(out)  # a dry run too: it may remove the directory Hydra made
     resolve_paths(cfg)
+    settle_backend(cfg)  # before the claim compares the config with a lock it finds
     if cfg.dry_run:  # validation only: writes nothing, claims nothing
         _dry_run(cfg, out, job)
         return

@@ -21,7 +21,7 @@ from typing import Optional
 
 from qrecipe.backends import BACKENDS, Backend, MethodSupport
 from qrecipe.backends.base import require_cuda
-from qrecipe.backends.capabilities import DEVICES, dividing, undivided
+from qrecipe.backends.capabilities import DEVICES, auto_backend, backends_for, dividing, undivided
 from qrecipe.errors import QRecipeError
 from qrecipe.evaluation.tasks import LOCAL_TASKS, task_names
 from qrecipe.evaluation.tasks import check as check_tasks
@@ -46,12 +46,16 @@ class Plan:
     unchecked: Optional[str] = None
 
 
-def validate(cfg, here: Optional[bool] = None) -> Plan:
+def validate(cfg, here: Optional[bool] = None, hub: bool = True) -> Plan:
     """here: also check the hardware the job needs on this machine (a visible CUDA device);
-    None: a real run does (dry_run false), a dry run does not."""
+    None: a real run does (dry_run false), a dry run does not. hub: also refuse, when this
+    machine is offline, hub inputs it has no copy of (False: planning a job that runs
+    elsewhere)."""
     here = not cfg.get("dry_run", False) if here is None else here
+    settle_backend(cfg)
     backend = BACKENDS.get(cfg.method.backend)()
     support = backend.support_for(cfg.method.name)
+    backend.check_method(cfg.method)
     _check_bits(cfg.bits, support, cfg.method.name, backend.name)
     _check_hardware(cfg.hardware, support, cfg.method.name, backend.name, _sym(cfg.method),
                     int(cfg.bits.width), int(cfg.bits.group_size))
@@ -71,13 +75,30 @@ def validate(cfg, here: Optional[bool] = None) -> Plan:
     backend.check_installed()
     backend.check_versions(cfg.method.name)  # before any weight: one line, or a refusal
     backend.preflight(cfg.method.name, cfg.bits.width, cfg.bits.group_size, cfg.hardware.device)
-    _check_hub(cfg, support.needs_calibration)
+    if hub:
+        _check_hub(cfg, support.needs_calibration)
     info = _describe(cfg.model)  # metadata only; raises for a missing file or unknown source
     _check_divides(cfg.bits.group_size, info, support)
     unchecked = None if here else hardware_note(cfg.hardware.device)
     if unchecked:
         log.info(unchecked)
     return Plan(backend=backend, support=support, model=info, unchecked=unchecked)
+
+
+def settle_backend(cfg) -> None:
+    """`method.backend: auto` becomes the backend it stands for on the job's device
+    (backends/capabilities.py AUTO_BACKEND), in the config itself: the lock, the report and a
+    resume see the backend that ran."""
+    if cfg.method.backend != "auto":
+        return
+    chosen = auto_backend(cfg.method.name, cfg.hardware.device)
+    if chosen is None:
+        raise QRecipeError("auto names no backend for this method on this device",
+                           key="method.backend", value="auto",
+                           allowed=", ".join(backends_for(cfg.method.name)))
+    cfg.method.backend = chosen
+    log.info("method.backend auto: %s for %s on %s (the faster measured)", chosen,
+             cfg.method.name, cfg.hardware.device)
 
 
 def hardware_note(device: str) -> str:

@@ -26,6 +26,7 @@ from qrecipe.backends.base import (
 from qrecipe.backends.capabilities import CAPABILITIES
 from qrecipe.backends.gptqmodel import layerhooks, patches
 from qrecipe.backends.gptqmodel.collect import collect_after_checkpoints, frozen_heap
+from qrecipe.backends.gptqmodel.rope import per_layer_rope
 from qrecipe.backends.gptqmodel.fastloop import fast_layer_loop
 from qrecipe.backends.gptqmodel.hessian import tensor_core_hessian
 from qrecipe.backends.gptqmodel.shards import shard_writes
@@ -134,7 +135,9 @@ class GPTQModelBackend(Backend):
         t_import = time.perf_counter()  # 0 when already imported (a sweep's later jobs)
         import gptqmodel  # noqa: F401 - the library's import: its own seconds (backend_s)
         job.seconds["import"] = time.perf_counter() - t_import
-        with frozen_heap():  # every full collection inside scans only what the call creates
+        # frozen_heap: every full collection inside scans only what the call creates;
+        # per_layer_rope: a Gemma 3 config survives gptqmodel's load and save (rope.py)
+        with frozen_heap(), per_layer_rope():
             _translate(job)
             model = _load(job)
             _quantize(job, model)

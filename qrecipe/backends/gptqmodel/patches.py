@@ -48,4 +48,11 @@ LAYER_EVENTS = PatchSet(
      Patch("gptqmodel.looper.extension:LoopExtensions", "publish", "df8401516a7ca6c6"),
      Patch("gptqmodel.looper.extension:LoopExtensions", "start", "3d4be1aeaffc3201")))
 
-ALL = (FAST_LAYER_LOOP, TENSOR_CORE_HESSIAN, CHECKPOINT_GC, SHARD_WRITES, LAYER_EVENTS)
+PER_LAYER_ROPE = PatchSet(
+    GPTQMODEL, "per-layer-type RoPE configs kept as they are (Gemma 3)",
+    "a Gemma 3 model cannot be saved (AttributeError in gptqmodel's RoPE normalization)",
+    (Patch("gptqmodel.utils.hf", "_normalize_rope_parameters_config_compat",
+           "d368f4d371edaeea"),))
+
+ALL = (FAST_LAYER_LOOP, TENSOR_CORE_HESSIAN, CHECKPOINT_GC, SHARD_WRITES, LAYER_EVENTS,
+       PER_LAYER_ROPE)

@@ -1,8 +1,10 @@
-"""llm-compressor adapter: GPTQ, AWQ and RTN weight-only integer quantization.
+"""llm-compressor adapter: GPTQ, AWQ and RTN weight-only integer quantization, and the preset
+schemes of schemes.py (FP8, INT8 W8A8, AutoRound, NVFP4, MXFP4).
 
 The result is a compressed-tensors checkpoint ("pack-quantized": int weights packed into int32
-plus per-group scales / zero points) that plain ``AutoModelForCausalLM.from_pretrained`` loads on
-CPU (the Linears keep the packed weights and compressed-tensors dequantizes them in forward).
+plus per-group scales / zero points; "float-quantized" FP8, "int-quantized" W8A8,
+"nvfp4-/mxfp4-pack-quantized" FP4) that plain ``AutoModelForCausalLM.from_pretrained`` loads on
+CPU (compressed-tensors decompresses the weights and quantizes activations in forward).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from qrecipe.backends.base import (
     QuantizeResult,
 )
 from qrecipe.backends.capabilities import CAPABILITIES, undivided
-from qrecipe.backends.llmcompressor import layerhooks, patches
+from qrecipe.backends.llmcompressor import layerhooks, patches, schemes
 from qrecipe.backends.patching import guarded
 from qrecipe.errors import QRecipeError
 from qrecipe.telemetry import layerlog
@@ -30,7 +32,7 @@ from qrecipe.telemetry import layerlog
 # the tie (two tables saved) for little size gain. Same convention as GPTQ/AWQ checkpoints.
 _IGNORE = ["lm_head"]
 _ALGORITHM = {"gptq": "GPTQModifier", "awq": "AWQModifier+QuantizationModifier",
-              "rtn": "QuantizationModifier"}
+              "rtn": "QuantizationModifier", **schemes.ALGORITHM}
 
 
 @BACKENDS.register("llmcompressor")
@@ -43,12 +45,17 @@ class LLMCompressorBackend(Backend):
     versions = (patches.LLMCOMPRESSOR, patches.COMPRESSED_TENSORS, TRANSFORMERS)
     patch_sets = patches.ALL
 
+    def check_method(self, method: Any) -> None:
+        schemes.check(method)  # validate and dry runs: before any import or weight
+
     def run(self, req: QuantizeRequest) -> QuantizeResult:
         t_import = time.perf_counter()  # 0 when already imported (a sweep's later jobs)
         import torch
         from llmcompressor import oneshot  # noqa: F401 - the library's import, timed
         from transformers import AutoModelForCausalLM  # noqa: F401
-        needs_rows = self.support[req.method.name].needs_calibration
+        schemes.check(req.method)  # a caller that skipped validate(): before any weight
+        needs_rows = self.support[req.method.name].needs_calibration and (
+            req.method.name not in schemes.METHODS or schemes.uses_rows(req.method))
         job = _Job(req, rows=req.calibration if needs_rows else None,
                    versions=self.package_versions(),
                    seconds={"import": time.perf_counter() - t_import})
@@ -69,7 +76,7 @@ layerlog.register(LLMCompressorBackend.name, "llmcompressor", layerhooks.install
 class _Job:
     """One quantize() call as it goes: the request, then what each step decided."""
     req: QuantizeRequest
-    rows: Optional[List[Any]]  # token id rows (None: RTN)
+    rows: Optional[List[Any]]  # token id rows (None: RTN and the data-free schemes)
     versions: Dict[str, str]
     seconds: Dict[str, float]  # the libraries' own steps
     pin_patched: bool = False
@@ -100,7 +107,11 @@ def _load(job: _Job):
                                                  dtype=getattr(torch, req.dtype))
     job.seconds["load"] = time.perf_counter() - t0
     model.eval()
-    _check_group_size(model, req.group_size)
+    block = schemes.block_widths(req.method)
+    if block:  # FP8 block: inputs in groups of 128, whatever bits.group_size says
+        _check_group_size(model, block, key="method.scheme", value=req.method.scheme)
+    elif req.method.name not in ("fp8", "w8a8"):  # their presets are per channel / tensor
+        _check_group_size(model, req.group_size)
     return model
 
 
@@ -166,6 +177,9 @@ def _describe(job: _Job, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     if method == "awq":
         details.update(zero_point=bool(req.method.zero_point), duo_scaling=True, n_grid=20,
                        cpu_pin_memory_patch=job.pin_patched, fp32_loss_patch=job.loss_patched)
+    if method in schemes.METHODS:
+        details.update(schemes.describe(saved, req.method),
+                       reload_kernel=schemes.reload_kernel(saved, req.device, req.hardware))
     if used_device != req.device:
         details["note"] = f"llm-compressor ran on {used_device} (it uses any visible accelerator)"
     return details
@@ -180,6 +194,8 @@ def _weight_args(req: QuantizeRequest):
     from compressed_tensors.quantization import QuantizationArgs
 
     m = req.method
+    if m.name in schemes.METHODS and m.name != "autoround":
+        return None  # a preset scheme: the library's own QuantizationArgs
     if m.name == "awq":
         symmetric = not bool(m.zero_point)
     else:
@@ -191,7 +207,8 @@ def _weight_args(req: QuantizeRequest):
         group_size=None if per_channel else int(req.group_size))
 
 
-def _check_group_size(model: Any, group_size: int) -> None:
+def _check_group_size(model: Any, group_size: int, key: str = "bits.group_size",
+                      value: Any = None) -> None:
     """Fail as a user error, before calibrating, where llm-compressor would raise a ValueError
     halfway through (it only checks divisibility when the quantization config is applied)."""
     import torch
@@ -200,6 +217,10 @@ def _check_group_size(model: Any, group_size: int) -> None:
                                  if isinstance(mod, torch.nn.Linear)
                                  and name.split(".")[-1] not in _IGNORE))
     if bad:
+        if key != "bits.group_size":
+            raise QRecipeError(f"this scheme quantizes inputs in groups of {group_size}, which "
+                               f"do not divide the layers' input widths {bad}", key=key,
+                               value=value, hint="use method.scheme=dynamic")
         raise QRecipeError(f"group size must divide every quantized layer's input width {bad}",
                            key="bits.group_size", value=group_size,
                            hint="pick a divisor (e.g. 64 or 32) or -1 for per-channel scales")
@@ -209,8 +230,10 @@ def _recipe(req: QuantizeRequest, weights) -> List[Any]:
     from compressed_tensors.quantization import QuantizationScheme
     from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 
-    groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
     m = req.method
+    if m.name in schemes.METHODS:
+        return schemes.modifiers(req, _IGNORE, weights)
+    groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
     if m.name == "gptq":
         # actorder must be passed explicitly: the modifier's default is "static" (act-order on),
         # and None is the honest mapping of desc_act=False. desc_act=True maps to "weight" (the

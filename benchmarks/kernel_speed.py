@@ -1,0 +1,163 @@
+"""Decode speed of every kernel on every kind of 4-bit checkpoint, on one GPU: the measurements
+`hardware.kernel=auto` ranks by (qrecipe/kernels/measured.py).
+
+    python benchmarks/kernel_speed.py --tokenizer DIR --work /tmp/ks --out kernel_speed.json \
+        [--shape llama2-7b] [--layers 32] [--phase all|checkpoints|speed] [--write-table]
+
+Builds a Llama-shaped random fp16 model (benchmarks/random_llama.py: speed only, never quality),
+writes one checkpoint per kind qrecipe produces (GPTQ symmetric and asymmetric, compressed-tensors
+asymmetric: RTN, since a kernel's speed does not depend on how the integers were chosen; AWQ:
+gptqmodel with 4 x 128 calibration tokens), builds the compiled kernels in the background, then
+reloads every checkpoint with every kernel that fits it (qrecipe's own check, allow_jit on) and
+measures prefill and decode at batch 1 and 8 against the fp16 model (gpu_bench_jobs.job_speed).
+--phase splits the work over two device commands on the same machine (checkpoints, then speed).
+--write-table also writes qrecipe/kernels/measured.json from the result. Prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from gpu_bench import (  # noqa: E402
+    KERNEL_BUILD,
+    PREBUILD,
+    BuildQueue,
+    finish_child,
+    fits,
+    setup,
+    start_child,
+)
+
+# label -> (method, backend, extra overrides, format, sym)
+CHECKPOINTS = {
+    "gptq-sym": ("rtn", "gptqmodel", ["method.sym=true"], "gptq", True),
+    "gptq-asym": ("rtn", "gptqmodel", ["method.sym=false"], "gptq", False),
+    "ct-asym": ("rtn", "llmcompressor", [], "compressed-tensors", False),
+    "awq": ("awq", "gptqmodel", [], "awq", None),
+}
+AWQ_ROWS = (4, 128)  # calibration of the AWQ checkpoint: enough to write one, fast
+
+
+def _env(work: Path) -> dict:
+    return {"GPTQMODEL_TORCH_EXTENSIONS_DIR": str(work / "ext"),
+            "GPTQMODEL_CACHE_DIR": str(work / "gcache"), "GPTQMODEL_OFFLINE": "1",
+            "TRITON_CACHE_DIR": str(work / "triton"), "QRECIPE_CACHE": str(work / "qcache")}
+
+
+def checkpoints(a, work: Path, model_dir: Path, rows: Path) -> dict:
+    made = {}
+    for label, (method, backend, extra, fmt, sym) in CHECKPOINTS.items():
+        out = work / "out" / label
+        if (out / "model" / "config.json").exists():
+            made[label] = str(out / "model")
+            continue
+        n, L = AWQ_ROWS if method == "awq" else (a.samples, a.seq_len)
+        spec = {"name": label, "method": method, "backend": backend, "runner": "qrecipe",
+                "model": str(model_dir), "rows": str(rows), "samples": n, "seq_len": L,
+                "layers": a.layers, "qcache": str(work / "qcache"), "out": str(out),
+                "overrides": extra}
+        proc, t0 = start_child(spec, work, _env(work))
+        r = finish_child(label, proc, t0, work, 560)
+        print(f"  {label}: {r.get('process_s', 0):.0f} s {r.get('error', '')}", flush=True)
+        if "model_dir" in r:
+            made[label] = r["model_dir"]
+    return made
+
+
+def targets(made: dict, model_dir: Path, cc: float) -> list:
+    from qrecipe.kernels import table as kernels
+    out = [("fp16", "fp16", str(model_dir))]
+    for label, d in made.items():
+        fmt = CHECKPOINTS[label][3]
+        out += [(label, k.name, d) for k in kernels.KERNELS[fmt]
+                if "cuda" in k.devices and not k.download and fits(fmt, k.name, d, cc)]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--work", default="/tmp/kernel_speed")
+    ap.add_argument("--out", default="kernel_speed.json")
+    ap.add_argument("--shape", default="llama2-7b")
+    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--phase", choices=("all", "checkpoints", "speed"), default="all")
+    ap.add_argument("--write-table", action="store_true")
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir, rows = work / "fp16", work / "rows.pt"
+    doc = setup(a, model_dir, rows, work)
+    if a.phase != "speed":  # compile in the background while the checkpoints are written
+        builds = BuildQueue(work, {**_env(work), "MAX_JOBS": "12"},
+                            tuple(e for e in PREBUILD if e in KERNEL_BUILD.values()))
+        made = checkpoints(a, work, model_dir, rows)
+        for e in builds.names:
+            doc["prebuild"].append({"ext": e, **(builds.wait(e) or {})})
+        (work / "checkpoints.json").write_text(json.dumps(made))
+        if a.phase == "checkpoints":
+            Path(a.out).write_text(json.dumps(doc, indent=1, default=str))
+            return
+    made = json.loads((work / "checkpoints.json").read_text())
+    proc, t0 = start_child({"name": "speed", "runner": "speed", "rows": str(rows),
+                            "targets": targets(made, model_dir, doc["device_cc"])},
+                           work, _env(work))
+    r = finish_child("speed", proc, t0, work, 580)
+    doc["speed"] = r.get("targets") or json.loads(
+        (work / "speed.result.json.partial").read_text() or "[]")
+    doc["table"] = table_rows(doc)
+    Path(a.out).write_text(json.dumps(doc, indent=1, default=str))
+    print(markdown(doc["table"]))
+    if a.write_table:
+        write_table(doc)
+
+
+def table_rows(doc: dict) -> list:
+    """One row per (checkpoint, kernel): decode tok/s at batch 1 and 8 against fp16's."""
+    sp = doc["speed"]
+    fp = next((s for s in sp if s["method"] == "fp16" and "b1" in s), None)
+    rows = []
+    for s in sp:
+        if s["method"] == "fp16" or "b1" not in s or not fp:
+            continue
+        _, _, _, fmt, sym = CHECKPOINTS[s["method"]]
+        b1, b8 = s["b1"]["decode_tokens_per_s"], s["b8"]["decode_tokens_per_s"]
+        rows.append({"gpu": doc["device"], "cc": doc["device_cc"], "format": fmt, "sym": sym,
+                     "checkpoint": s["method"], "kernel": s["kernel"],
+                     "loaded_as": s.get("loaded_modules"),
+                     "b1_tok_s": round(b1, 1), "b8_tok_s": round(b8, 1),
+                     "b1_vs_fp16": round(b1 / fp["b1"]["decode_tokens_per_s"], 3),
+                     "b8_vs_fp16": round(b8 / fp["b8"]["decode_tokens_per_s"], 3)})
+    return rows
+
+
+def markdown(rows: list) -> str:
+    out = ["| checkpoint | kernel | loaded as | b1 decode tok/s | b1 vs fp16 | b8 decode tok/s "
+           "| b8 vs fp16 |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["checkpoint"], -r["b1_vs_fp16"])):
+        out.append(f"| {r['checkpoint']} | {r['kernel']} | {r['loaded_as']} | {r['b1_tok_s']:,} "
+                   f"| {r['b1_vs_fp16']} | {r['b8_tok_s']:,} | {r['b8_vs_fp16']} |")
+    return "\n".join(out)
+
+
+def write_table(doc: dict) -> None:
+    """qrecipe/kernels/measured.json: the rows `auto` ranks by, with what reproduces them."""
+    src = {k: doc[k] for k in ("device", "device_cc", "date", "versions", "command", "shape")}
+    path = HERE.parent / "qrecipe" / "kernels" / "measured.json"
+    path.write_text(json.dumps({"source": src, "rows": doc["table"]}, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    t = time.perf_counter()
+    main()
+    print(f"total {time.perf_counter() - t:.0f} s")

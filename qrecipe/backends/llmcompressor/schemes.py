@@ -1,0 +1,156 @@
+"""The llm-compressor methods beyond int weight-only: FP8, INT8 W8A8, AutoRound, NVFP4, MXFP4.
+
+Each is a compressed-tensors preset scheme (compressed_tensors.quantization.quant_scheme
+PRESET_SCHEMES) applied by llm-compressor's own modifiers; qrecipe chooses the preset and the
+modifiers and checks the method's options, nothing more (no quantization math here). The
+checks run before the model is loaded, each a one-line QRecipeError.
+
+What reloads where (transformers 5.17, compressed-tensors 0.19): every scheme reloads on CPU,
+its weights decompressed to dense at load and its activations quantized and dequantized in
+forward by compressed-tensors (kernel `emulated`, qrecipe/kernels/table.py). FP8 matmuls need
+an Ada/Hopper GPU and a server such as vLLM; FP4 matmuls need Blackwell (no Hopper kernel).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from qrecipe.errors import QRecipeError
+from qrecipe.kernels import table as kernels
+
+# method.scheme of method=fp8 -> compressed-tensors preset
+FP8_PRESETS = {"dynamic": "FP8_DYNAMIC", "static": "FP8", "block": "FP8_BLOCK"}
+# FP8_BLOCK: 128x128 weight blocks, activations in groups of 128 (quant_scheme.py)
+FP8_BLOCK = 128
+# method.preset of method=autoround -> auto-round's own recipe name (auto_round/cli/main.py
+# RECIPES: light = 50 iters at lr 5e-3, default = 200 iters, best = 1000 iters); read from
+# auto-round at run time, so its values are auto-round's
+AUTOROUND_PRESETS = ("light", "default", "best")
+METHODS = ("fp8", "w8a8", "autoround", "nvfp4", "mxfp4")
+# which modifiers run, for the report
+ALGORITHM = {"fp8": "QuantizationModifier", "w8a8": "SmoothQuantModifier+GPTQModifier",
+             "autoround": "AutoRoundModifier", "nvfp4": "QuantizationModifier",
+             "mxfp4": "QuantizationModifier"}
+
+
+def check(method: Any) -> None:
+    """The method's option values (the schema has typed them already)."""
+    name = method.name
+    if name == "fp8" and method.scheme not in FP8_PRESETS:
+        raise QRecipeError("unknown FP8 scheme", key="method.scheme", value=method.scheme,
+                           allowed=", ".join(FP8_PRESETS))
+    if name == "w8a8" and not 0.0 < float(method.smoothing_strength) < 1.0:
+        raise QRecipeError("SmoothQuant's strength is a fraction", key="method.smoothing_strength",
+                           value=method.smoothing_strength, allowed="0 < x < 1 (0.8 usual)")
+    if name == "autoround":
+        if method.preset not in AUTOROUND_PRESETS:
+            raise QRecipeError("unknown AutoRound preset", key="method.preset",
+                               value=method.preset, allowed=", ".join(AUTOROUND_PRESETS))
+        if method.get("iters") is not None and int(method.iters) < 0:
+            raise QRecipeError("iterations cannot be negative", key="method.iters",
+                               value=method.iters, hint="0 is auto-round's RTN")
+
+
+def preset(method: Any) -> Optional[str]:
+    """The compressed-tensors preset of a preset method (None: built from bits/group size)."""
+    name = method.name
+    if name == "fp8":
+        return FP8_PRESETS[method.scheme]
+    if name == "w8a8":
+        return "W8A8"
+    if name in ("nvfp4", "mxfp4"):
+        return name.upper() + ("" if method.activations else "A16")
+    return None
+
+
+def uses_rows(method: Any) -> bool:
+    """Whether the scheme reads calibration data: static scales (FP8 static, NVFP4's activation
+    global scale), SmoothQuant, GPTQ and AutoRound do; dynamic ones do not."""
+    name = method.name
+    if name == "fp8":
+        return method.scheme == "static"
+    if name == "nvfp4":
+        return bool(method.activations)
+    return name in ("w8a8", "autoround")
+
+
+def autoround_settings(method: Any) -> Dict[str, Any]:
+    """iters and lr from auto-round's own preset (method.iters wins where set)."""
+    from auto_round.cli.main import RECIPES  # deferred: auto-round imports torch
+
+    r = RECIPES[method.preset]
+    iters = r["iters"] if method.get("iters") is None else int(method.iters)
+    # batch_size: rows per tuning step (auto-round's recipes: 8), not hardware.calib_batch_size
+    # (rows per forward while calibrating): it changes the optimisation, not only its speed
+    return {"iters": iters, "lr": r["lr"], "batch_size": r["batch_size"],
+            "preset": method.preset, "preset_iters": r["iters"],
+            "preset_nsamples": r["nsamples"], "preset_seqlen": r["seqlen"]}
+
+
+def modifiers(req: Any, ignore: List[str], weights: Any) -> List[Any]:
+    """The llm-compressor recipe of a method in METHODS. `weights`: the int QuantizationArgs
+    built from bits and group size (AutoRound's only)."""
+    from compressed_tensors.quantization import QuantizationScheme  # deferred: torch
+    from llmcompressor.modifiers.quantization import (  # deferred: torch
+        GPTQModifier,
+        QuantizationModifier,
+    )
+
+    m = req.method
+    if m.name == "w8a8":
+        from llmcompressor.modifiers.transform.smoothquant import (  # deferred: torch
+            SmoothQuantModifier,
+        )
+        return [SmoothQuantModifier(smoothing_strength=float(m.smoothing_strength)),
+                GPTQModifier(targets=["Linear"], scheme="W8A8", ignore=list(ignore),
+                             dampening_frac=float(m.damp_percent),
+                             actorder="weight" if m.desc_act else None)]
+    if m.name == "autoround":
+        from llmcompressor.modifiers.autoround import AutoRoundModifier  # deferred: torch
+        s = autoround_settings(m)
+        batch = min(s["batch_size"], len(req.calibration or ()) or 1)
+        groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
+        return [AutoRoundModifier(config_groups=groups, ignore=list(ignore), iters=s["iters"],
+                                  lr=s["lr"], batch_size=batch,
+                                  enable_torch_compile=bool(m.enable_torch_compile))]
+    return [QuantizationModifier(targets=["Linear"], scheme=preset(m), ignore=list(ignore))]
+
+
+def block_widths(method: Any) -> Optional[int]:
+    """The width every quantized layer's input must be a multiple of, where the scheme fixes
+    one that bits.group_size does not say (FP8 block)."""
+    return FP8_BLOCK if method.name == "fp8" and method.scheme == "block" else None
+
+
+def describe(saved: Dict[str, Any], method: Any) -> Dict[str, Any]:
+    """The scheme as written to config.json: weights and activations, per config group."""
+    group = next(iter(saved["config_groups"].values()))
+    keys = ("num_bits", "type", "strategy", "group_size", "block_structure", "symmetric",
+            "dynamic", "observer", "actorder")
+
+    def args(a):
+        return {k: a.get(k) for k in keys} if a else None
+    out = {"preset": preset(method), "scheme": args(group.get("weights")),
+           "activations": args(group.get("input_activations")),
+           "uses_calibration": uses_rows(method)}
+    if method.name == "fp8":
+        out["fp8_scheme"] = method.scheme
+    if method.name == "w8a8":
+        out["smoothing_strength"] = float(method.smoothing_strength)
+        out["dampening_frac"] = float(method.damp_percent)
+    if method.name == "autoround":
+        out["autoround"] = autoround_settings(method)
+        out["sym"] = bool(method.sym)
+    return out
+
+
+def reload_kernel(saved: Dict[str, Any], device: str, hardware: Any) -> Dict[str, Any]:
+    """The kernel the evaluate stage reloads this checkpoint with on `device` (the same
+    resolve() call qrecipe/inputs/models.py makes), and what it does."""
+    hw = hardware or {}
+    try:
+        k = kernels.resolve("compressed-tensors", device, hw.get("kernel", "auto"),
+                            bool(hw.get("allow_jit", False)),
+                            **kernels.saved_facts("compressed-tensors", saved))
+    except QRecipeError as e:
+        return {"name": None, "note": str(e)}
+    return {"name": k.name, "note": k.note}
