@@ -185,6 +185,10 @@ ELSEWHERE = {
     "+recipe=gptq_llama7b method=gptq,awq,rtn,bnb bits=w2,w3,w4,w8": CLUSTER,
     # docs/benchmarks.md: CPU benchmarks
     "bash benchmarks/defaults_sweep.sh": BENCH,
+    "python -m qrecipe +recipe=smollm2_awq_w4 method.backend=llmcompressor "
+    "calibration.num_samples=2 calibration.seq_len=256 eval.speed=false": BENCH,
+    "python -m qrecipe +recipe=smollm2_awq_w4 method.backend=gptqmodel "
+    "calibration.num_samples=2 calibration.seq_len=256 eval.speed=false": BENCH,
     "PYTHONPATH=. python3 benchmarks/score_texts.py outputs/bench/defaults --fp-model "
     "~/.cache/qrecipe/models/a2b9550e577fad3e --out outputs/bench/heldout.json": BENCH,
     "PYTHONPATH=. python benchmarks/cpu_bf16.py --threads 1 --repeat 5 --json "
@@ -432,9 +436,15 @@ def _shell(tmp: Path) -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": path}
 
 
-def _run_all(argvs: dict, env: dict, cwd: Path) -> dict:
-    """name -> argv, run two at a time -> name -> CompletedProcess (returncode -1: timed out)."""
-    def one(argv):
+def _run_all(argvs: dict, env: dict, tmp: Path) -> dict:
+    """name -> argv, run two at a time, each from its own checkout (two runs of one recipe
+    started in the same second would share Hydra's outputs/<recipe>/<time>/) -> name ->
+    CompletedProcess (returncode -1: timed out)."""
+    def one(item):
+        i, argv = item
+        cwd = tmp / f"checkout{i}"
+        cwd.mkdir()
+        _checkout(cwd)
         try:
             return subprocess.run(argv, check=False, cwd=cwd, env=env, capture_output=True,
                                   text=True, timeout=TIMEOUT_S)
@@ -442,7 +452,7 @@ def _run_all(argvs: dict, env: dict, cwd: Path) -> dict:
             return subprocess.CompletedProcess(argv, -1, "", f"timed out after {e.timeout} s")
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(argvs, pool.map(one, argvs.values())))
+        return dict(zip(argvs, pool.map(one, enumerate(argvs.values()))))
 
 
 @pytest.fixture(scope="module")
@@ -456,7 +466,7 @@ def ran(tmp_path_factory, readers_files):
     every = doc_commands()
     argvs = {c: ["bash", "-c", _put(every[c].raw, readers_files)] for c in sorted(RUN)}
     return _run_all(argvs, _shell(tmp_path_factory.mktemp("shell")),
-                    _checkout(tmp_path_factory.mktemp("checkout")))
+                    tmp_path_factory.mktemp("checkouts"))
 
 
 def _expected_exit(shown: list) -> int:
@@ -506,7 +516,7 @@ def dry_ran(tmp_path_factory):
     argvs = {c: [*_dry_argv(c), f"hydra.run.dir={tmp}/{i}", f"hydra.sweep.dir={tmp}/{i}"]
              for i, c in enumerate(DRY)}
     return _run_all(argvs, {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-                    ROOT)
+                    tmp_path_factory.mktemp("dry_checkouts"))
 
 
 @pytest.mark.parametrize("cmd", DRY)

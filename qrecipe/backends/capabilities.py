@@ -104,14 +104,16 @@ FORMAT_LABELS = {"gptq": "GPTQ (AutoGPTQ-compatible)", "awq": "AWQ (AutoAWQ-comp
                  "hqq": "HQQ (hqq's HQQLinear state, transformers' hqq quantization_config)"}
 
 
-# `method.backend: auto`: the backend that quantizes a method fastest on each device, at equal
-# quality. AWQ on a GPU: llm-compressor 3.46 s against gptqmodel 13.54 s per 7B layer (H200,
+# `method.backend: auto`: the backend that quantizes a method fastest on each device. AWQ:
+# llm-compressor. On a GPU 3.46 s against gptqmodel's 13.54 s per 7B layer (H200,
 # docs/benchmarks.md "GPU: quantize time against each library's defaults, 1 layer"); on all 32
-# layers of that shape on an H100 (128 x 512 rows, h100_80gb) 107 s against 7.3 min, and its
-# checkpoint decodes at 2.03x fp16 on ExLlamaV2. On a CPU, gptqmodel's AWQ is the faster
-# (docs/benchmarks.md "AWQ by backend on CPU").
+# layers of that shape on an H100 (128 x 512 rows, h100_80gb) 107 s against 7.3 min, its
+# checkpoint decoding at 2.03x fp16 on ExLlamaV2. On a CPU (SmolLM2, 2 x 256 rows) 142 s against
+# 726 s, but perplexity 37.33 against 36.67 and 169.3 MB against 112.1 MB on disk
+# (docs/benchmarks.md "AWQ by backend (CPU)"): not equal quality, so AWQ's default stays
+# gptqmodel and auto is the user's choice of speed.
 AUTO_BACKEND: Dict[Tuple[str, str], str] = {("awq", "cuda"): "llmcompressor",
-                                           ("awq", "cpu"): "gptqmodel"}
+                                           ("awq", "cpu"): "llmcompressor"}
 
 
 def auto_backend(method: str, device: str) -> Optional[str]:

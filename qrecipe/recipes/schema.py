@@ -59,7 +59,7 @@ class GPTQMethod(MethodConfig):
 @dataclass
 class AWQMethod(MethodConfig):
     name: str = "awq"
-    backend: str = "auto"  # the faster measured on the job's device (run/validate.py)
+    backend: str = "gptqmodel"  # conf/method/awq.yaml says why; "auto": the faster backend
     zero_point: bool = True
 
 
