@@ -533,6 +533,9 @@ def test_planted_dequantized_gguf_in_the_cache_is_made_again(tmp_path, monkeypat
         made.append(dest)
 
     monkeypatch.setattr(models, "_dequantize", fake_dequantize)
+    # no real GGUF here: the copy's name carries no rebuilt-tokenizer suffix
+    monkeypatch.setattr(models.gguf_tokenizer, "cache_suffix", lambda src: "")
+    (tmp_path / "m.gguf").write_bytes(b"")
     cfg = OmegaConf.create({"source": "gguf", "path": str(tmp_path / "m.gguf"),
                             "tokenizer": None})
     dest = tmp_path / "cache" / "models" / "0123456789abcdef"

@@ -411,7 +411,7 @@ def test_control_characters_in_a_recipe_file_name_are_escaped_in_listings(tmp_pa
     assert rc == 0, err
     assert "\x1b" not in out and "\r" not in out
     assert "evil\\x1b[2K\\rproject" in out and "two\\nlines" in out
-    assert all(ln.startswith(("NAME", "smollm2", "awq", "bnb", "gptq", "evil", "two"))
+    assert all(ln.startswith(("NAME", "smollm2", "gemma3", "awq", "bnb", "gptq", "evil", "two"))
                for ln in out.splitlines()), out
 
 
