@@ -98,8 +98,8 @@ def render(plan: Dict[str, Any]) -> str:
                      "hydra.launcher.mem_gb)")
     hours = (f"{t['gpu_hours']:.2f} GPU-hours" if t["gpu_hours"] or not t["cpu_job_hours"]
              else f"{t['cpu_job_hours']:.2f} CPU job-hours")
-    unknown = f" ({t['unknown_time']} jobs of unknown time not counted)" \
-        if t["unknown_time"] else ""
+    n = t["unknown_time"]
+    unknown = f" ({n} job{'s' if n > 1 else ''} of unknown time not counted)" if n else ""
     lines += [f"total: {hours} of quantization{unknown}; wall {duration(t['wall_seconds'])} "
               f"with {_at_once(t['slots'])} ({duration(t['serial_seconds'])} one after another)",
               "times are quantization only: model load, evaluation and the queue come on top"]
