@@ -141,10 +141,7 @@ def main() -> None:
     t_start = time.perf_counter()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    # one kernel cache for every job: the builds below fill it once
-    env = {"GPTQMODEL_TORCH_EXTENSIONS_DIR": a.ext_dir or str(work / "ext"),
-           "GPTQMODEL_CACHE_DIR": str(work / "gcache"), "GPTQMODEL_OFFLINE": "1",
-           "TRITON_CACHE_DIR": str(work / "triton"), "QRECIPE_CACHE": str(work / "qcache")}
+    env = job_env(work, a.ext_dir)
     jobs = selected(a)
     builds = BuildQueue(work, {**env, "MAX_JOBS": str(a.build_jobs)}, _builds(jobs))
     model_dir, rows_path = work / "fp16", work / "rows.pt"
@@ -201,6 +198,14 @@ def main() -> None:
     derive(doc)
     save()
     print(markdown(doc))
+
+
+def job_env(work: Path, ext_dir=None) -> dict:
+    """The child processes' environment: one kernel cache for every job (the builds fill it
+    once), offline, and qrecipe's cache under the work folder."""
+    return {"GPTQMODEL_TORCH_EXTENSIONS_DIR": ext_dir or str(work / "ext"),
+            "GPTQMODEL_CACHE_DIR": str(work / "gcache"), "GPTQMODEL_OFFLINE": "1",
+            "TRITON_CACHE_DIR": str(work / "triton"), "QRECIPE_CACHE": str(work / "qcache")}
 
 
 class BuildQueue:

@@ -31,6 +31,7 @@ from gpu_bench import (  # noqa: E402
     BuildQueue,
     finish_child,
     fits,
+    job_env,
     setup,
     start_child,
 )
@@ -45,12 +46,6 @@ CHECKPOINTS = {
 AWQ_ROWS = (4, 128)  # calibration of the AWQ checkpoint: enough to write one, fast
 
 
-def _env(work: Path) -> dict:
-    return {"GPTQMODEL_TORCH_EXTENSIONS_DIR": str(work / "ext"),
-            "GPTQMODEL_CACHE_DIR": str(work / "gcache"), "GPTQMODEL_OFFLINE": "1",
-            "TRITON_CACHE_DIR": str(work / "triton"), "QRECIPE_CACHE": str(work / "qcache")}
-
-
 def checkpoints(a, work: Path, model_dir: Path, rows: Path) -> dict:
     made = {}
     for label, (method, backend, extra, fmt, sym) in CHECKPOINTS.items():
@@ -63,7 +58,7 @@ def checkpoints(a, work: Path, model_dir: Path, rows: Path) -> dict:
                 "model": str(model_dir), "rows": str(rows), "samples": n, "seq_len": L,
                 "layers": a.layers, "qcache": str(work / "qcache"), "out": str(out),
                 "overrides": extra}
-        proc, t0 = start_child(spec, work, _env(work))
+        proc, t0 = start_child(spec, work, job_env(work))
         r = finish_child(label, proc, t0, work, 560)
         print(f"  {label}: {r.get('process_s', 0):.0f} s {r.get('error', '')}", flush=True)
         if "model_dir" in r:
@@ -98,7 +93,7 @@ def main() -> None:
     model_dir, rows = work / "fp16", work / "rows.pt"
     doc = setup(a, model_dir, rows, work)
     if a.phase != "speed":  # compile in the background while the checkpoints are written
-        builds = BuildQueue(work, {**_env(work), "MAX_JOBS": "12"},
+        builds = BuildQueue(work, {**job_env(work), "MAX_JOBS": "12"},
                             tuple(e for e in PREBUILD if e in KERNEL_BUILD.values()))
         made = checkpoints(a, work, model_dir, rows)
         for e in builds.names:
@@ -110,7 +105,7 @@ def main() -> None:
     made = json.loads((work / "checkpoints.json").read_text())
     proc, t0 = start_child({"name": "speed", "runner": "speed", "rows": str(rows),
                             "targets": targets(made, model_dir, doc["device_cc"])},
-                           work, _env(work))
+                           work, job_env(work))
     r = finish_child("speed", proc, t0, work, 580)
     doc["speed"] = r.get("targets") or json.loads(
         (work / "speed.result.json.partial").read_text() or "[]")
