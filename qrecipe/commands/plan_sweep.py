@@ -74,10 +74,9 @@ def _job(job: List[str], mem_gb, gflops) -> dict:
     try:
         cfg = compose(job)
         resolve_paths(cfg)
-        plan = validate(cfg, here=False, hub=False)  # the jobs run where the hub is
+        validate(cfg, here=False, hub=False)  # the jobs run where the hub is
         prof = hardware.of_config(cfg.hardware, mem_gb)
-        figures = sweep_plan.job_figures(cfg, model_shape(cfg.model), prof, gflops,
-                                         plan.support.needs_calibration)
+        figures = sweep_plan.job_figures(cfg, model_shape(cfg.model), prof, gflops)
         return {**figures, "hardware": prof.label}
     except QRecipeError as e:
         return {"error": str(e)}

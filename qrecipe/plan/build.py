@@ -38,7 +38,7 @@ def build(shape: ModelShape, hw: str = "cpu", context: int = 2048, batch: int = 
     rows = {}
     for fmt in est.FORMATS:
         inf = est.inference_bytes(shape, fmt, context, batch, group)
-        quant = [_quantize(shape, fmt, m, b, p, measured, num_samples, seq_len, group, gflops)
+        quant = [quantize_figures(shape, fmt, m, b, p, measured, num_samples, seq_len, group, gflops)
                  for m, b in est.METHODS[fmt]]
         rows[fmt] = {
             "bits": BITS[fmt], "group_size": group if fmt in est.INT_BITS else None,
@@ -69,7 +69,7 @@ def build(shape: ModelShape, hw: str = "cpu", context: int = 2048, batch: int = 
             "rows": rows}
 
 
-def _quantize(shape: ModelShape, fmt: str, method: str, backend: str, p: Profile,
+def quantize_figures(shape: ModelShape, fmt: str, method: str, backend: str, p: Profile,
               measured: List[dict], n: int, L: int, group: int,
               gflops: Optional[float] = None) -> Dict[str, Any]:
     peak = est.quantize_peak_bytes(shape, fmt, method, backend, p.device, n, L, group)

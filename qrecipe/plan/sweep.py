@@ -14,36 +14,28 @@ import heapq
 from typing import Any, Dict, List, Optional
 
 from qrecipe.inputs.shapes import ModelShape
-from qrecipe.plan import estimate as est
 from qrecipe.plan.advice import recipe_format
-from qrecipe.plan.build import BITS
+from qrecipe.plan.build import quantize_figures
 from qrecipe.plan.hardware import Profile
 from qrecipe.plan.render import aligned, duration, gb
-from qrecipe.plan.times import estimate_time, load_measurements
+from qrecipe.plan.times import load_measurements
 
 
-def job_figures(cfg, shape: ModelShape, prof: Profile, gflops: Optional[float],
-                needs_calibration: bool) -> Dict[str, Any]:
-    """One valid job's figures (cfg: its composed config)."""
+def job_figures(cfg, shape: ModelShape, prof: Profile, gflops: Optional[float]
+                ) -> Dict[str, Any]:
+    """One valid job's figures (cfg: its composed config): the planner's own quantize row for
+    its method, backend, format, calibration and device (build.quantize_figures)."""
     method, backend = str(cfg.method.name), str(cfg.method.backend)
     width, group = int(cfg.bits.width), int(cfg.bits.group_size)
     fmt = recipe_format(method, width)
-    cal = cfg.calibration
-    n, L = (int(cal.num_samples), int(cal.seq_len)) if needs_calibration else (0, 0)
-    peak = est.quantize_peak_bytes(shape, fmt, method, backend, prof.device, max(n, 1),
-                                   max(L, 1), group if group > 0 else 128)
-    t = estimate_time(load_measurements(), method, backend, prof.device,
-                      est.layer_linear_params(shape), shape.layers, n, L, prof.tflops,
-                      BITS[fmt] if method == "bnb" else None, gflops)
+    q = quantize_figures(shape, fmt, method, backend, prof, load_measurements(),
+                         int(cfg.calibration.num_samples), int(cfg.calibration.seq_len),
+                         group if group > 0 else 128, gflops)
     gpus = int(cfg.hardware.get("gpus_per_job") or 1) if prof.device == "cuda" else 0
     return {"method": method, "backend": backend, "bits": width, "group_size": group,
-            "model": shape.name, "layers": shape.layers, "format": fmt,
-            "peak_bytes": peak,
-            "host_bytes": est.host_bytes(shape, backend) if prof.device == "cuda" else None,
-            "fits": peak <= prof.usable_bytes, "gpus": gpus,
-            "seconds": t and t["seconds"], "seconds_range": t and t["range"],
-            "time_source": t["source"] if t else "no measurement of this method/backend on "
-                                                   f"{prof.device} (measurements.json)"}
+            "model": shape.name, "layers": shape.layers, "format": fmt, "gpus": gpus,
+            **{k: q[k] for k in ("peak_bytes", "host_bytes", "fits", "seconds",
+                                 "seconds_range", "time_source")}}
 
 
 def totals(jobs: List[Dict[str, Any]], slots: int, time_limit_min: Optional[float],
