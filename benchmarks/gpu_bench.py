@@ -5,6 +5,25 @@ same calibration rows; then reload + speed of every checkpoint format per kernel
         [--shape llama2-7b] [--layers 1] [--samples 64] [--seq-len 512] [--budget 570]
         [--only gptq-gptqmodel,speed] [--ext-dir DIR]
 
+Without --only: the original set (JOBS: gptq, awq, rtn, bnb and their reload), as before. The
+newer methods (NEW_JOBS: fp8, w8a8, autoround, hqq, nvfp4, mxfp4; each qrecipe's job and its
+library's default, then the reload of qrecipe's checkpoints) run only when --only names them:
+
+    python benchmarks/gpu_bench.py --tokenizer DIR --work /tmp/bench --out new.json \
+        --layers 32 --samples 128 --seq-len 512 --budget 540 \
+        --only fp8,w8a8,autoround,hqq,nvfp4,mxfp4,speed
+
+--only takes label prefixes (method-backend-runner: `fp8`, `hqq-hqq-qrecipe`, `speed`); naming a
+newer method runs the newer group's order and its speed step. At 32 layers (128 x 512 rows) the
+whole newer group takes about 25 minutes (13 processes of ~20 s start-up each, ~5 min of
+reloads): past one 10-minute command. Three commands of under 10 minutes each, back to back with
+the same --work (a warm machine keeps the 32-layer model, ~1.5 min to write, and the rows):
+
+    --only fp8,mxfp4,nvfp4,speed      --only w8a8,hqq,speed      --only autoround,speed
+
+each with `--layers 32 --samples 128 --seq-len 512 --budget 520` and its own --out;
+`python benchmarks/gpu_bench_table.py A.json B.json C.json` prints the three.
+
 One invocation, made to fit one 10-minute device command: builds a Llama-shaped random fp16 model
 (benchmarks/random_llama.py; never for quality claims), cuts the calibration rows once with
 qrecipe's own sampler, queues the one-time gptqmodel JIT builds in a background process (each
@@ -28,8 +47,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from gpu_bench_jobs import TEXT  # noqa: E402
-from gpu_bench_table import derive, markdown  # noqa: E402
+from gpu_bench_jobs import TEXT
+from gpu_bench_table import ckpt_label, derive, markdown
 
 # (method, backend, runner, JIT builds it waits for); the order puts build-free jobs first
 JOBS = [
@@ -49,16 +68,51 @@ JOBS = [
     ("bnb8", "bitsandbytes", "backend_default", ()),
     ("awq", "llmcompressor", "backend_default", ()),
 ]
+# The newer methods, run only when --only names them (old invocations keep their meaning).
+# Build-free first, each qrecipe job beside its library's default: the data-free and quick
+# llm-compressor presets (fp8, mxfp4), the calibrated ones (nvfp4, w8a8), hqq, then AutoRound
+# (its int4 checkpoint's kernels need the JIT builds, which compile meanwhile); the reload of
+# qrecipe's checkpoints before the longest default job (AutoRound with torch.compile), which
+# --budget cuts first.
+NEW_JOBS = [
+    ("fp8", "llmcompressor", "qrecipe", ()),
+    ("fp8", "llmcompressor", "backend_default", ()),
+    ("mxfp4", "llmcompressor", "qrecipe", ()),
+    ("mxfp4", "llmcompressor", "backend_default", ()),
+    ("nvfp4", "llmcompressor", "qrecipe", ()),
+    ("nvfp4", "llmcompressor", "backend_default", ()),
+    ("w8a8", "llmcompressor", "qrecipe", ()),
+    ("w8a8", "llmcompressor", "backend_default", ()),
+    ("hqq", "hqq", "qrecipe", ()),
+    ("hqq", "hqq", "backend_default", ()),
+    ("autoround", "llmcompressor", "qrecipe", ()),
+    ("speed", None, None, None),
+    ("autoround", "llmcompressor", "backend_default", ()),
+]
 PREBUILD = ("gptq_block", "pack_block_cpu", "awq", "exllamav2", "marlin_fp16")  # order of need
-# Kernels whose reload + speed is measured, per checkpoint format (qrecipe/kernels/table.py names).
-# gptq: qrecipe's default is asymmetric, which gptqmodel's GPTQ Marlin refuses (qrecipe/kernels/table.py)
+# compressed-tensors checkpoints whose scheme quantizes activations or stores float weights
+# (FP8, INT8 W8A8, NVFP4, MXFP4): a kind of their own, since qrecipe runs them on `emulated`
+# only (never on the int kernels, so they wait for no build) and FP8 on transformers' own kernel
+EMULATED = "compressed-tensors/emulated"
+# Kernels whose reload + speed is measured, per checkpoint format or kind (qrecipe/kernels/table.py
+# names). gptq: qrecipe's default is asymmetric, which gptqmodel's GPTQ Marlin refuses
 SPEED_KERNELS = {"gptq": ("torch", "exllama_v2"), "awq": ("torch", "marlin"),
                  "compressed-tensors": ("compressed", "dequantized", "exllama_v2"),
-                 "bitsandbytes": ("bitsandbytes",)}
+                 "bitsandbytes": ("bitsandbytes",), "hqq": ("torch", "dequantized"),
+                 EMULATED: ("emulated", "fp8")}
+# (method, backend) -> the checkpoint format (qrecipe/kernels/table.py FORMATS) or kind written
 FORMAT = {("gptq", "gptqmodel"): "gptq", ("rtn", "gptqmodel"): "gptq",
           ("awq", "gptqmodel"): "awq", ("gptq", "llmcompressor"): "compressed-tensors",
           ("awq", "llmcompressor"): "compressed-tensors",
-          ("bnb4", "bitsandbytes"): "bitsandbytes", ("bnb8", "bitsandbytes"): "bitsandbytes"}
+          ("bnb4", "bitsandbytes"): "bitsandbytes", ("bnb8", "bitsandbytes"): "bitsandbytes",
+          # AutoRound writes int weight-only pack-quantized: the int kernels (a build)
+          ("autoround", "llmcompressor"): "compressed-tensors", ("hqq", "hqq"): "hqq",
+          **{(m, "llmcompressor"): EMULATED for m in ("fp8", "w8a8", "nvfp4", "mxfp4")}}
+
+
+def fmt_of(kind: str) -> str:
+    """The checkpoint format of a FORMAT value (qrecipe's kernel table takes formats)."""
+    return kind.split("/")[0]
 
 
 def _label(method, backend, runner) -> str:
@@ -66,9 +120,18 @@ def _label(method, backend, runner) -> str:
 
 
 def selected(a) -> list:
-    """The JOBS --only names (label prefixes), all of them by default."""
+    """The jobs --only names (label prefixes): JOBS by default. Naming a newer method
+    (NEW_JOBS) runs the newer group in its order, with its one speed step, after any JOBS named."""
     only = [o for o in a.only.split(",") if o]
-    return [j for j in JOBS if not only or any(_label(*j[:3]).startswith(o) for o in only)]
+    if not only:
+        return list(JOBS)
+
+    def pick(jobs):
+        return [j for j in jobs if any(_label(*j[:3]).startswith(o) for o in only)]
+    old, new = pick(JOBS), pick(NEW_JOBS)
+    if not any(j[0] != "speed" for j in new):
+        return old
+    return [j for j in old if j[0] != "speed"] + new
 
 
 def _builds(jobs) -> tuple:
@@ -88,8 +151,9 @@ def speed_builds(jobs) -> tuple:
     """The builds the speed step may need: those of every kernel it can try on the formats the
     selected qrecipe jobs write (auto's compiled choices and SPEED_KERNELS)."""
     from qrecipe.kernels import table as kernels
-    fmts = {FORMAT[(m, b)] for m, b, r, _ in jobs if r == "qrecipe"}
-    names = {k for f in fmts for k in SPEED_KERNELS[f] + kernels.auto_jit(f)}
+    kinds = {FORMAT[(m, b)] for m, b, r, _ in jobs if r == "qrecipe"}
+    names = {k for f in kinds for k in SPEED_KERNELS[f]
+             + (() if f == EMULATED else kernels.auto_jit(f))}
     return tuple(e for e in PREBUILD if e in {KERNEL_BUILD[k] for k in names
                                                 if k in KERNEL_BUILD})
 
@@ -102,10 +166,11 @@ def start_child(spec: dict, work: Path, env: dict) -> tuple:
     sp, rp, lp = _spec_files(work, spec["name"])
     sp.write_text(json.dumps({**spec, "result": str(rp)}))
     rp.unlink(missing_ok=True)
-    p = subprocess.Popen([sys.executable, "-c", "import sys, gpu_bench_jobs as j; "
-                          "j.child(sys.argv[1])", str(sp)], cwd=str(HERE),
-                         env={**os.environ, **env}, stdout=open(lp, "w"),
-                         stderr=subprocess.STDOUT)
+    with open(lp, "w") as log:  # the child holds its own handle
+        p = subprocess.Popen([sys.executable, "-c",
+                              "import sys, gpu_bench_jobs as j; j.child(sys.argv[1])", str(sp)],
+                             cwd=str(HERE), env={**os.environ, **env}, stdout=log,
+                             stderr=subprocess.STDOUT)
     return p, time.perf_counter()
 
 
@@ -134,7 +199,8 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=570, help="skip jobs that start later (s)")
     ap.add_argument("--build-jobs", type=int, default=10, help="nvcc jobs of the background build")
     ap.add_argument("--only", default="", help="comma-separated job label prefixes to run "
-                    "(e.g. gptq-gptqmodel,speed); default: every job")
+                    "(e.g. gptq-gptqmodel,speed, or fp8,w8a8,autoround,hqq,nvfp4,mxfp4,speed "
+                    "for the newer methods); default: the original set (JOBS)")
     ap.add_argument("--ext-dir", default=None, help="gptqmodel's extension cache (default: "
                     "WORK/ext); another run's keeps its builds warm")
     a = ap.parse_args()
@@ -185,8 +251,8 @@ def main() -> None:
             row["disk_bytes"] = sum(f.stat().st_size for f in Path(r["model_dir"]).rglob("*")
                                     if f.is_file())
             if runner == "qrecipe":
-                checkpoints.append((method if backend != "llmcompressor" else f"{method}-llmc",
-                                    FORMAT[(method, backend)], r["model_dir"]))
+                checkpoints.append((ckpt_label(method, backend), FORMAT[(method, backend)],
+                                    r["model_dir"]))
         if r.get("rows_sha256") and r["rows_sha256"] != doc["calibration"]["rows_sha256"]:
             row["rows_mismatch"] = True
         print("   ", {k: row.get(k) for k in ("process_s", "per_layer", "lib_s", "error")},
@@ -250,39 +316,46 @@ def speed(checkpoints, model_dir, rows_path, work, env, timeout, cc) -> list:
 
 def speed_targets(checkpoints, model_dir, cc) -> list:
     """fp16, then every checkpoint with the kernel qrecipe's `auto` picks (the reload column:
-    a time limit cuts the extra kernels first), then its other kernels."""
+    a time limit cuts the extra kernels first), then transformers' FP8 kernel (the Hopper
+    speed an FP8 checkpoint can have), then its other kernels. checkpoints: (label, FORMAT
+    value, directory)."""
     targets, extra = [("fp16", "fp16", str(model_dir))], []
-    for m, fmt, d in checkpoints:
-        auto = auto_kernel(fmt, d, cc)
+    for m, kind, d in checkpoints:
+        auto = auto_kernel(kind, d, cc)
         targets.append((m, auto, d))
         # rtn writes the gptq format: its reload is checked with the one kernel auto picks
-        extra += [(m, k, d) for k in SPEED_KERNELS[fmt] if k != auto and m != "rtn"
-                  and fits(fmt, k, d, cc)]
-    return targets + extra
+        extra += [(m, k, d) for k in SPEED_KERNELS[kind] if k != auto and m != "rtn"
+                  and fits(kind, k, d, cc)]
+    return targets + sorted(extra, key=lambda t: t[1] != "fp8")  # stable: the rest in order
 
 
-def _resolve(fmt: str, kernel: str, model_dir, cc: float):
+def _saved(model_dir) -> dict:
+    return json.loads((Path(model_dir) / "config.json").read_text()).get(
+        "quantization_config", {})
+
+
+def _resolve(kind: str, kernel: str, model_dir, cc: float):
     """qrecipe's kernel choice for this checkpoint on this GPU, as the h100_80gb profile makes
     it (allow_jit on)."""
     from qrecipe.kernels import table as kernels
-    saved = json.loads((Path(model_dir) / "config.json").read_text()).get(
-        "quantization_config", {})
-    return kernels.resolve(fmt, "cuda", kernel, True, cc=cc, **kernels.saved_facts(fmt, saved))
+    fmt = fmt_of(kind)
+    return kernels.resolve(fmt, "cuda", kernel, True, cc=cc,
+                           **kernels.saved_facts(fmt, _saved(model_dir)))
 
 
-def fits(fmt: str, kernel: str, model_dir, cc: float) -> bool:
+def fits(kind: str, kernel: str, model_dir, cc: float) -> bool:
     """Whether kernel runs this checkpoint here (qrecipe's own check)."""
     from qrecipe.errors import QRecipeError
     try:
-        _resolve(fmt, kernel, model_dir, cc)
+        _resolve(kind, kernel, model_dir, cc)
         return True
     except QRecipeError:
         return False
 
 
-def auto_kernel(fmt: str, model_dir, cc: float) -> str:
+def auto_kernel(kind: str, model_dir, cc: float) -> str:
     """The kernel qrecipe's `auto` picks; asymmetric GPTQ rules Marlin out (qrecipe/kernels/table.py)."""
-    return _resolve(fmt, "auto", model_dir, cc).name
+    return _resolve(kind, "auto", model_dir, cc).name
 
 
 def link_reloads(doc) -> None:
@@ -292,7 +365,7 @@ def link_reloads(doc) -> None:
             continue
         auto = auto_kernel(FORMAT[(row["method"], row["backend"])], row["model_dir"],
                            doc["device_cc"])
-        label = row["method"] if row["backend"] != "llmcompressor" else f"{row['method']}-llmc"
+        label = ckpt_label(row["method"], row["backend"])
         s = next((s for s in doc.get("speed", []) if s["method"] == label
                   and s["kernel"] == auto), None)
         row["kernel"] = auto
@@ -346,7 +419,7 @@ def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
     out = {"python": sys.version.split()[0]}
     for d in ("torch", "transformers", "gptqmodel", "llmcompressor", "compressed-tensors",
-              "bitsandbytes", "triton", "optimum"):
+              "bitsandbytes", "triton", "optimum", "hqq", "auto-round"):
         try:
             out[d] = version(d)
         except PackageNotFoundError:

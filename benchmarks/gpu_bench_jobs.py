@@ -1,10 +1,13 @@
 """The child processes of benchmarks/gpu_bench.py: one job each, so imports, kernel builds and CUDA
 state of one job never help the next and peak GPU memory is per job.
 
-- qrecipe: a whole qrecipe job (run_job, eval off) with the h100_80gb profile.
+- qrecipe: a whole qrecipe job (run_job, eval off) with the h100_80gb profile; each method's bits
+  and settings: QRECIPE_BITS.
 - backend_default: the library's own API with its defaults on the same rows, timed around its
-  load / quantize / save calls; qrecipe's layer log only observes its per-layer events.
+  load / quantize / save calls; qrecipe's layer log only observes its per-layer events (hqq
+  emits none). llm-compressor's recipes as its examples write them: LLMC_DEFAULT.
 - speed: reload every checkpoint with the named kernel, generate, prefill/decode at batch 1 and 8.
+  The kernels are qrecipe's (qrecipe/kernels/table.py), `fp8` (transformers' FP8 layers) included.
 - prebuild: build one gptqmodel JIT extension (what a first run on a fresh machine pays).
 """
 from __future__ import annotations
@@ -17,6 +20,38 @@ from pathlib import Path
 TEXT = "pkg://qrecipe/texts/jargon_file_4.4.7.txt"
 
 
+# auto-round's recipe for the qrecipe job (method.preset) and the iterations of the library's own
+# job: "light" is 50 iterations per layer where its default is 200, so the 32 layers of the 7B
+# shape fit one 10-minute device command beside the other methods; both jobs tune as long
+AUTOROUND_PRESET = "light"
+# bits and per-method settings of each method's qrecipe job (the one place): w4 g128 unless named
+DEFAULT_BITS = ("bits=w4", "bits.group_size=128")
+QRECIPE_BITS = {
+    "bnb8": ("bits=w8", "bits.group_size=128"),
+    "fp8": ("bits=w8",),  # the FP8 scheme fixes its grouping: bits.group_size is not used
+    "w8a8": ("bits=w8", "bits.group_size=-1"),  # int8 per channel, as the W8A8 preset
+    "autoround": (*DEFAULT_BITS, f"method.preset={AUTOROUND_PRESET}"),
+    # hqq's own default group; method.axis stays 1 (hqq's default, run by its torch kernel on
+    # CUDA too): axis 0 is for hqq's ATen CUDA kernels, which qrecipe's kernel table does not offer
+    "hqq": ("bits=w4", "bits.group_size=64"),
+    "nvfp4": ("bits=w4", "bits.group_size=16"),  # the format's own group
+    "mxfp4": ("bits=w4", "bits.group_size=32"),  # the format's own group
+}
+
+
+def qrecipe_overrides(spec) -> list:
+    """The Hydra overrides of a qrecipe job: the bench's model and rows, h100_80gb in float16,
+    eval off, and the method's bits (QRECIPE_BITS)."""
+    method = {"bnb4": "bnb", "bnb8": "bnb"}.get(spec["method"], spec["method"])
+    return [f"method={method}", f"method.backend={spec['backend']}", "model=local",
+            f"model.path={spec['model']}", "calibration=local", f"calibration.path={TEXT}",
+            f"calibration.num_samples={spec['samples']}",
+            f"calibration.seq_len={spec['seq_len']}", "hardware=h100_80gb",
+            "hardware.dtype=float16", "eval=none", "hardware.assign_gpus=false",
+            f"cache.dir={spec['qcache']}", f"recipe_name=bench_{spec['name']}",
+            *QRECIPE_BITS.get(spec["method"], DEFAULT_BITS), *spec.get("overrides", [])]
+
+
 def job_qrecipe(spec) -> dict:
     t_imp = time.perf_counter()
     from hydra import compose, initialize_config_dir
@@ -25,15 +60,7 @@ def job_qrecipe(spec) -> dict:
     from qrecipe.recipes import schema
     from qrecipe.run.runner import run_job
 
-    method = {"bnb4": "bnb", "bnb8": "bnb"}.get(spec["method"], spec["method"])
-    ov = [f"method={method}", f"method.backend={spec['backend']}", "model=local",
-          f"model.path={spec['model']}", "calibration=local", f"calibration.path={TEXT}",
-          f"calibration.num_samples={spec['samples']}", f"calibration.seq_len={spec['seq_len']}",
-          "hardware=h100_80gb", "hardware.dtype=float16", "eval=none",
-          "hardware.assign_gpus=false", f"cache.dir={spec['qcache']}",
-          f"recipe_name=bench_{spec['name']}",
-          "bits=w8" if spec["method"] == "bnb8" else "bits=w4", "bits.group_size=128",
-          *spec.get("overrides", [])]
+    ov = qrecipe_overrides(spec)
     schema.register()
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         cfg = compose(config_name="config", overrides=ov)
@@ -71,59 +98,117 @@ def _observe_layers(backend: str, n_layers: int):
 
 
 def job_default(spec) -> dict:
+    """The library's own API with its defaults: load, quantize, save, each timed (bitsandbytes
+    quantizes while loading: its load is its quantize)."""
     import torch
     rows = torch.load(spec["rows"])
-    out, m, b = Path(spec["out"]), spec["method"], spec["backend"]
-    per_layer, t = [], {}
+    run = {"gptqmodel": _default_gptqmodel, "llmcompressor": _default_llmcompressor,
+           "bitsandbytes": _default_bitsandbytes, "hqq": _default_hqq}[spec["backend"]]
     t_imp = time.perf_counter()
-    if b == "gptqmodel":
-        from gptqmodel import GPTQModel, QuantizeConfig
-        imports = {"backend": time.perf_counter() - t_imp}
-        qc = QuantizeConfig(bits=4, group_size=128) if m == "gptq" else \
-            QuantizeConfig(bits=4, group_size=128, method="awq", format="gemm")
-        t0 = time.perf_counter()
-        model = GPTQModel.load(spec["model"], qc)
-        data = [{"input_ids": r.tolist(), "attention_mask": [1] * len(r)} for r in rows]
-        t1 = time.perf_counter()
-        with _observe_layers("gptqmodel", spec["layers"]) as layers:
-            model.quantize(data)
-        t2 = time.perf_counter()
-        per_layer = [r["seconds"] for r in layers.rows]
-        model.save(str(out))
-    elif b == "llmcompressor":
-        from datasets import Dataset
-        from llmcompressor import oneshot
-        from llmcompressor.modifiers.awq import AWQModifier
-        from llmcompressor.modifiers.quantization import GPTQModifier
-        from transformers import AutoModelForCausalLM
-        imports = {"backend": time.perf_counter() - t_imp}
-        t0 = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype="auto")
-        ds = Dataset.from_dict({"input_ids": [r.tolist() for r in rows],
-                                "attention_mask": [[1] * len(r) for r in rows]})
-        mod = GPTQModifier if m == "gptq" else AWQModifier
-        t1 = time.perf_counter()
-        with _observe_layers("llmcompressor", spec["layers"]) as layers:
-            oneshot(model=model, dataset=ds,
-                    recipe=mod(targets="Linear", scheme="W4A16", ignore=["lm_head"]),
-                    num_calibration_samples=len(rows), max_seq_length=spec["seq_len"])
-        t2 = time.perf_counter()
-        per_layer = [r["seconds"] for r in layers.rows]
-        model.save_pretrained(str(out), save_compressed=True)
-    else:  # bitsandbytes quantizes while loading
-        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-        imports = {"backend": time.perf_counter() - t_imp}
-        qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4") \
-            if m == "bnb4" else BitsAndBytesConfig(load_in_8bit=True)
-        t0 = t1 = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(spec["model"], quantization_config=qc,
-                                                     device_map={"": "cuda"})
-        t2 = time.perf_counter()
-        model.save_pretrained(str(out))
+    imports, (t0, t1, t2), per_layer = run(spec, rows, t_imp)
     t3 = time.perf_counter()
     t = {"load": round(t1 - t0, 2), "quantize": round(t2 - t1, 2), "save": round(t3 - t2, 2)}
     return {"wall_s": t3 - t0, "lib_s": t, "imports_s": imports, "per_layer": per_layer,
-            "model_dir": str(out)}
+            "model_dir": spec["out"]}
+
+
+def _default_gptqmodel(spec, rows, t_imp):
+    from gptqmodel import GPTQModel, QuantizeConfig
+    imports = {"backend": time.perf_counter() - t_imp}
+    qc = QuantizeConfig(bits=4, group_size=128) if spec["method"] == "gptq" else \
+        QuantizeConfig(bits=4, group_size=128, method="awq", format="gemm")
+    t0 = time.perf_counter()
+    model = GPTQModel.load(spec["model"], qc)
+    data = [{"input_ids": r.tolist(), "attention_mask": [1] * len(r)} for r in rows]
+    t1 = time.perf_counter()
+    with _observe_layers("gptqmodel", spec["layers"]) as layers:
+        model.quantize(data)
+    t2 = time.perf_counter()
+    model.save(spec["out"])
+    return imports, (t0, t1, t2), [r["seconds"] for r in layers.rows]
+
+
+def llmc_default_recipe(method: str) -> tuple:
+    """llm-compressor's own recipe for a method, as its examples write it, and whether it reads
+    the calibration rows (FP8_DYNAMIC and MXFP4 need none: their examples pass no data)."""
+    from llmcompressor.modifiers.awq import AWQModifier
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+    lin = {"targets": "Linear", "ignore": ["lm_head"]}
+    if method in ("gptq", "awq"):
+        return (GPTQModifier if method == "gptq" else AWQModifier)(scheme="W4A16", **lin), True
+    if method == "fp8":
+        return QuantizationModifier(scheme="FP8_DYNAMIC", **lin), False
+    if method == "w8a8":  # examples/quantization_w8a8_int8: SmoothQuant 0.8, then GPTQ W8A8
+        from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
+        return [SmoothQuantModifier(smoothing_strength=0.8),
+                GPTQModifier(scheme="W8A8", **lin)], True
+    if method == "autoround":
+        from auto_round.cli.main import RECIPES
+        from llmcompressor.modifiers.autoround import AutoRoundModifier
+        # its defaults (torch.compile on, batch 8, lr from the iterations) but the iterations
+        # of the qrecipe job's preset: the same tuning work, timed
+        return AutoRoundModifier(scheme="W4A16", iters=RECIPES[AUTOROUND_PRESET]["iters"],
+                                 **lin), True
+    if method in ("nvfp4", "mxfp4"):  # NVFP4 calibrates its activations' global scale
+        return QuantizationModifier(scheme=method.upper(), **lin), method == "nvfp4"
+    raise ValueError(f"no llm-compressor default for {method}")
+
+
+def _default_llmcompressor(spec, rows, t_imp):
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from transformers import AutoModelForCausalLM
+    recipe, uses_rows = llmc_default_recipe(spec["method"])
+    imports = {"backend": time.perf_counter() - t_imp}
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype="auto")
+    data = {}
+    if uses_rows:
+        ds = Dataset.from_dict({"input_ids": [r.tolist() for r in rows],
+                                "attention_mask": [[1] * len(r) for r in rows]})
+        data = {"dataset": ds, "num_calibration_samples": len(rows),
+                "max_seq_length": spec["seq_len"]}
+    t1 = time.perf_counter()
+    with _observe_layers("llmcompressor", spec["layers"]) as layers:
+        oneshot(model=model, recipe=recipe, **data)
+    t2 = time.perf_counter()
+    model.save_pretrained(spec["out"], save_compressed=True)
+    return imports, (t0, t1, t2), [r["seconds"] for r in layers.rows]
+
+
+def _default_bitsandbytes(spec, rows, t_imp):
+    """bitsandbytes quantizes while loading."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    imports = {"backend": time.perf_counter() - t_imp}
+    qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4") \
+        if spec["method"] == "bnb4" else BitsAndBytesConfig(load_in_8bit=True)
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], quantization_config=qc,
+                                                 device_map={"": "cuda"})
+    t2 = time.perf_counter()
+    model.save_pretrained(spec["out"])
+    return imports, (t0, t0, t2), []
+
+
+def _default_hqq(spec, rows, t_imp):
+    """hqq's own API as its README writes it: the dense model loaded, every linear quantized
+    onto the device (BaseQuantizeConfig's defaults: 4 bits, group 64, axis 1), hqq's save.
+    Not transformers' HqqConfig: transformers 5.17 quantizes nothing with it on load (its
+    HqqHfQuantizer.get_quantize_ops raises NotImplementedError). No per-layer events."""
+    import torch
+    from hqq.core.quantize import BaseQuantizeConfig
+    from hqq.models.hf.base import AutoHQQHFModel
+    from transformers import AutoModelForCausalLM
+    imports = {"backend": time.perf_counter() - t_imp}
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float16)
+    t1 = time.perf_counter()
+    AutoHQQHFModel.quantize_model(model, quant_config=BaseQuantizeConfig(nbits=4, group_size=64),
+                                  compute_dtype=torch.float16,
+                                  device=spec.get("device", "cuda"))
+    t2 = time.perf_counter()
+    AutoHQQHFModel.save_quantized(model, spec["out"])
+    return imports, (t0, t1, t2), []
 
 
 def job_speed(spec) -> dict:
@@ -134,7 +219,6 @@ def job_speed(spec) -> dict:
     import torch
 
     from qrecipe.evaluation.speed import measure
-    from qrecipe.inputs import models
     from qrecipe.kernels.table import loaded_kernels
 
     ids = torch.load(spec["rows"])[0]
@@ -143,28 +227,52 @@ def job_speed(spec) -> dict:
         res = {"method": method, "kernel": kernel}
         try:
             t0 = time.perf_counter()
-            if kernel == "fp16":
-                model = models.load_causal_lm(Path(d), "float16", "cuda")
-            else:
-                model = models.load_causal_lm(Path(d), "auto", "cuda", kernel=kernel,
-                                              allow_jit=True)
+            model = load_for_speed(kernel, d, "cuda")
             res["load_s"] = time.perf_counter() - t0
             gen = model.generate(ids[:16].unsqueeze(0).cuda(), max_new_tokens=8,
                                  do_sample=False, pad_token_id=0)
+            # read after a forward: compressed-tensors decompresses on the first one
             res.update(generated_tokens=int(gen.shape[1] - 16),
                        loaded_modules=loaded_kernels(model),
+                       linear_weight_dtypes=linear_weight_dtypes(model),
                        weights_bytes=int(model.get_memory_footprint()))
             for b in (1, 8):
                 res[f"b{b}"] = measure(model, ids, 128, 32, batch=b, repeats=3)
             res["reload_ok"] = res["generated_tokens"] == 8
             del model, gen
-        except Exception as e:  # recorded; the next target still runs
+        except Exception as e:  # noqa: BLE001 - recorded; the next target still runs
             res["error"] = f"{type(e).__name__}: {str(e)[:300]}"
         gc.collect()
         torch.cuda.empty_cache()
         results.append(res)
         Path(spec["result"] + ".partial").write_text(json.dumps(results, default=str))
     return {"targets": results}
+
+
+def load_for_speed(kernel: str, d, device: str):
+    """The checkpoint at d as the speed step runs it: fp16 dense, or qrecipe's loader with a
+    kernel of its table (`fp8`: transformers' FP8 layers, FP8 weights kept and an FP8 matmul
+    where the GPU has cc >= 8.9; elsewhere transformers warns and takes compressed-tensors'
+    own route, which loaded_modules then shows)."""
+    from qrecipe.inputs import models
+    if kernel == "fp16":
+        return models.load_causal_lm(Path(d), "float16", device)
+    return models.load_causal_lm(Path(d), "auto", device, kernel=kernel, allow_jit=True)
+
+
+def linear_weight_dtypes(model) -> dict:
+    """dtype -> count of the Linear weights in the decoder layers: float8_e4m3fn where FP8 is
+    kept (an FP8 matmul), float16 where compressed-tensors decompressed the weights (a dense
+    matmul, activations only quantized and dequantized), uint8/int32 for packed int kernels."""
+    import torch
+    out: dict = {}
+    for name, mod in model.named_modules():
+        w = getattr(mod, "weight", None)
+        if isinstance(mod, torch.nn.Linear) and ".layers." in f".{name}" and \
+                isinstance(w, torch.Tensor):
+            key = str(w.dtype).replace("torch.", "")
+            out[key] = out.get(key, 0) + 1
+    return out
 
 
 def job_prebuild(spec) -> dict:

@@ -1,5 +1,5 @@
 """Ratios and tables of a benchmarks/gpu_bench.py JSON (also: python gpu_bench_table.py FILE.json
-prints the tables of a saved run).
+[FILE.json ...] prints the tables of saved runs).
 
 Definitions (per row):
 - per layer s: mean of the per-layer times the library's own layer events give (qrecipe's layer log
@@ -158,25 +158,98 @@ def markdown(doc) -> str:
             f"{cold} | {_f(r.get('peak_gpu_bytes', 0) / 2**30)} | "
             f"{_f(r.get('disk_bytes', 0) / 1e6, '{:.0f}')} | {r.get('reload', '')} | "
             f"{r.get('kernel', '')} |")
-    lines += ["", "| checkpoint | kernel | layers loaded as | load s | b1 prefill tok/s | "
-              "b1 decode tok/s | b8 prefill tok/s | b8 decode tok/s |", "|" + "---|" * 8]
+    lines += ["", ("| checkpoint | kernel | layers loaded as | load s | b1 prefill tok/s | "
+                   "b1 decode tok/s | b8 prefill tok/s | b8 decode tok/s |"), "|" + "---|" * 8]
     for s in doc.get("speed", []):
         if "b1" not in s:
             lines.append(f"| {s['method']} | {s['kernel']} | failed: {s.get('error')} "
                          "| | | | | |")
             continue
         mods = ", ".join(f"{k} x{v}" for k, v in (s.get("loaded_modules") or {}).items())
+        if s.get("linear_weight_dtypes"):  # after a forward: FP8 kept, or decompressed
+            mods += " (weights " + ", ".join(
+                f"{k} x{v}" for k, v in s["linear_weight_dtypes"].items()) + ")"
         cells = [f"{s[b][k]:,.0f}" + (f" ({s[b]['decode_path']})" if k.startswith("decode")
                                       else "")
                  for b in ("b1", "b8") for k in ("prefill_tokens_per_s", "decode_tokens_per_s")]
         lines.append(f"| {s['method']} | {s['kernel']} | {mods} | {s['load_s']:.1f} | "
                      + " | ".join(cells) + " |")
+    lines += ["", *summary(doc)]
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in doc.get("ratios", {}).items()]
     return "\n".join(lines)
 
 
+def ckpt_label(method: str, backend: str) -> str:
+    """A checkpoint's name in the speed table: the method, `-llmc` where llm-compressor wrote it."""
+    return method if backend != "llmcompressor" else f"{method}-llmc"
+
+
+def _decode(s, fp, b: str) -> str:
+    """A speed entry's decode tok/s at batch b, with its ratio to fp16's."""
+    if b not in s:
+        return ""
+    tok = s[b]["decode_tokens_per_s"]
+    ratio = f" ({tok / fp[b]['decode_tokens_per_s']:.2f}x)" if fp and b in fp else ""
+    return f"{tok:,.0f}{ratio}"
+
+
+def _pair(q, d, key, fmt="{:.1f}") -> str:
+    """qrecipe's value / the default's ("failed" for a failed job, blank for one not run)."""
+    cells = ["failed" if r is _FAILED else _f(key(r), fmt) if r else "" for r in (q, d)]
+    return " / ".join(cells) if any(cells) else ""
+
+
+_FAILED = {"failed": True}  # a job that ran and failed, in summary's pairs
+
+
+def _runner_row(rows, method, backend, runner):
+    """The runner's row of a method and backend, _FAILED where it failed, None where not run."""
+    mine = [r for r in rows if (r["method"], r["backend"], r["runner"]) ==
+            (method, backend, runner)]
+    return _find(rows, method, backend, runner) or (_FAILED if mine else None)
+
+
+def summary(doc) -> list:
+    """One line per method and backend, then one per further kernel of its checkpoint: qrecipe
+    against the library's defaults (process s, per-layer s, lib s, disk), and the reload of
+    qrecipe's checkpoint with each kernel, decode tok/s against fp16 (x)."""
+    lines = [("| method | backend | process s qrecipe / default | qrecipe / default | per layer s "
+              "qrecipe / default | lib s qrecipe / default | disk MB qrecipe / default | reload "
+              "| kernel | b1 decode tok/s (x fp16) | b8 decode tok/s (x fp16) |"),
+             "|" + "---|" * 11]
+    speed = doc.get("speed", [])
+    fp = next((s for s in speed if s["kernel"] == "fp16" and "b1" in s), None)
+    if fp:
+        lines.append(f"| fp16 | | | | | | | | fp16 | {_cells(fp, fp)} |")
+    for method, backend in dict.fromkeys((r["method"], r["backend"]) for r in doc["rows"]):
+        q, d = (_runner_row(doc["rows"], method, backend, r)
+                for r in ("qrecipe", "backend_default"))
+        ok = q not in (None, _FAILED) and d not in (None, _FAILED)
+        ratio = round(q["process_s"] / d["process_s"], 3) if ok else ""
+        kernel = q.get("kernel", "") if q not in (None, _FAILED) else ""
+        mine = [s for s in speed if s["method"] == ckpt_label(method, backend)]
+        mine.sort(key=lambda s: s["kernel"] != kernel)  # the reload kernel (auto's) first
+        reload = q.get("reload", "") if q not in (None, _FAILED) else ""
+        lines.append(
+            f"| {method} | {backend} | {_pair(q, d, lambda r: r.get('process_s'))} | {ratio} | "
+            f"{_pair(q, d, lambda r: r.get('per_layer_s'), '{:.2f}')} | "
+            f"{_pair(q, d, lib_total)} | "
+            f"{_pair(q, d, lambda r: r.get('disk_bytes', 0) / 1e6, '{:.0f}')} | {reload} | "
+            f"{kernel} | {_cells(mine[0], fp) if mine else ' | '} |")
+        lines += [f"| | | | | | | | | {s['kernel']} | {_cells(s, fp)} |" for s in mine[1:]]
+    return lines
+
+
+def _cells(s, fp) -> str:
+    if "b1" not in s:
+        return f"failed: {s.get('error')} | "
+    return f"{_decode(s, fp, 'b1')} | {_decode(s, fp, 'b8')}"
+
+
 if __name__ == "__main__":
-    d = json.load(open(sys.argv[1]))
-    derive(d)
-    print(markdown(d))
+    for path in sys.argv[1:]:  # several: each file's tables under its name
+        with open(path) as fh:
+            d = json.load(fh)
+        derive(d)
+        print(f"\n## {path}\n" if len(sys.argv) > 2 else "", markdown(d), sep="")

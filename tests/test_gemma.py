@@ -179,6 +179,25 @@ def test_fast_gguf_reader_reads_what_gguf_reads():
 
 
 @pytest.mark.e2e
+@needs_gemma
+def test_gemma_job_quantizes_reloads_and_scores_with_bos_in_every_ci_run(tmp_path):
+    """CI's Gemma job (~2.5 min on 2 cores): the shipped RTN recipe on two windows (the
+    figures below: measured on the 2-core CPU, bf16 compute). Without a BOS before each window
+    Gemma scores ~234 instead of ~20; a wrong tokenizer or dequantization moves both figures."""
+    out = tmp_path / "run"
+    p = run_cli(["+recipe=gemma3_rtn_w4", "eval.max_windows=2", "eval.speed=false",
+                 f"hydra.run.dir={out}"], timeout=1800)
+    assert p.returncode == 0, p.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    ev = metrics["eval"]
+    assert (ev["protocol"]["bos_token_id"], ev["protocol"]["scored_tokens"]) == (2, 2 * 512)
+    # float32 compute on CPUs without bf16 arithmetic moves the last digits only
+    assert abs(ev["fp"]["ppl"] - 19.8665) < 0.15
+    assert abs(ev["quantized"]["ppl"] - 27.2564) < 0.3
+    assert metrics["size"]["model_dir_bytes"] > 300e6  # the tied 262k x 640 embedding, in bf16
+
+
+@pytest.mark.e2e
 @pytest.mark.slow  # dequantizes (~1 min), quantizes and scores fp + w4 (~4 min): `make test-all`
 @needs_gemma
 def test_gemma_rtn_recipe_keeps_its_promise_with_the_bos_protocol(tmp_path):

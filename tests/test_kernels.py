@@ -195,3 +195,29 @@ def test_dequantized_kernel_gives_the_torch_kernels_logits(method, dtype, tiny_m
     fmt = "awq" if method == "awq" else "gptq"
     assert load_lines(fmt, kernels.get(fmt, "dequantized"), 4)[-1].startswith(
         "dequantize_linears(model)")
+
+
+def test_fp8_checkpoints_take_the_fp8_matmul_on_ada_or_hopper_only():
+    """transformers' FP8 layers (use_optimized_inference) for FP8 weights where the GPU has FP8
+    tensor cores (cc >= 8.9); emulation below that and on CPU; never for int checkpoints."""
+    from qrecipe.kernels import hf_config
+    from qrecipe.kernels import table as t
+    fp8 = {"format": "float-quantized", "config_groups": {"group_0": {
+        "weights": {"type": "float", "num_bits": 8, "strategy": "channel"},
+        "input_activations": {"type": "float", "num_bits": 8, "dynamic": True}}}}
+    w8a8 = {"format": "int-quantized", "config_groups": {"group_0": {
+        "weights": {"type": "int", "num_bits": 8}, "input_activations": {"type": "int",
+                                                                         "num_bits": 8}}}}
+    f, g = t.saved_facts("compressed-tensors", fp8), t.saved_facts("compressed-tensors", w8a8)
+    assert t.resolve("compressed-tensors", "cuda", "auto", cc=9.0, **f).name == "fp8"
+    assert t.resolve("compressed-tensors", "cuda", "auto", cc=8.0, **f).name == "emulated"
+    assert t.resolve("compressed-tensors", "cpu", "auto", **f).name == "emulated"
+    assert t.resolve("compressed-tensors", "cuda", "auto", cc=9.0, **g).name == "emulated"
+    with pytest.raises(QRecipeError, match="runs FP8-weight checkpoints only"):
+        t.resolve("compressed-tensors", "cuda", "fp8", cc=9.0, **g)
+    with pytest.raises(QRecipeError, match=r"needs compute capability >= 8.9 \(this GPU: 8.0\)"):
+        t.resolve("compressed-tensors", "cuda", "fp8", cc=8.0, **f)
+    k = t.get("compressed-tensors", "fp8")
+    assert hf_config.quantization_config("compressed-tensors", k, fp8).use_optimized_inference
+    assert "use_optimized_inference=True" in "\n".join(
+        hf_config.load_lines("compressed-tensors", k, 8))

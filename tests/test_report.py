@@ -126,5 +126,44 @@ def test_a_perplexity_problem_is_shown_instead_of_a_number():
             {"run": "1_bits=w4", "status": "complete", "ppl": 38.05, "ppl_problem": None,
              "fp_ppl": 30.6, "fp_footprint_mb": 513.0}]
     text = summary_markdown(rows)
-    assert f"| 0_bits=w2 | complete |  |  |  |  | {problem} |" in text
+    assert f"| 0_bits=w2 | complete |  |  |  |  |  | {problem} |" in text
     assert "| 38.05 |" in text and "65504" not in text
+
+
+def test_comparison_columns_family_pareto_where_and_order(tmp_path):
+    """The comparison report: each row's family (from what its quantizer read), whether a
+    smaller-and-better row exists (pareto), where it was measured, best perplexity first."""
+    import json
+
+    from qrecipe.record.outputs import environment
+    root = tmp_path / "sweep"
+    runs = {"0_rtn": ("rtn", 4, 40.0, None), "1_gptq": ("gptq", 4, 38.0, True),
+            "2_fp8": ("fp8", 8, 31.0, False), "3_gptq_w8": ("gptq", 8, 32.0, True)}
+    for name, (method, bits, ppl, used) in runs.items():
+        d = root / name
+        fake_run(d, bits, ppl, complete=False)
+        m = json.loads((d / "metrics.json").read_text())
+        m.update(method=method, backend="gptqmodel" if method != "fp8" else "llmcompressor")
+        if used is not None:
+            m["quantize_details"] = {"uses_calibration": used}
+        outputs.write_json(d / "metrics.json", m)
+        outputs.write_json(d / "env.json", environment({}, "cpu"))
+        outputs.write_manifest(d)
+    gpu = json.loads((root / "3_gptq_w8" / "env.json").read_text())
+    outputs.write_json(root / "3_gptq_w8" / "env.json",
+                       {**gpu, "device": "cuda", "gpus": ["NVIDIA H100 80GB HBM3"]})
+    outputs.write_manifest(root / "3_gptq_w8")
+    assert report_main([str(root), "--no-plots"]) == 0
+    rows = list(csv.DictReader(open(root / "summary.csv")))
+    assert [r["run"] for r in rows] == ["2_fp8", "3_gptq_w8", "1_gptq", "0_rtn"]
+    by = {r["run"]: r for r in rows}
+    # rtn: the capability table (no calibration); fp8: its scheme read no rows
+    assert [by[n]["family"] for n in ("0_rtn", "1_gptq", "2_fp8")] == \
+        ["data-free", "calibrated", "data-free"]
+    # sizes are bits MiB: w4 rows are smaller, fp8 (w8, best) and gptq w4 (better than rtn)
+    assert [by[n]["pareto"] for n in ("0_rtn", "1_gptq", "2_fp8", "3_gptq_w8")] == \
+        ["no", "yes", "yes", "no"]
+    assert by["0_rtn"]["measured_on"].startswith("this machine (")
+    assert by["3_gptq_w8"]["measured_on"] == "NVIDIA H100 80GB HBM3"
+    md = (root / "summary.md").read_text()
+    assert "| family |" in md and "| pareto | measured_on |" in md

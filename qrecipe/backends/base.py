@@ -120,6 +120,11 @@ class Backend:
         """The method section's option values this backend takes (the schema has typed them);
         raise QRecipeError. Called by validate.py before any weight is loaded."""
 
+    def reads_rows(self, method: Any) -> bool:
+        """Whether quantizing with these method options reads calibration rows: the capability
+        table's answer, refined by backends whose schemes decide it (FP8 dynamic reads none)."""
+        return self.support_for(method.name).needs_calibration
+
     def preflight(self, method: str, bits: int, group_size: int, device: str) -> None:
         """Backend-specific limits the capability table cannot express; raise QRecipeError.
         Called by validate.py before any weight is loaded."""
@@ -127,7 +132,7 @@ class Backend:
     def quantize(self, req: QuantizeRequest) -> QuantizeResult:
         """Quantize and save. validate.validate() has checked the method, the packages, their
         versions, the device and preflight(); what is left is the request's own data."""
-        if self.support_for(req.method.name).needs_calibration and not req.calibration:
+        if self.reads_rows(req.method) and not req.calibration:
             raise QRecipeError(f"{req.method.name} needs calibration data",
                                key="calibration.num_samples", value=0)
         return self.run(req)

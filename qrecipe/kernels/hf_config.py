@@ -21,6 +21,8 @@ def quantization_config(fmt: str, k: Kernel, saved: Dict[str, Any]) -> Any:
         return AwqConfig(bits=int(saved.get("bits", 4)), backend=k.hf_backend)
     if fmt == "compressed-tensors":
         from transformers import CompressedTensorsConfig
+        if k.name == "fp8":  # transformers' FP8 matmul layers (kernels/table.py)
+            return CompressedTensorsConfig(use_optimized_inference=True)
         return CompressedTensorsConfig(dequantize=k.name == "dequantized")
     if fmt == HQQ_FORMAT:
         # from_pretrained would "load" it with every quantized layer's weight MISSING, i.e.
@@ -46,9 +48,10 @@ def load_lines(fmt: str, k: Kernel, bits: int, device: str = "cuda") -> List[str
         cls = "GPTQConfig" if fmt == "gptq" else "AwqConfig"
         imp = f"from transformers import {cls}"
         kw = f'quantization_config={cls}(bits={bits}, backend="{k.hf_backend}"), '
-    elif fmt == "compressed-tensors" and k.name == "dequantized":
+    elif fmt == "compressed-tensors" and k.name in ("dequantized", "fp8"):
         imp = "from transformers import CompressedTensorsConfig"
-        kw = "quantization_config=CompressedTensorsConfig(dequantize=True), "
+        arg = "dequantize=True" if k.name == "dequantized" else "use_optimized_inference=True"
+        kw = f"quantization_config=CompressedTensorsConfig({arg}), "
     lines = ["from transformers import AutoModelForCausalLM", *([imp] if imp else []),
              f'model = AutoModelForCausalLM.from_pretrained("model", {kw}device_map="auto")']
     if fmt in ("gptq", "awq") and k.name == "dequantized":

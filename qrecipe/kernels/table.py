@@ -50,6 +50,8 @@ class Kernel:
     # runs only checkpoints whose scheme quantizes activations or has float weights (FP8, W8A8,
     # FP4: compressed-tensors decompresses the weights and quantizes activations in forward)
     emulates: bool = False
+    # runs only checkpoints with FP8 weights (compressed-tensors float-quantized, 8 bits)
+    fp8: bool = False
 
 
 def _k(name, hf, devices=("cuda",), **kw) -> Kernel:
@@ -129,6 +131,13 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
         _k("emulated", None, ("cpu", "cuda"), emulates=True,
            note="weights decompressed to dense at load, activations quantized and dequantized "
                 "in forward by compressed-tensors (no FP8/INT8/FP4 matmul)", slower=_SLOW_DENSE),
+        # FP8 weights on Ada/Hopper: transformers' CompressedTensorsFP8Linear keeps the weights in
+        # FP8, quantizes activations per row and multiplies with a row-wise scaled FP8 matmul
+        # (torch.nn.functional.scaled_mm); asked for with CompressedTensorsConfig(
+        # use_optimized_inference=True) (transformers 5.17 integrations/compressed_tensors.py)
+        _k("fp8", None, ("cuda",), min_cc=8.9, fp8=True,
+           note="FP8 weights kept, activations FP8 per row, FP8 tensor-core matmul "
+                "(transformers' CompressedTensorsFP8Linear)"),
         # int weight-only schemes rewritten into the GPTQ layout at load
         *(_rewritten(k) for k in _GPTQ if k.name in ("torch", "triton", "exllama_v2", "marlin")),
     ),
@@ -201,24 +210,28 @@ def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False
             cc: Optional[float] = None, dtype: Optional[str] = None,
             sym: Optional[bool] = None, bits: Optional[int] = None,
             group_size: Optional[int] = None, convertible: bool = True,
-            fast_bf16: Optional[bool] = None, emulated: Optional[bool] = None) -> Kernel:
+            fast_bf16: Optional[bool] = None, emulated: Optional[bool] = None,
+            fp8: Optional[bool] = None) -> Kernel:
     """The kernel a checkpoint of `fmt` runs with on `device` (cc: CUDA compute capability, None
     when unknown; sym, bits, group_size: the checkpoint's, None when not known; convertible:
     False when its scheme cannot be rewritten for a `via` kernel; fast_bf16: whether the CPU has
     fast bfloat16 matmuls, read from it when None; emulated: whether its scheme quantizes
-    activations or has float weights, None when not known). Raises QRecipeError for an
+    activations or has float weights, None when not known; fp8: whether its weights are FP8).
+    Raises QRecipeError for an
     unknown name, one that does not run here or on this checkpoint, or one that needs a compile
     while allow_jit is false."""
     if fmt not in KERNELS:
         raise QRecipeError("no kernel table for this checkpoint format", key="format",
                            value=fmt, allowed=FORMATS)
-    ck = _Checkpoint(device, cc, dtype, sym, bits, group_size, convertible, emulated)
+    ck = _Checkpoint(device, cc, dtype, sym, bits, group_size, convertible, emulated, fp8)
     if kernel == "auto":
         # the compiled kernels were measured on Hopper (docs); below Ampere auto keeps no-build
         jit_ok = allow_jit and device == "cuda" and (cc is None or cc >= 8.0)
         fast = cpu_fast_bf16() if fast_bf16 is None else fast_bf16
         cpu = _AUTO_CPU[fast is not False].get(fmt, ()) if device == "cpu" else ()
         emulated = ("emulated",) if fmt == "compressed-tensors" and ck.emulated else ()
+        # FP8 weights: the FP8 matmul first where the GPU has one (misfit checks cc)
+        emulated = ("fp8",) * bool(ck.fp8 and emulated) + emulated
         tries = [*(auto_jit(fmt) if jit_ok else ()), *cpu, *emulated, _AUTO_NO_JIT[fmt]]
         if device == "cuda":  # the fastest measured first (kernels/measured.py)
             tries = list(measured.ranked(fmt, sym, cc, _cuda_candidates(fmt, jit_ok, tries)))
@@ -265,6 +278,7 @@ class _Checkpoint:
     group_size: Optional[int] = None
     convertible: bool = True
     emulated: Optional[bool] = None
+    fp8: Optional[bool] = None
 
     def misfit(self, k: Kernel) -> Optional[str]:
         """Why kernel k cannot run it, None when it can."""
@@ -286,6 +300,8 @@ class _Checkpoint:
             return f"needs an int weight-only scheme to rewrite into the {k.via} layout"
         if k.emulates and self.emulated is False:
             return "runs weight-and-activation or float schemes only (this one: int weights)"
+        if k.fp8 and not self.fp8:
+            return "runs FP8-weight checkpoints only"
         return None
 
     def usable(self, fmt: str, allow_jit: bool) -> str:
@@ -333,6 +349,7 @@ def saved_facts(fmt: str, saved: Dict[str, Any]) -> Dict[str, Any]:
     resolve()'s sym, bits, group_size and convertible."""
     if fmt == "compressed-tensors":
         emulated = {"emulated": True} if _emulated(saved) else {}
+        emulated.update({"fp8": True} if _fp8(saved) else {})
         try:
             s = ct_gptq.scheme(saved)
         except QRecipeError:
@@ -353,6 +370,14 @@ def _emulated(saved: Dict[str, Any]) -> bool:
     groups = (saved.get("config_groups") or {}).values()
     return any(g.get("input_activations") or (g.get("format") or saved.get("format"))
                in _FLOAT_FORMATS for g in groups)
+
+
+def _fp8(saved: Dict[str, Any]) -> bool:
+    """Whether a compressed-tensors quantization_config stores 8-bit float weights (the `fp8`
+    kernel's checkpoints)."""
+    groups = (saved.get("config_groups") or {}).values()
+    return any((g.get("weights") or {}).get("type") == "float"
+               and int((g.get("weights") or {}).get("num_bits") or 0) == 8 for g in groups)
 
 
 def configure_jit_cache(cache_dir: Path) -> Dict[str, str]:

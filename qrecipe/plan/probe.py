@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from qrecipe.boundary.jsonfile import read_object
 from qrecipe.errors import QRecipeError
 from qrecipe.recipes.schema import default_cache_dir
 from qrecipe.record.atomic import write_bytes
+from qrecipe.record.outputs import cpu_name
 
 SHAPE = (256, 1024, 1024)  # m, k, n: (m x k) @ (k x n)
 SECONDS = 1.0
@@ -52,17 +52,6 @@ while time.perf_counter() < end:
     best = min(best, time.perf_counter() - t)
 print(2 * m * k * n / best / 1e9)
 """
-
-
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux, else what the platform says)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def cores() -> int:

@@ -257,6 +257,9 @@ class Config:
     hardware: HardwareConfig = MISSING
     eval: EvalConfig = MISSING
     recipe_name: str = "custom"
+    # Which measured per-method settings apply (the `tuned` group): none, or cpu (each method's
+    # settings measured on SmolLM2 and checked on Gemma 3, conf/tuned_method/cpu/METHOD.yaml).
+    tuned: str = "none"
     cache: CacheConfig = field(default_factory=CacheConfig)
     seed: int = 0
     # Validate and print the plan, then stop: checks a whole sweep before any work.

@@ -58,11 +58,22 @@ def _git_commit() -> Dict[str, Any]:
         return {"commit": None, "dirty": None}  # installed from a wheel: the version says it
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else what the platform says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def environment(backend_versions: Dict[str, str], device: str) -> Dict[str, Any]:
     env: Dict[str, Any] = {
         "qrecipe": __version__, "git": _git_commit(),
         "python": sys.version.split()[0], "platform": platform.platform(),
-        "machine": platform.machine(), "cpu_count": os.cpu_count(),
+        "machine": platform.machine(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
         "packages": {p: installed_version(p) for p in CORE_PACKAGES},
         "backend_packages": backend_versions,
         "device": device, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

@@ -67,23 +67,34 @@ def _memory(plt, root: Path, done: List[Dict[str, Any]]) -> Path:
 
 
 def _pareto(plt, root: Path, done: List[Dict[str, Any]]) -> Path:
-    """3. Perplexity vs size on disk; the front is what no other run beats on both."""
+    """3. Perplexity vs size on disk, coloured by family (calibrated / data-free); the front is
+    the rows report/runs.py marked pareto (no other run beats them on both); rows measured on
+    another machine (a GPU) are hollow and say where."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    pts = sorted((r["size_mb"] or 0, r["ppl"], _label(r)) for r in done)
-    front, best = [], float("inf")
-    for s, p, _ in pts:
-        if p < best:
-            front.append((s, p))
-            best = p
-    ax.scatter([p[0] for p in pts], [p[1] for p in pts], zorder=3)
-    for s, p, lab in pts:
-        ax.annotate(lab, (s, p), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.step([f[0] for f in front], [f[1] for f in front], where="post", color="red")
-    ax.scatter([f[0] for f in front], [f[1] for f in front], s=90, facecolors="none",
-               edgecolors="red", zorder=4, label="Pareto front")
+    colours = {"calibrated": "C0", "data-free": "C1"}
+    for fam in sorted({str(r.get("family")) for r in done}):
+        rows = [r for r in done if str(r.get("family")) == fam]
+        here = [str(r.get("measured_on") or "this machine").startswith("this machine")
+                for r in rows]
+        for mine in (True, False):
+            pts = [r for r, h in zip(rows, here) if h == mine]
+            if pts:
+                ax.scatter([r["size_mb"] or 0 for r in pts], [r["ppl"] for r in pts], zorder=3,
+                           label=fam + ("" if mine else " (other machine)"),
+                           color=colours.get(fam, "C2") if mine else "none",
+                           edgecolors=colours.get(fam, "C2"))
+    for r in done:
+        where = str(r.get("measured_on") or "")
+        lab = _label(r) + ("" if not where or where.startswith("this machine") else f" [{where}]")
+        ax.annotate(lab, (r["size_mb"] or 0, r["ppl"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    front = sorted((r["size_mb"] or 0, r["ppl"]) for r in done if r.get("pareto") == "yes")
+    if front:
+        ax.step([f[0] for f in front], [f[1] for f in front], where="post", color="red",
+                label="Pareto front")
     ax.set_xlabel("size on disk (MB)")
     ax.set_ylabel("perplexity (lower is better)")
-    _yscale(ax, [p[1] for p in pts])
+    _yscale(ax, [r["ppl"] for r in done])
     ax.set_title("Perplexity vs size")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)

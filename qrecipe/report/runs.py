@@ -15,6 +15,7 @@ import argparse
 import csv
 import json
 import os
+import platform
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
@@ -22,18 +23,20 @@ from typing import Any, Dict, Iterable, List, Optional
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from qrecipe.backends.capabilities import CAPABILITIES
 from qrecipe.boundary.jsonfile import read_object
 from qrecipe.boundary.yamlfile import read_yaml
 from qrecipe.errors import QRecipeError
 from qrecipe.evaluation.tasks import summary_columns
 from qrecipe.record.atomic import write_bytes
-from qrecipe.record.outputs import ERROR, run_state
+from qrecipe.record.outputs import ERROR, cpu_name, run_state
 from qrecipe.report.plots import write_plots
 
-COLUMNS = ["run", "status", "recipe", "method", "backend", "bits", "group_size", "ppl",
-           "fp_ppl", "delta_ppl", "ppl_problem", "size_mb", "footprint_mb", "fp_footprint_mb",
-           "quantize_s", "total_s", "peak_rss_mb", "peak_gpu_mb", "prefill_tok_s",
-           "decode_tok_s", "gpu", "error"]
+COLUMNS = ["run", "status", "recipe", "method", "backend", "bits", "group_size", "family",
+           "ppl", "fp_ppl", "delta_ppl", "ppl_problem", "size_mb", "footprint_mb",
+           "fp_footprint_mb", "quantize_s", "total_s", "peak_rss_mb", "peak_gpu_mb",
+           "prefill_tok_s", "decode_tok_s", "pareto", "measured_on", "gpu", "error"]
+CALIBRATED, DATA_FREE = "calibrated", "data-free"
 
 _MB = 1024 * 1024
 JOB_ROWS = ".job_rows"  # in a sweep root: one JSON row per job that left no directory to read
@@ -92,9 +95,45 @@ def run_row(run_dir: Path, name: Optional[str] = None) -> Dict[str, Any]:
         peak_gpu_mb=_mb((metrics.get("peak_gpu_bytes") or {}).get("quantize")),
         prefill_tok_s=_r((q.get("speed") or {}).get("prefill_tokens_per_s"), 1),
         decode_tok_s=_r((q.get("speed") or {}).get("decode_tokens_per_s"), 1),
+        family=family(metrics), measured_on=measured_on(env),
         gpu=env.get("cuda_visible_devices"))
     row.update(summary_columns(metrics))  # per-task accuracy, stderr, retention (lm-eval)
     return row
+
+
+def family(metrics: Dict[str, Any]) -> Optional[str]:
+    """calibrated or data-free: whether the run's quantizer read calibration rows (the scheme's
+    own answer where it depends on options, e.g. FP8 dynamic/static), else the method's entry in
+    the capability table."""
+    used = (metrics.get("quantize_details") or {}).get("uses_calibration")
+    if used is None:
+        support = CAPABILITIES.get(str(metrics.get("backend")), {}).get(str(metrics.get("method")))
+        used = None if support is None else support.needs_calibration
+    return None if used is None else (CALIBRATED if used else DATA_FREE)
+
+
+def measured_on(env: Dict[str, Any]) -> Optional[str]:
+    """Where the run's figures were measured: its GPU, else its CPU; `this machine` when the
+    run's CPU, core count and platform are this machine's (a received run is marked apart)."""
+    if not env:
+        return None
+    gpus = env.get("gpus") or []
+    where = gpus[0] if gpus else f"{env.get('cpu') or 'CPU'} x {env.get('cpu_count')}"
+    # runs written before env.json named the CPU: the platform and core count alone
+    here = (env.get("cpu") in (None, cpu_name()) and env.get("cpu_count") == os.cpu_count()
+            and env.get("platform") == platform.platform() and not gpus)
+    return f"this machine ({where})" if here else where
+
+
+def pareto(rows: List[Dict[str, Any]]) -> None:
+    """Marks pareto=yes on each complete row no other complete row beats on both size on disk
+    and perplexity (ties kept): the choices worth making."""
+    done = [r for r in rows if r["status"] == "complete" and r["ppl"] is not None
+            and r["size_mb"] is not None and not r.get("ppl_problem")]
+    for r in done:
+        r["pareto"] = "no" if any(
+            o["size_mb"] <= r["size_mb"] and o["ppl"] <= r["ppl"]
+            and (o["size_mb"], o["ppl"]) != (r["size_mb"], r["ppl"]) for o in done) else "yes"
 
 
 def _read_lock(run_dir: Path) -> Optional[dict]:
@@ -172,7 +211,10 @@ def write_summary(root: Path, runs: List[Path], plots: bool = True,
     rows = [run_row(r, str(r.relative_to(root)) if r.is_relative_to(root) else str(r))
             for r in runs]
     rows = [r for r in rows if r["run"] not in extra] + list(extra.values())
-    rows.sort(key=lambda r: (str(r["method"]), str(r["backend"]), r["bits"] or 0,
+    pareto(rows)
+    # best perplexity first; rows without one after, by configuration
+    rows.sort(key=lambda r: (r["ppl"] is None or bool(r.get("ppl_problem")), r["ppl"] or 0,
+                             str(r["method"]), str(r["backend"]), r["bits"] or 0,
                              r["group_size"] or 0, r["run"]))
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "summary.csv", "w", newline="") as f:
@@ -187,8 +229,9 @@ def write_summary(root: Path, runs: List[Path], plots: bool = True,
 
 
 def summary_markdown(rows: List[Dict[str, Any]]) -> str:
-    cols = ["run", "status", "method", "backend", "bits", "group_size", "ppl", "delta_ppl",
-            "size_mb", "footprint_mb", "quantize_s", "peak_rss_mb", "decode_tok_s"]
+    cols = ["run", "status", "method", "backend", "bits", "group_size", "family", "ppl",
+            "delta_ppl", "size_mb", "footprint_mb", "quantize_s", "peak_rss_mb", "decode_tok_s",
+            "pareto", "measured_on"]
     cols += sorted({k for r in rows for k in r if k.startswith(("acc:", "acc_stderr:",
                                                                   "retention:"))})
     fmt = lambda v: "" if v is None else str(v)  # noqa: E731
@@ -196,11 +239,14 @@ def summary_markdown(rows: List[Dict[str, Any]]) -> str:
                             else r.get(c))
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r, c) for c in cols) + " |" for r in rows]
-    fp = next((r["fp_ppl"] for r in rows if r["fp_ppl"] is not None), None)
+    fps = sorted({r["fp_ppl"] for r in rows if r["fp_ppl"] is not None})
     head = "# Sweep summary\n\n"
-    if fp is not None:
+    if len(fps) == 1:
         fpm = next((r["fp_footprint_mb"] for r in rows if r["fp_footprint_mb"]), None)
-        head += f"Unquantized baseline: ppl {fp}, footprint {fpm} MB.\n\n"
+        head += f"Unquantized baseline: ppl {fps[0]}, footprint {fpm} MB.\n\n"
+    elif fps:  # jobs that loaded the model in different dtypes: each row's own baseline
+        head += (f"Unquantized baselines: ppl {', '.join(map(str, fps))} (the model loaded in "
+                 "each job's dtype); delta_ppl is against the row's own.\n\n")
     bad = [r for r in rows if r["status"] not in ("complete", DRY_VALID)]
     tail = ""
     if bad:

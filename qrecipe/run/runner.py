@@ -262,7 +262,7 @@ def _load(w: _Work) -> Tuple[Path, Any, str]:
 def _calibrate(w: _Work, tokenizer, tok_fp: str):
     """The calibration rows (None for a method that needs none): one source or a weighted
     mix; chat jsonl through the chat template."""
-    if not w.plan.support.needs_calibration:
+    if not w.plan.backend.reads_rows(w.cfg.method):
         return None
     with w.stages.stage("calibrate"), resources.oom_guard("calibrate", w.cfg):
         rows, w.fps["calibration"] = build_calibration(w.cfg.calibration, tokenizer, tok_fp,

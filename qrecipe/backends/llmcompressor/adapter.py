@@ -48,15 +48,17 @@ class LLMCompressorBackend(Backend):
     def check_method(self, method: Any) -> None:
         schemes.check(method)  # validate and dry runs: before any import or weight
 
+    def reads_rows(self, method: Any) -> bool:
+        return self.support_for(method.name).needs_calibration and (
+            method.name not in schemes.METHODS or schemes.uses_rows(method))
+
     def run(self, req: QuantizeRequest) -> QuantizeResult:
         t_import = time.perf_counter()  # 0 when already imported (a sweep's later jobs)
         import torch
         from llmcompressor import oneshot  # noqa: F401 - the library's import, timed
         from transformers import AutoModelForCausalLM  # noqa: F401
         schemes.check(req.method)  # a caller that skipped validate(): before any weight
-        needs_rows = self.support[req.method.name].needs_calibration and (
-            req.method.name not in schemes.METHODS or schemes.uses_rows(req.method))
-        job = _Job(req, rows=req.calibration if needs_rows else None,
+        job = _Job(req, rows=req.calibration if self.reads_rows(req.method) else None,
                    versions=self.package_versions(),
                    seconds={"import": time.perf_counter() - t_import})
         torch.manual_seed(req.seed)  # the algorithms are deterministic; this guards any sampling
