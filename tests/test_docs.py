@@ -42,6 +42,7 @@ TERM = "tests/test_resume.py::test_sigterm_during_saving_then_resume"
 FROZEN = ("tests/test_checkpoint_memory.py::"
           "test_frozen_heap_still_collects_what_the_call_creates_and_unfreezes")
 SLURM = "tests/test_cluster_slurm.py::test_every_job_is_an_array_task_and_the_report_gathers_them"
+COMPARE = "tests/test_tuned.py::test_a_sweep_over_methods_and_widths_dry_runs"
 QUANTIZE = "a real quantization of SmolLM2 (minutes)"
 SWEEPS = "a sweep of real quantizations (tens of minutes); the same path on a tiny model"
 COVERED = {
@@ -91,6 +92,21 @@ COVERED = {
     "hydra.sweep.dir=outputs/bench/methods": (SWEEP, SWEEPS),
     "python -m qrecipe -m +recipe=smollm2_nf4,smollm2_int8 hydra.sweep.dir=outputs/bench/bnb":
         (SWEEP, SWEEPS),
+    # docs/compare.md, README: the comparison sweeps (each job's composition is the method
+    # recipe's: tests/test_tuned.py)
+    "python -m qrecipe -m +recipe=smollm2_compare method=rtn,bnb,hqq,fp8,mxfp4,nvfp4,gptq,w8a8,"
+    "autoround,awq": (COMPARE, SWEEPS),
+    "python -m qrecipe -m +recipe=gemma3_compare method=rtn,bnb,hqq,fp8,mxfp4,nvfp4,gptq,"
+    "autoround": (COMPARE, SWEEPS),
+    "python -m qrecipe -m +recipe=smollm2_compare method=rtn,bnb,hqq,gptq,fp8": (COMPARE, SWEEPS),
+    "python -m qrecipe -m +recipe=smollm2_compare method=gptq,autoround bits=w3": (COMPARE, SWEEPS),
+    "python -m qrecipe -m +recipe=smollm2_compare method=mxfp4,nvfp4 method.activations=true,false":
+        (COMPARE, SWEEPS),
+    "python -m qrecipe -m +recipe=smollm2_compare method=fp8 method.scheme=dynamic,static":
+        (COMPARE, SWEEPS),
+    "python -m qrecipe.report DIR [DIR ...] --out OUT":
+        ("tests/test_report.py::test_comparison_columns_family_pareto_where_and_order",
+         "any run directories' report; run there on made-up runs"),
     "python -m qrecipe -m +recipe=smollm2_gptq_w4 method=gptq,rtn method.backend=llmcompressor "
     "hydra.sweep.dir=outputs/bench/llmcompressor": (SWEEP, SWEEPS),
     "python3 -m qrecipe -m eval.speed=false +recipe=smollm2_nf4 method.quant_type=nf4,fp4 "
@@ -230,6 +246,9 @@ ELSEWHERE = {
     "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/b32 --out gpu_bench32.json "
     "--shape llama2-7b --layers 32 --samples 64 --seq-len 512 --budget 540 --only "
     "gptq-gptqmodel": GPU,
+    "python benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/bench --out new_a.json --shape "
+    "llama2-7b --layers 32 --samples 128 --seq-len 512 --budget 500 --only fp8,mxfp4,nvfp4,speed":
+        GPU,
     "python3 benchmarks/bnb_decode.py --tokenizer TOK --work /tmp/bnbdec --out bnb_decode.json "
     "--layers 1,8": GPU,
     "python3 benchmarks/gptqmodel_knobs.py /tmp/bench/fp16 /tmp/bench/rows.pt default batch8 "
@@ -555,7 +574,9 @@ def _schema_fields() -> dict:
 
 def test_config_group_table_lists_every_option_in_conf():
     rows = _group_rows()
-    groups = {d.name for d in (ROOT / "conf").iterdir() if d.is_dir() and d.name != "hydra"}
+    # tuned_method: chosen by `tuned` (conf/config.yaml's defaults list), never by a user
+    groups = {d.name for d in (ROOT / "conf").iterdir() if d.is_dir()
+              and d.name not in ("hydra", "tuned_method")}
     assert set(rows) == groups, f"groups in conf/: {sorted(groups)}; in README: {sorted(rows)}"
     for g in sorted(groups):
         options = sorted(f.stem for f in (ROOT / "conf" / g).glob("*.yaml"))

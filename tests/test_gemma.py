@@ -213,3 +213,17 @@ def test_gemma_rtn_recipe_keeps_its_promise_with_the_bos_protocol(tmp_path):
     assert abs(metrics["eval"]["fp"]["ppl"] - 24.88) < 0.05
     assert abs(metrics["eval"]["quantized"]["ppl"] - 34.99) < 0.1
     assert os.path.isdir(out / "model")
+
+
+@needs_gemma
+def test_w8a8_is_refused_on_gemma_before_any_weight(tmp_path):
+    """llm-compressor's SmoothQuant maps Gemma 3 as Llama and divides a (1 + weight) norm's
+    weight: the measured checkpoint scored 1.6e11. One line, exit 2, nothing written."""
+    out = tmp_path / "run"
+    p = run_cli(["+recipe=gemma3_compare", "method=w8a8", f"hydra.run.dir={out}"], timeout=600)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1] == (
+        "error: method='w8a8': llm-compressor's SmoothQuant folds its scales into Llama's "
+        "norms, which Gemma3ForCausalLM does not have (measured on Gemma 3 270M: perplexity "
+        "1.6e11); method=fp8 keeps 8-bit activations (Gemma 3 270M: +0.69 ppl)")
+    assert not (out / "model").exists()

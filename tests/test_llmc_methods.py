@@ -177,13 +177,14 @@ def test_emulated_kernel_only_for_activation_or_float_schemes():
                                    "input_activations": {"type": "float"}}},
            "format": "float-quantized"}
     facts = kernels.saved_facts("compressed-tensors", fp8)
-    assert facts == {"convertible": False, "emulated": True}
+    assert facts == {"convertible": False, "emulated": True, "fp8": True}
     nvfp4a16 = {"config_groups": {"g": {"weights": {"type": "float", "num_bits": 4}}},
                 "format": "nvfp4-pack-quantized"}  # weight-only FP4: float weights
     assert kernels.saved_facts("compressed-tensors", nvfp4a16)["emulated"] is True
     assert kernels.resolve("compressed-tensors", "cpu", **facts).name == "emulated"
+    # FP8 weights on Hopper: transformers' FP8 matmul (tests/test_kernels.py)
     assert kernels.resolve("compressed-tensors", "cuda", allow_jit=True, cc=9.0,
-                           **facts).name == "emulated"
+                           **facts).name == "fp8"
     int4 = {"config_groups": {"g": {"weights": {"type": "int", "num_bits": 4,
                                                 "strategy": "group", "group_size": 32,
                                                 "symmetric": True}}},

@@ -120,6 +120,10 @@ class Backend:
         """The method section's option values this backend takes (the schema has typed them);
         raise QRecipeError. Called by validate.py before any weight is loaded."""
 
+    def check_model(self, method: Any, info: Any) -> None:
+        """What the method cannot do on this model (info: inputs/shapes.ModelInfo); raise
+        QRecipeError. Called by validate.py with the model's metadata, before any weight."""
+
     def reads_rows(self, method: Any) -> bool:
         """Whether quantizing with these method options reads calibration rows: the capability
         table's answer, refined by backends whose schemes decide it (FP8 dynamic reads none)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from qrecipe.backends.capabilities import auto_backend
 from qrecipe.inputs.offline import hub_off
@@ -53,11 +53,18 @@ def recipe_format(method: str, width: int) -> str:
 def default_options() -> Dict[str, str]:
     """The primary config's choice in each group (conf/config.yaml's defaults list)."""
     found: Dict[str, str] = {}
-    for d in OmegaConf.load(config_dir() / "config.yaml").defaults:
-        if isinstance(d, DictConfig):
+    for d in OmegaConf.to_container(OmegaConf.load(config_dir() / "config.yaml").defaults):
+        if isinstance(d, dict):  # `optional tuned_method: ${...}`: chosen from the others
             found.update({str(k): str(v) for k, v in d.items() if "/" not in str(k)
-                          and not str(k).startswith("override ")})
+                          and not str(k).startswith(("override ", "optional "))})
     return found
+
+
+def _tuned(groups: Dict[str, str]) -> Dict[str, Any]:
+    """The measured settings tuned=X applies to the method (conf/tuned_method/X/METHOD.yaml,
+    as the primary config's defaults list picks it); {} for tuned=none."""
+    f = config_dir() / "tuned_method" / groups.get("tuned", "none") / f"{groups['method']}.yaml"
+    return OmegaConf.to_container(OmegaConf.load(f)) if f.is_file() else {}
 
 
 def shipped_recipes() -> List[Dict[str, Any]]:
@@ -70,10 +77,15 @@ def shipped_recipes() -> List[Dict[str, Any]]:
         for d in r.get("defaults", []):
             for k, v in (d.items() if isinstance(d, dict) else []):
                 groups[k.split("/")[-1]] = v
+        if "method" not in {k.split("/")[-1] for d in r.get("defaults", [])
+                            if isinstance(d, dict) for k in d}:
+            continue  # a comparison recipe: its method is the sweep's (smollm2_compare)
         opt = {g: OmegaConf.to_container(OmegaConf.load(conf / g / f"{groups[g]}.yaml"))
                for g in ("model", "method", "bits", "calibration", "eval", "hardware")}
-        bits = {**opt["bits"], **(r.get("bits") or {})}
-        cal = {**opt["calibration"], **(r.get("calibration") or {})}
+        tuned = _tuned(groups)  # read after the groups, before the recipe's own values
+        bits = {**opt["bits"], **(tuned.get("bits") or {}), **(r.get("bits") or {})}
+        cal = {**opt["calibration"], **(tuned.get("calibration") or {}),
+               **(r.get("calibration") or {})}
         expected = ((r.get("meta") or {}).get("expected") or {}).get("delta_ppl") or {}
         found.append({"recipe": f.stem, "method": groups["method"],
                       "backend": _backend(r, groups["method"], opt),

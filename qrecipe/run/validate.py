@@ -33,7 +33,6 @@ from qrecipe.inputs.texts import TextSpec, check_spec
 from qrecipe.inputs.weights import check_model
 from qrecipe.kernels import table as kernels
 from qrecipe.paths import is_package_path
-from qrecipe.recipes.meta import run_overrides
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,6 @@ def validate(cfg, here: Optional[bool] = None, hub: bool = True) -> Plan:
     machine is offline, hub inputs it has no copy of (False: planning a job that runs
     elsewhere)."""
     here = not cfg.get("dry_run", False) if here is None else here
-    check_tuned(cfg, run_overrides())
     settle_backend(cfg)
     backend = BACKENDS.get(cfg.method.backend)()
     support = backend.support_for(cfg.method.name)
@@ -81,25 +79,12 @@ def validate(cfg, here: Optional[bool] = None, hub: bool = True) -> Plan:
     if hub:
         _check_hub(cfg, reads_rows)
     info = _describe(cfg.model)  # metadata only; raises for a missing file or unknown source
+    backend.check_model(cfg.method, info)
     _check_divides(cfg.bits.group_size, info, support)
     unchecked = None if here else hardware_note(cfg.hardware.device)
     if unchecked:
         log.info(unchecked)
     return Plan(backend=backend, support=support, model=info, unchecked=unchecked)
-
-
-def check_tuned(cfg, overrides) -> None:
-    """Under tuned=cpu the method's measured settings set bits.width and bits.group_size after
-    the bits group is read (conf/config.yaml): a bits=... choice on the command line would be
-    silently replaced, so it is refused; bits.width=N is a value and wins."""
-    tuned = cfg.get("tuned", "none")
-    for o in overrides:
-        key, _, value = str(o).partition("=")
-        if tuned != "none" and key.lstrip("+~") == "bits":
-            raise QRecipeError(
-                f"under tuned={tuned} each method's bits come from "
-                f"conf/tuned_method/{tuned}/METHOD.yaml", key="bits", value=value,
-                hint="give bits.width=N bits.group_size=G instead, or tuned=none")
 
 
 def settle_backend(cfg) -> None:

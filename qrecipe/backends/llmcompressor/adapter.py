@@ -48,6 +48,9 @@ class LLMCompressorBackend(Backend):
     def check_method(self, method: Any) -> None:
         schemes.check(method)  # validate and dry runs: before any import or weight
 
+    def check_model(self, method: Any, info: Any) -> None:
+        schemes.check_model(method, info.architecture)
+
     def reads_rows(self, method: Any) -> bool:
         return self.support_for(method.name).needs_calibration and (
             method.name not in schemes.METHODS or schemes.uses_rows(method))
