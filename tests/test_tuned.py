@@ -17,7 +17,7 @@ RECIPES = {"gptq": "smollm2_gptq_w4", "awq": "smollm2_awq_w4", "rtn": "smollm2_r
 # what a job makes: the keys whose values are the method's settings (calibration: for the
 # methods that read rows; the data-free ones never open it)
 MADE = ("model", "method", "bits")
-DATA_FREE = {"rtn", "bnb", "hqq", "fp8", "mxfp4"}  # fp8: its dynamic scheme, tuned here
+DATA_FREE = {"rtn", "bnb", "hqq", "fp8", "mxfp4", "nvfp4"}  # fp8 dynamic, FP4 weight-only
 
 
 def _made(cfg):
