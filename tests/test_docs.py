@@ -62,9 +62,9 @@ COVERED = {
     "python3 -m qrecipe +recipe=smollm2_rtn_w4 eval.max_windows=4 eval.speed=false":
         (E2E, "exactly test_e2e.py's RTN run"),
     "python3 -m qrecipe +recipe=smollm2_nf4 eval.max_windows=4 eval.speed=false":
-        (E2E, "exactly test_e2e.py's NF4 run"),
+        (E2E, "test_e2e.py's NF4 run (2 eval windows there)"),
     "python3 -m qrecipe +recipe=smollm2_int8 eval.max_windows=4 eval.speed=false":
-        (E2E, "exactly test_e2e.py's int8 run"),
+        (E2E, "test_e2e.py's int8 run (2 eval windows there)"),
     "python3 -m qrecipe +recipe=smollm2_gptq_w4 calibration.num_samples=32 eval.max_windows=4 "
     "eval.speed=false": (E2E, "exactly test_e2e.py's GPTQ run"),
     "python3 -m qrecipe +recipe=smollm2_gptq_w4 eval.speed=false hardware.calib_batch_size=32":
