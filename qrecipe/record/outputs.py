@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple
 
@@ -58,8 +59,10 @@ def _git_commit() -> Dict[str, Any]:
         return {"commit": None, "dirty": None}  # installed from a wheel: the version says it
 
 
+@lru_cache(maxsize=1)
 def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux, else what the platform says)."""
+    """The CPU's model name (/proc/cpuinfo on Linux, else what the platform says); read once
+    (a report compares every run's env.json against it)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
