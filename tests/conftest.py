@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+# pytest-xdist workers share the cores: one torch thread each (jobs in subprocesses too, through
+# qrecipe's OMP_NUM_THREADS rule), else every job takes every core and the workers' threads
+# fight over them (qrecipe/run/resources.py set_threads). Before torch is imported anywhere.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "qrecipe" / "texts"
 WIKITEXT = DATA / "wikitext2_raw_test.txt"

@@ -6,6 +6,9 @@
     python tests/fault_run.py term-save N ARGS...      SIGTERM while gptqmodel saves (after the
                                                        weights, before its quantize config)
     python tests/fault_run.py crash-eval 0 ARGS...     evaluation raises (a bug), after saving
+    python tests/fault_run.py exit-quantize 1 ARGS...  the gptqmodel adapter's quantize calls
+                                                       exit(-1), as auto-round does on inputs
+                                                       it refuses
 """
 import os
 import signal
@@ -40,6 +43,15 @@ def main():
         # on_checkpoint callback alone, before the next layer (so before the kill).
         from qrecipe.run import stages
         stages.CheckpointSeal._run = lambda self: None
+    elif mode == "exit-quantize":  # in the job's thread, where auto-round's exit(-1) runs
+        from qrecipe.backends.gptqmodel import adapter
+        orig = adapter._quantize
+        hit = _nth(n, lambda: sys.exit(-1))
+
+        def _quantize(*a, **k):
+            hit()
+            return orig(*a, **k)
+        adapter._quantize = _quantize
     elif mode == "term-save":
         # gptqmodel's save writes the weights through transformers' save_pretrained, then its
         # own quantize_config.json and logs: SIGTERM lands between the two.

@@ -1,6 +1,6 @@
 """`method.backend: auto`: the backend measured faster on the job's device, written into the
-config so the lock and the report name the backend that ran. AWQ's default stays gptqmodel (the
-better perplexity on SmolLM2)."""
+config so the lock and the report name the backend that ran. AWQ's default is llm-compressor, the
+backend auto picks on every device (conf/method/awq.yaml says why)."""
 import pytest
 from conftest import compose, run_cli
 
@@ -10,8 +10,9 @@ from qrecipe.run.validate import settle_backend, validate
 SMOL = ["+recipe=smollm2_awq_w4"]
 
 
-def test_awq_default_is_gptqmodel():
-    assert compose(SMOL).method.backend == "gptqmodel"
+def test_awq_default_is_the_backend_auto_picks():
+    assert compose(SMOL).method.backend == "llmcompressor"
+    assert compose(["method=awq"]).method.backend == "llmcompressor"
 
 
 @pytest.mark.parametrize("hardware,backend", [("cpu", "llmcompressor"),

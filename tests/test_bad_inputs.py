@@ -143,8 +143,9 @@ CASES = {
     "unknown group option": (lambda f: ["bits=w5"], "allowed: w2, w3, w4, w4_g64, w8"),
     "unknown recipe": (lambda f: ["+recipe=nope"], "smollm2_gptq_w4"),
     # semantics
-    "awq 2-bit": (lambda f: local(f, "method=awq", "bits=w2", "bits.group_size=32"),
-                  "bits.width=2"),
+    "awq 2-bit on gptqmodel": (lambda f: local(f, "method=awq", "method.backend=gptqmodel",
+                                               "bits=w2", "bits.group_size=32"),
+                               "bits.width=2"),
     "bnb 3-bit": (lambda f: local(f, "method=bnb", "bits=w3"), "bits.width=3"),
     "fp8 unknown scheme": (lambda f: local(f, "method=fp8", "bits=w8", "bits.group_size=-1",
                                            "method.scheme=blok", "dry_run=true"),

@@ -37,9 +37,9 @@ def test_group_size_rule():
 def test_planner_sizes_the_planned_pairs():
     from qrecipe.plan.estimate import METHODS
     assert METHODS["w4"] == [("gptq", "gptqmodel"), ("awq", "gptqmodel"), ("rtn", "gptqmodel"),
-                             ("gptq", "llmcompressor")]
+                             ("gptq", "llmcompressor"), ("awq", "llmcompressor")]
     assert METHODS["w8"] == [("gptq", "gptqmodel"), ("rtn", "gptqmodel"),
-                             ("gptq", "llmcompressor")]
+                             ("gptq", "llmcompressor"), ("awq", "llmcompressor")]
     assert METHODS["nf4"] == METHODS["int8"] == [("bnb", "bitsandbytes")]
     assert METHODS["fp16"] == METHODS["fp32"] == []
 

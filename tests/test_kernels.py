@@ -177,7 +177,10 @@ def test_dequantized_kernel_gives_the_torch_kernels_logits(method, dtype, tiny_m
     from qrecipe.kernels.hf_config import finish_load, load_lines
     from qrecipe.kernels.table import loaded_kernels
     from qrecipe.run.runner import run_job
-    cfg = compose([f"method={method}", "model=local", f"model.path={tiny_model_dir}",
+    # gptqmodel: the GPTQ and AWQ formats these kernels read (AWQ's default writes
+    # compressed-tensors)
+    cfg = compose([f"method={method}", "method.backend=gptqmodel", "model=local",
+                   f"model.path={tiny_model_dir}",
                    "bits.group_size=32", "eval=none", "calibration.num_samples=4",
                    "calibration.seq_len=32"])
     assert run_job(cfg, tmp_path / "run") == "ok"

@@ -91,16 +91,19 @@ def _planner_counts_the_saved_linears(model_dir, saved_dir, fmt):
 
 @pytest.mark.slow  # ~30 s on 2 cores: AutoRound's tuning loop, even at 2 iterations
 def test_autoround_quantizes_saves_and_reloads_on_cpu(tiny_model_dir, tmp_path):
+    # 16 rows forwarded 16 at a time: auto-round exits the process (status 255) when a cached
+    # input holds more rows than its tuning batch (8); qrecipe forwards 8 at a time
     m, saved, group = _run(tiny_model_dir, tmp_path / "run",
                            ["method=autoround", "method.iters=2", "bits=w4",
-                            "bits.group_size=32"])
+                            "bits.group_size=32", "calibration.num_samples=16",
+                            "hardware.calib_batch_size=16"])
     assert saved["format"] == "pack-quantized" and group["input_activations"] is None
     w = group["weights"]
     assert (w["type"], w["num_bits"], w["strategy"], w["group_size"]) == ("int", 4, "group", 32)
     d = m["quantize_details"]
     assert d["algorithm"] == "AutoRoundModifier" and d["autoround"]["iters"] == 2
     assert d["autoround"]["preset_iters"] == 200  # auto-round's own `default` recipe
-    assert d["calibration_rows"] == 4
+    assert d["calibration_rows"] == 16 and d["calib_batch_size"] == 8
     assert m["kernel"]["resolved"] != "emulated"  # int weight-only: the usual kernels
 
 
@@ -228,3 +231,9 @@ def test_presets_and_data_use_per_option():
     assert (light["iters"], light["lr"], light["batch_size"]) == (50, 5e-3, 8)
     assert schemes.autoround_settings(method("method=autoround", "method.preset=best",
                                              "method.iters=7"))["iters"] == 7
+    # rows per calibration forward: AutoRound's at most its tuning batch (auto-round exits the
+    # process on larger cached inputs); every other method takes the profile's
+    ar = method("method=autoround")
+    assert [schemes.forward_batch(ar, 32, n) for n in (128, 4)] == [8, 4]
+    assert schemes.forward_batch(ar, 2, 128) == 2
+    assert schemes.forward_batch(method("method=w8a8"), 32, 128) == 32

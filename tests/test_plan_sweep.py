@@ -44,8 +44,10 @@ def test_totals_count_gpu_hours_and_flag_launcher_limits():
 
 
 def test_a_70b_sweep_on_slurm_has_the_plans_own_figures(tmp_path):
+    # AWQ through gptqmodel (4 bits only): one job rejected, as a sweep would reject it
     p = plan_sweep("gptq_llama7b", "model=llama2_70b", "method=gptq,awq", "bits=w3,w4",
-                   "hardware=h100_80gb", "hydra/launcher=slurm_gpu", "--json")
+                   "method.backend=gptqmodel", "hardware=h100_80gb", "hydra/launcher=slurm_gpu",
+                   "--json")
     assert p.returncode == 0, p.stderr
     plan = json.loads(p.stdout)
     jobs, t = plan["jobs"], plan["totals"]
@@ -71,7 +73,7 @@ def test_a_70b_sweep_on_slurm_has_the_plans_own_figures(tmp_path):
 def test_text_plan_says_totals_and_limits_without_torch():
     code = ("import sys, runpy; sys.argv = ['qrecipe', 'plan', '--sweep', 'gptq_llama7b', "
             "'model=llama2_70b', 'method=gptq,awq', 'hardware=h100_80gb', "
-            "'hydra/launcher=slurm_gpu']\n"
+            "'hydra/launcher=slurm_gpu', 'hydra.launcher.timeout_min=120']\n"
             "try:\n    runpy.run_module('qrecipe', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
             "print('torch loaded' if 'torch' in sys.modules else 'no torch', file=sys.stderr)")
@@ -79,7 +81,8 @@ def test_text_plan_says_totals_and_limits_without_torch():
     assert p.stderr.strip().endswith("no torch"), p.stderr
     out = p.stdout
     assert "sweep of gptq_llama7b: 2 jobs (2 valid, 0 rejected) on H100 80 GB" in out
-    assert "launcher's time limit (240 min: raise hydra.launcher.timeout_min)" in out
+    # AWQ on 70B: 2.6 h with the recipe's 128 x 2048 tokens
+    assert "launcher's time limit (120 min: raise hydra.launcher.timeout_min)" in out
     assert "than the launcher books per job (64 GB: raise hydra.launcher.mem_gb)" in out
     assert "GPU-hours of quantization; wall " in out and "with 16 jobs at once" in out
 

@@ -119,6 +119,18 @@ def test_sigterm_during_saving_then_resume(reference, tiny_model_dir, tmp_path):
     assert weights_sha(out) == weights_sha(reference)
 
 
+def test_a_library_exit_inside_quantize_is_a_crash_with_its_record(tiny_model_dir, tmp_path):
+    """auto-round 0.15 calls exit(-1) on inputs it refuses (the GPU bench's status 255): the
+    run ends as a crash that names the stage, with error.json, never silently."""
+    out = tmp_path / "run"
+    p = fault("exit-quantize", 1, args(tiny_model_dir, out))
+    assert p.returncode == 1, p.stderr[-3000:]
+    err = json.loads((out / "error.json").read_text())
+    assert err["status"] == "crash"
+    assert "a library called exit(-1) during the quantize stage" in err["error"]
+    assert not state(out).complete
+
+
 @pytest.mark.slow
 def test_eval_crash_resume_does_not_quantize_again(tiny_model_dir, tmp_path):
     out = tmp_path / "run"

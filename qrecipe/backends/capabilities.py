@@ -51,7 +51,7 @@ CAPABILITIES: Dict[str, Dict[str, MethodSupport]] = {
     "llmcompressor": {
         "gptq": MethodSupport(_INT_BITS, "compressed-tensors",
                               note="GPTQModifier, sequential per decoder layer"),
-        "awq": MethodSupport(_INT_BITS, "compressed-tensors", planned=False,
+        "awq": MethodSupport(_INT_BITS, "compressed-tensors",
                              note="AWQModifier smoothing + QuantizationModifier"),
         "rtn": MethodSupport(_INT_BITS, "compressed-tensors", needs_calibration=False,
                              planned=False,
@@ -105,13 +105,13 @@ FORMAT_LABELS = {"gptq": "GPTQ (AutoGPTQ-compatible)", "awq": "AWQ (AutoAWQ-comp
 
 
 # `method.backend: auto`: the backend that quantizes a method fastest on each device. AWQ:
-# llm-compressor. On a GPU 3.46 s against gptqmodel's 13.54 s per 7B layer (H200,
-# docs/benchmarks.md "GPU: quantize time against each library's defaults, 1 layer"); on all 32
-# layers of that shape on an H100 (128 x 512 rows, h100_80gb) 107 s against 7.3 min, its
-# checkpoint decoding at 2.03x fp16 on ExLlamaV2. On a CPU (SmolLM2, 2 x 256 rows) 142 s against
-# 726 s, but perplexity 37.33 against 36.67 and 169.3 MB against 112.1 MB on disk
-# (docs/benchmarks.md "AWQ by backend (CPU)"): not equal quality, so AWQ's default stays
-# gptqmodel and auto is the user's choice of speed.
+# llm-compressor, which is also AWQ's default (conf/method/awq.yaml). On a GPU 3.46 s against
+# gptqmodel's 13.54 s per 7B layer (H200, docs/benchmarks.md "GPU: quantize time against each
+# library's defaults, 1 layer"); on all 32 layers of that shape on an H100 (128 x 512 rows,
+# h100_80gb) 107 s against 7.3 min, its checkpoint decoding at 2.03x fp16 on ExLlamaV2. On a CPU
+# (SmolLM2, 8 x 512 rows, docs/benchmarks.md "AWQ by backend (CPU)"): in bf16 ~100 s against
+# 747 s of quantize at perplexity 37.71 against 37.28 (the recipe's tolerance is 0.5), 112.1 MB
+# both; in fp32 183 s at 37.24, the same perplexity, 169.3 MB (unquantized tensors in fp32).
 AUTO_BACKEND: Dict[Tuple[str, str], str] = {("awq", "cuda"): "llmcompressor",
                                            ("awq", "cpu"): "llmcompressor"}
 

@@ -59,7 +59,7 @@ class GPTQMethod(MethodConfig):
 @dataclass
 class AWQMethod(MethodConfig):
     name: str = "awq"
-    backend: str = "gptqmodel"  # conf/method/awq.yaml says why; "auto": the faster backend
+    backend: str = "llmcompressor"  # conf/method/awq.yaml says why; "auto": the faster one
     zero_point: bool = True
 
 
@@ -172,7 +172,7 @@ class HardwareConfig:
     # max_memory caps each device then ({"0": "22GiB", "cpu": "64GiB"}).
     device_map: Optional[str] = None
     max_memory: Optional[Dict[str, str]] = None
-    num_threads: Optional[int] = None
+    num_threads: Optional[int] = None  # None: OMP_NUM_THREADS where set, else every core
     dtype: Optional[str] = None  # overrides model.dtype on this hardware (e.g. float16 on GPU)
     # Local parallel sweeps: each job locks `gpus_per_job` GPUs of the pool (null: all visible)
     # and sees only those (CUDA_VISIBLE_DEVICES). See qrecipe/run/gpus.py.

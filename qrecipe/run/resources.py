@@ -13,6 +13,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import psutil
 
@@ -127,11 +128,21 @@ def oom_guard(stage: str, cfg):
                            hint=LOWER) from None
 
 
+def env_threads() -> Optional[int]:
+    """OMP_NUM_THREADS where it names a positive count: the usual way a scheduler or a user
+    shares a node's cores between processes (a SLURM job step, two pytest workers)."""
+    v = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(v) if v.isdigit() and int(v) > 0 else None
+
+
 def set_threads(hw) -> None:
-    """CPU threads for torch and gptqmodel: hardware.num_threads, or every core."""
-    n = hw.num_threads or os.cpu_count() or 1
+    """CPU threads for torch: hardware.num_threads, else OMP_NUM_THREADS, else every core.
+    Processes that share cores must not each take all of them: two 2-thread jobs on 2 cores
+    ran emulated-layer evaluation 5-7x slower than one."""
+    n = hw.num_threads or env_threads() or os.cpu_count() or 1
     # gptqmodel sizes its CPU worker pool from this variable; it must be set before its import.
-    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(n))
+    # Never below 2: gptqmodel refuses to start with 1 (backends/gptqmodel/adapter.py _set_env).
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, n)))
     with timed_import("torch"):  # the import, not qrecipe's work (metrics.json `overhead`)
         import torch  # deferred: torch, timed as the job's import
     torch.set_num_threads(n)

@@ -81,8 +81,10 @@ def run_job(cfg: DictConfig, out: Path | None = None, keep_failed_dir: bool = Tr
         return "user_error"
     except BaseException as e:
         if not interrupt.is_interruption(e):
+            if isinstance(e, SystemExit):  # nothing of qrecipe exits inside a job: a library did
+                return _crash(job, _library_exit(e, job))
             if not isinstance(e, Exception):
-                raise  # SystemExit and the like
+                raise  # GeneratorExit and the like
             if is_config_error(e):  # e.g. a mandatory value (model.path=???) left unset
                 print(f"error: {one_line(e)}", file=sys.stderr)
                 _fail(job, "user_error", one_line(e), keep_failed_dir)
@@ -112,6 +114,15 @@ class _Job:
         self.claim: rundir.Claim | None = None
         self.stages: Stages | None = None
         self.done = False
+
+
+def _library_exit(e: SystemExit, job: _Job) -> RuntimeError:
+    """A library's exit() inside a stage, as a crash that names it. auto-round 0.15 logs an
+    error and calls exit(-1) on inputs it refuses: without this the process ended with status
+    255, no error.json and no word of why."""
+    stage = job.stages.current if job.stages else None
+    return RuntimeError(f"a library called exit({e.code!r}) during the {stage or 'run'} "
+                        "stage; its own messages are in library.log")
 
 
 def _crash(job: _Job, e: BaseException) -> str:  # a bug: keep everything for the bug report

@@ -107,6 +107,10 @@ def _layer_checkpoint(model, req: QuantizeRequest):
     return CheckpointConfig(path=str(req.checkpoint_dir), resume="auto")
 
 
+# Architectures gptqmodel's AWQ cannot quantize (check_model says why).
+AWQ_UNSUPPORTED = ("Gemma3",)
+
+
 @BACKENDS.register("gptqmodel")
 class GPTQModelBackend(Backend):
     name = "gptqmodel"
@@ -114,6 +118,18 @@ class GPTQModelBackend(Backend):
     support = CAPABILITIES["gptqmodel"]
     versions = (patches.GPTQMODEL, TRANSFORMERS)
     patch_sets = patches.ALL
+
+    def check_model(self, method: Any, info: Any) -> None:
+        # gptqmodel 7.6's AWQ scale search calls each layer's rotary embedding without the
+        # layer_type that Gemma 3's takes (sliding and full attention have their own RoPE): a
+        # TypeError in its worker thread, on which gptqmodel ends the process (os._exit(1), no
+        # record). Measured on Gemma 3 270M; llm-compressor's AWQ maps Gemma 3 itself.
+        if method.name == "awq" and str(info.architecture).startswith(AWQ_UNSUPPORTED):
+            raise QRecipeError(
+                f"gptqmodel 7.6's AWQ cannot run {info.architecture}'s per-layer rotary "
+                "embedding (its scale search ends the process at the first layer)",
+                key="method.backend", value="gptqmodel",
+                hint="method.backend=llmcompressor (AWQ's default) maps Gemma 3")
 
     def preflight(self, method: str, bits: int, group_size: int, device: str) -> None:
         # gptqmodel 7.6's loader (used by transformers) picks a torch int4pack kernel for 4-bit on

@@ -100,7 +100,9 @@ def _translate(job: _Job) -> Tuple[List[Any], Dict[str, Any]]:
                         # rows arrive already sampled with the recipe's seed; reshuffling would
                         # only change the summation order of the Hessians (and the bytes).
                         shuffle_calibration_samples=False,
-                        batch_size=max(1, int((req.hardware or {}).get("calib_batch_size", 1))))
+                        batch_size=schemes.forward_batch(
+                            req.method, (req.hardware or {}).get("calib_batch_size", 1),
+                            len(rows)))
 
 
 def _load(job: _Job):

@@ -104,6 +104,23 @@ def autoround_settings(method: Any) -> Dict[str, Any]:
             "preset_nsamples": r["nsamples"], "preset_seqlen": r["seqlen"]}
 
 
+def autoround_batch(method: Any, rows: int) -> int:
+    """AutoRound's rows per tuning step: its preset's, at most the rows there are."""
+    return min(autoround_settings(method)["batch_size"], rows or 1)
+
+
+def forward_batch(method: Any, requested: int, rows: int) -> int:
+    """Rows per calibration forward (oneshot's batch_size) for a method. AutoRound caps it at
+    its own tuning batch: auto-round 0.15 reads a cached input whose first dimension exceeds
+    its batch_size as batch-second and, when the sequence is longer too, ends the process with
+    exit(-1) and no traceback (calibration/llm.py). Measured: hardware=h100_80gb
+    (calib_batch_size 32) exited with status 255 at the first block."""
+    requested = max(1, int(requested))
+    if method.name == "autoround":
+        return min(requested, autoround_batch(method, rows))
+    return requested
+
+
 def modifiers(req: Any, ignore: List[str], weights: Any) -> List[Any]:
     """The llm-compressor recipe of a method in METHODS. `weights`: the int QuantizationArgs
     built from bits and group size (AutoRound's only)."""
@@ -125,7 +142,7 @@ def modifiers(req: Any, ignore: List[str], weights: Any) -> List[Any]:
     if m.name == "autoround":
         from llmcompressor.modifiers.autoround import AutoRoundModifier  # deferred: torch
         s = autoround_settings(m)
-        batch = min(s["batch_size"], len(req.calibration or ()) or 1)
+        batch = autoround_batch(m, len(req.calibration or ()))
         groups = {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
         return [AutoRoundModifier(config_groups=groups, ignore=list(ignore), iters=s["iters"],
                                   lr=s["lr"], batch_size=batch,
