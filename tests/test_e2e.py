@@ -126,7 +126,7 @@ def test_awq_on_smollm2(tmp_path):
     m = json.loads((tmp_path / "metrics.json").read_text())
     # AWQ's default backend (llm-compressor), in the recipe's bf16 (conf/tuned_method/cpu)
     assert m["format"] == "compressed-tensors" and math.isfinite(m["eval"]["quantized"]["ppl"])
-    assert m["quantize_details"]["algorithm"] == "AWQModifier"
+    assert m["quantize_details"]["algorithm"] == "AWQModifier+QuantizationModifier"
     assert m["quantize_details"]["dtype"] == "bfloat16"
     assert reload_ppl(tmp_path / "model") == pytest.approx(m["eval"]["quantized"]["ppl"],
                                                             rel=2e-3)

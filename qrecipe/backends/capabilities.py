@@ -109,8 +109,8 @@ FORMAT_LABELS = {"gptq": "GPTQ (AutoGPTQ-compatible)", "awq": "AWQ (AutoAWQ-comp
 # gptqmodel's 13.54 s per 7B layer (H200, docs/benchmarks.md "GPU: quantize time against each
 # library's defaults, 1 layer"); on all 32 layers of that shape on an H100 (128 x 512 rows,
 # h100_80gb) 107 s against 7.3 min, its checkpoint decoding at 2.03x fp16 on ExLlamaV2. On a CPU
-# (SmolLM2, 8 x 512 rows, docs/benchmarks.md "AWQ by backend (CPU)"): in bf16 ~100 s against
-# 747 s of quantize at perplexity 37.71 against 37.28 (the recipe's tolerance is 0.5), 112.1 MB
+# (SmolLM2, 8 x 512 rows, docs/benchmarks.md "AWQ by backend (CPU)"): in bf16 87-105 s against
+# 567 s of quantize at perplexity 37.71 against 37.24 (the recipe's tolerance is 0.5), 112.1 MB
 # both; in fp32 183 s at 37.24, the same perplexity, 169.3 MB (unquantized tensors in fp32).
 AUTO_BACKEND: Dict[Tuple[str, str], str] = {("awq", "cuda"): "llmcompressor",
                                            ("awq", "cpu"): "llmcompressor"}
