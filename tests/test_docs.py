@@ -80,7 +80,9 @@ COVERED = {
         ("tests/test_checkpoint_memory.py::test_no_activation_copies_survive_a_checkpoint_commit",
          QUANTIZE),
     "python3 -m qrecipe +recipe=smollm2_awq_w4 eval.speed=false hardware.calib_batch_size=32 "
-    "hardware.stream_activations=false": (AWQ, QUANTIZE),
+    "hardware.stream_activations=false method.backend=gptqmodel":
+        ("tests/test_identical_runs.py::"
+         "test_same_recipe_twice_gives_identical_weights_on_tiny_model", QUANTIZE),
     "python -m qrecipe +recipe=smollm2_gptq_w4 eval.tasks=[qrecipe_mc]": (TASKS, QUANTIZE),
     "python -m qrecipe +recipe=smollm2_gptq_w4 calibration.mix=[{path: my_chats.jsonl, weight: "
     "0.7}, {path: \"pkg://qrecipe/texts/jargon_file_4.4.7.txt\", weight: 0.3}]":

@@ -215,30 +215,30 @@ def test_gemma_rtn_recipe_keeps_its_promise_with_the_bos_protocol(tmp_path):
     assert os.path.isdir(out / "model")
 
 
+# Method/backend pairs refused on Gemma 3 at validation, each in one line, before any weight:
+# - W8A8: llm-compressor's SmoothQuant maps Gemma 3 as Llama and divides a (1 + weight) norm's
+#   weight: the measured checkpoint scored 1.6e11;
+# - AWQ through gptqmodel 7.6: it calls Gemma 3's rotary embedding without its layer_type and
+#   ends the process from a worker thread (exit 1, no record); AWQ's default backend is named.
+REFUSED = {
+    "w8a8": (["method=w8a8"],
+             "error: method='w8a8': llm-compressor's SmoothQuant folds its scales into Llama's "
+             "norms, which Gemma3ForCausalLM does not have (measured on Gemma 3 270M: "
+             "perplexity 1.6e11); method=fp8 keeps 8-bit activations (Gemma 3 270M: +0.69 ppl)"),
+    "awq-gptqmodel": (["method=awq", "method.backend=gptqmodel"],
+                      "error: method.backend='gptqmodel': gptqmodel 7.6's AWQ cannot run "
+                      "Gemma3ForCausalLM's per-layer rotary embedding (its scale search ends the "
+                      "process at the first layer); method.backend=llmcompressor (AWQ's default) "
+                      "maps Gemma 3"),
+}
+
+
 @needs_gemma
-def test_w8a8_is_refused_on_gemma_before_any_weight(tmp_path):
-    """llm-compressor's SmoothQuant maps Gemma 3 as Llama and divides a (1 + weight) norm's
-    weight: the measured checkpoint scored 1.6e11. One line, exit 2, nothing written."""
+@pytest.mark.parametrize("key", list(REFUSED))
+def test_unsound_pairs_are_refused_on_gemma_before_any_weight(key, tmp_path):
+    overrides, line = REFUSED[key]
     out = tmp_path / "run"
-    p = run_cli(["+recipe=gemma3_compare", "method=w8a8", f"hydra.run.dir={out}"], timeout=600)
+    p = run_cli(["+recipe=gemma3_compare", *overrides, f"hydra.run.dir={out}"], timeout=600)
     assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert p.stderr.strip().splitlines()[-1] == (
-        "error: method='w8a8': llm-compressor's SmoothQuant folds its scales into Llama's "
-        "norms, which Gemma3ForCausalLM does not have (measured on Gemma 3 270M: perplexity "
-        "1.6e11); method=fp8 keeps 8-bit activations (Gemma 3 270M: +0.69 ppl)")
-    assert not (out / "model").exists()
-
-
-def test_gptqmodel_awq_is_refused_on_gemma_before_any_weight(tmp_path):
-    """gptqmodel 7.6's AWQ calls Gemma 3's rotary embedding without its layer_type and ends the
-    process from a worker thread (exit 1, no record): refused in one line, AWQ's default
-    backend (llm-compressor) named."""
-    out = tmp_path / "run"
-    p = run_cli(["+recipe=gemma3_compare", "method=awq", "method.backend=gptqmodel",
-                 f"hydra.run.dir={out}"], timeout=600)
-    assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert p.stderr.strip().splitlines()[-1] == (
-        "error: method.backend='gptqmodel': gptqmodel 7.6's AWQ cannot run Gemma3ForCausalLM's "
-        "per-layer rotary embedding (its scale search ends the process at the first layer); "
-        "method.backend=llmcompressor (AWQ's default) maps Gemma 3")
+    assert p.stderr.strip().splitlines()[-1] == line
     assert not (out / "model").exists()

@@ -1,5 +1,6 @@
 """CPU threads of a job (qrecipe/run/resources.py set_threads): hardware.num_threads, else
 OMP_NUM_THREADS, else every core; gptqmodel's worker pool never below the 2 it needs."""
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -25,7 +26,6 @@ def restore_threads(monkeypatch):
 ])
 def test_threads_follow_the_setting_then_omp_then_the_cores(omp, setting, threads, monkeypatch,
                                                             restore_threads):
-    import os
     monkeypatch.setenv("OMP_NUM_THREADS", omp)
     resources.set_threads(SimpleNamespace(num_threads=setting))
     want = threads or os.cpu_count()

@@ -70,16 +70,14 @@ def _tuned(groups: Dict[str, str]) -> Dict[str, Any]:
 def shipped_recipes() -> List[Dict[str, Any]]:
     """Each shipped recipe's method, backend, bits and group size, calibration, the model it is
     for, the hub inputs it reads and the Δppl it promises (meta.expected), read from its YAML."""
-    conf, found = config_dir(), []
+    conf, found, primary = config_dir(), [], default_options()
     for f in sorted(recipes_dir().glob("*.yaml")):
         r = OmegaConf.to_container(OmegaConf.load(f))
-        groups = default_options()
-        for d in r.get("defaults", []):
-            for k, v in (d.items() if isinstance(d, dict) else []):
-                groups[k.split("/")[-1]] = v
-        if "method" not in {k.split("/")[-1] for d in r.get("defaults", [])
-                            if isinstance(d, dict) for k in d}:
+        own = {k.split("/")[-1]: v for d in r.get("defaults", []) if isinstance(d, dict)
+               for k, v in d.items()}
+        if "method" not in own:
             continue  # a comparison recipe: its method is the sweep's (smollm2_compare)
+        groups = {**primary, **own}
         opt = {g: OmegaConf.to_container(OmegaConf.load(conf / g / f"{groups[g]}.yaml"))
                for g in ("model", "method", "bits", "calibration", "eval", "hardware")}
         tuned = _tuned(groups)  # read after the groups, before the recipe's own values
