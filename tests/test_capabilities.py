@@ -37,11 +37,16 @@ def test_group_size_rule():
 def test_planner_sizes_the_planned_pairs():
     from qrecipe.plan.estimate import METHODS
     assert METHODS["w4"] == [("gptq", "gptqmodel"), ("awq", "gptqmodel"), ("rtn", "gptqmodel"),
-                             ("gptq", "llmcompressor"), ("awq", "llmcompressor")]
+                             ("gptq", "llmcompressor"), ("awq", "llmcompressor"),
+                             ("autoround", "llmcompressor"), ("hqq", "hqq")]
     assert METHODS["w8"] == [("gptq", "gptqmodel"), ("rtn", "gptqmodel"),
-                             ("gptq", "llmcompressor"), ("awq", "llmcompressor")]
+                             ("gptq", "llmcompressor"), ("awq", "llmcompressor"),
+                             ("autoround", "llmcompressor"), ("hqq", "hqq")]
     assert METHODS["nf4"] == METHODS["int8"] == [("bnb", "bitsandbytes")]
     assert METHODS["fp16"] == METHODS["fp32"] == []
+    # the schemes with a layout of their own are sized on their own rows, not on w8/w4
+    for fmt in ("fp8", "w8a8", "nvfp4", "mxfp4"):
+        assert METHODS[fmt] == [(fmt, "llmcompressor")]
 
 
 def test_markdown_rows_cover_the_table_without_torch():

@@ -107,7 +107,7 @@ COVERED = {
     # recipe's: tests/test_tuned.py)
     "python -m qrecipe -m +recipe=smollm2_compare method=rtn,bnb,hqq,fp8,mxfp4,nvfp4,gptq,w8a8,"
     "autoround,awq": (COMPARE, SWEEPS),
-    "python -m qrecipe -m +recipe=gemma3_compare method=rtn,bnb,hqq,fp8,mxfp4,nvfp4,gptq,"
+    "python -m qrecipe -m +recipe=gemma3_compare method=rtn,bnb,hqq,fp8,mxfp4,nvfp4,gptq,w8a8,"
     "autoround,awq": (COMPARE, SWEEPS),
     "python -m qrecipe -m +recipe=smollm2_compare method=rtn,bnb,hqq,gptq,fp8": (COMPARE, SWEEPS),
     "python -m qrecipe -m +recipe=smollm2_compare method=gptq,autoround bits=w3": (COMPARE, SWEEPS),

@@ -216,15 +216,17 @@ def test_gemma_rtn_recipe_keeps_its_promise_with_the_bos_protocol(tmp_path):
 
 
 # Method/backend pairs refused on Gemma 3 at validation, each in one line, before any weight:
-# - W8A8: llm-compressor's SmoothQuant maps Gemma 3 as Llama and divides a (1 + weight) norm's
-#   weight: the measured checkpoint scored 1.6e11;
+# - W8A8 with SmoothQuant asked for: llm-compressor's SmoothQuant maps Gemma 3 as Llama and
+#   divides a (1 + weight) norm's weight: the measured checkpoint scored 1.6e11 (left unset, the
+#   strength resolves to none on Gemma: test_smoothing_resolves_per_architecture);
 # - AWQ through gptqmodel 7.6: it calls Gemma 3's rotary embedding without its layer_type and
 #   ends the process from a worker thread (exit 1, no record); AWQ's default backend is named.
 REFUSED = {
-    "w8a8": (["method=w8a8"],
-             "error: method='w8a8': llm-compressor's SmoothQuant folds its scales into Llama's "
-             "norms, which Gemma3ForCausalLM does not have (measured on Gemma 3 270M: "
-             "perplexity 1.6e11); method=fp8 keeps 8-bit activations (Gemma 3 270M: +0.69 ppl)"),
+    "w8a8": (["method=w8a8", "method.smoothing_strength=0.8"],
+             "error: method.smoothing_strength=0.8: llm-compressor's SmoothQuant folds its scales "
+             "into Llama's norms, which Gemma3ForCausalLM does not have (measured on Gemma 3 "
+             "270M: perplexity 1.6e11); leave method.smoothing_strength unset (or 0): W8A8 "
+             "without SmoothQuant, +0.77 ppl on Gemma 3 270M"),
     "awq-gptqmodel": (["method=awq", "method.backend=gptqmodel"],
                       "error: method.backend='gptqmodel': gptqmodel 7.6's AWQ cannot run "
                       "Gemma3ForCausalLM's per-layer rotary embedding (its scale search ends the "

@@ -237,3 +237,28 @@ def test_presets_and_data_use_per_option():
     assert [schemes.forward_batch(ar, 32, n) for n in (128, 4)] == [8, 4]
     assert schemes.forward_batch(ar, 2, 128) == 2
     assert schemes.forward_batch(method("method=w8a8"), 32, 128) == 32
+
+
+def test_smoothing_resolves_per_architecture():
+    """method.smoothing_strength unset: SmoothQuant at 0.8 where its scales fold into the
+    model's norms, none on Gemma 2/3 (llm-compressor 0.14 folds them into the wrong norm there:
+    1.6e11 ppl on Gemma 3 270M; without it +0.77); a set value is used as given, 0 is none."""
+    from qrecipe.backends.llmcompressor import schemes
+
+    def method(*o):
+        return compose(list(o)).method
+    unset = method("method=w8a8")
+    assert unset.smoothing_strength is None
+    assert schemes.smoothing(unset, "LlamaForCausalLM") == 0.8
+    assert schemes.smoothing(unset, "Gemma3ForCausalLM") == 0.0
+    assert schemes.smoothing(unset, "Gemma2ForCausalLM") == 0.0
+    assert schemes.algorithm(unset, "Gemma3ForCausalLM") == "GPTQModifier"
+    assert schemes.algorithm(unset, "LlamaForCausalLM") == "SmoothQuantModifier+GPTQModifier"
+    off = method("method=w8a8", "method.smoothing_strength=0")
+    assert schemes.smoothing(off, "LlamaForCausalLM") == 0.0
+    schemes.check(off)  # 0 is allowed: no SmoothQuant
+    schemes.check_model(off, "Gemma3ForCausalLM")  # and sound on Gemma
+    schemes.check_model(unset, "Gemma3ForCausalLM")
+    with pytest.raises(QRecipeError, match="method.smoothing_strength=0.5"):
+        schemes.check_model(method("method=w8a8", "method.smoothing_strength=0.5"),
+                            "Gemma3ForCausalLM")

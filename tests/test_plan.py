@@ -66,17 +66,46 @@ def test_cpu_times_scale_the_measured_runs_and_name_their_source():
 def test_json_interface_is_stable():
     p = plan(FIX / "llama2_7b", "hardware=a100_40gb", "--context", "4096", "--batch", "2")
     assert {"model", "hardware", "rows"} <= set(p)
-    assert list(p["rows"]) == ["fp32", "fp16", "int8", "nf4", "w8", "w4", "w3", "w2"]
+    assert list(p["rows"]) == ["fp32", "fp16", "int8", "nf4", "w8", "w4", "w3", "w2",
+                               "fp8", "w8a8", "nvfp4", "mxfp4"]
     for name, r in p["rows"].items():
         for k in ("weights_bytes", "inference_bytes", "quantize_peak_bytes", "disk_bytes"):
             assert k in r, (name, k)
         assert isinstance(r["fits"], bool) and isinstance(r["quantize_peak_bytes"], dict)
         assert r["inference_bytes"] > r["weights_bytes"]
     assert p["rows"]["w4"]["group_size"] == 128
-    assert set(p["rows"]["w4"]["quantize_peak_bytes"]) == {"gptqmodel", "llmcompressor"}
+    assert set(p["rows"]["w4"]["quantize_peak_bytes"]) == {"gptqmodel", "llmcompressor", "hqq"}
+    assert set(p["rows"]["fp8"]["quantize_peak_bytes"]) == {"llmcompressor"}
     assert set(p["rows"]["nf4"]["quantize_peak_bytes"]) == {"bitsandbytes"}
     # KV cache: 2 x 32 layers x 32 heads x 128 x 4096 tokens x 2 sequences x 2 bytes.
     assert p["rows"]["fp16"]["kv_cache_bytes"] == 2 * 32 * 32 * 128 * 4096 * 2 * 2
+
+
+NEWER = {"fp8": ("fp8", "fp8"), "w8a8": ("w8a8", "w8a8"), "nvfp4": ("nvfp4", "nvfp4"),
+         "mxfp4": ("mxfp4", "mxfp4"), "autoround": ("w4", "autoround"), "hqq": ("w4", "hqq")}
+
+
+@pytest.mark.parametrize("hw", ["cpu", "h100_80gb"])
+def test_every_method_has_a_measured_time_and_its_own_bytes(hw):
+    """Issue 24: each newer method is timed from a measurement on both kinds of device, on the
+    row that sizes its layout (FP8/W8A8/FP4 rows of their own; AutoRound and HQQ on the w-rows)."""
+    p = plan(FIX / "llama2_7b", f"hardware={hw}")
+    rows = p["rows"]
+    for method, (fmt, _) in NEWER.items():
+        q = next(q for q in rows[fmt]["quantize"] if q["method"] == method)
+        assert q["seconds"] and q["seconds"] > 0, (method, q)
+        assert f"/{method}/" in q["time_source"], q["time_source"]
+    # 7B: FP8/W8A8 one byte a weight plus a scale per channel; NVFP4 (4.5 bits) above MXFP4
+    # (4.25 bits) above the 4-bit GPTQ layout at g128 (4.16 + g_idx), all above fp16 / 4
+    w8, fp16 = rows["w8"]["weights_bytes"], rows["fp16"]["weights_bytes"]
+    assert rows["fp8"]["weights_bytes"] == rows["w8a8"]["weights_bytes"] < w8
+    assert rows["nvfp4"]["weights_bytes"] > rows["mxfp4"]["weights_bytes"] > fp16 / 4
+    # AutoRound tunes a fixed number of steps: twice the rows, the same time; GPTQ's doubles
+    twice = plan(FIX / "llama2_7b", f"hardware={hw}", "--samples", "256")["rows"]["w4"]
+    t1 = {q["method"] + q["backend"]: q["seconds"] for q in rows["w4"]["quantize"]}
+    t2 = {q["method"] + q["backend"]: q["seconds"] for q in twice["quantize"]}
+    assert t2["autoroundllmcompressor"] == t1["autoroundllmcompressor"]
+    assert t2["gptqgptqmodel"] == pytest.approx(2 * t1["gptqgptqmodel"], rel=1e-3)
 
 
 def test_plan_reads_gguf_header_and_shipped_model_names():

@@ -29,6 +29,13 @@ class MethodSupport:
     # compressed-tensors' own name of the layout, where a method writes another than the
     # format's usual one (FORMAT_LABELS): float-quantized, int-quantized, nvfp4-pack-quantized
     layout: str = ""
+    # The `qrecipe plan` row that sizes it where its bytes are not the integer-group layout of
+    # its width (qrecipe/plan/estimate.py PRESET_FORMATS): fp8, w8a8, nvfp4, mxfp4.
+    plan_format: str = ""
+    # Whether its quantize time grows with the calibration tokens (qrecipe/plan/times.py scales
+    # a measured time by them). None: as needs_calibration. AutoRound: no, it tunes a fixed
+    # number of steps (iterations x its batch of 8 rows) whatever the rows.
+    time_grows_with_rows: Optional[bool] = None
 
 
 # Widths the GPTQ torch packer, compressed-tensors and the CPU loaders handle; 5-7 bits pack too
@@ -61,24 +68,25 @@ CAPABILITIES: Dict[str, Dict[str, MethodSupport]] = {
         # Calibrated where a scheme has static scales; the adapter drops the rows for the
         # data-free ones (fp8 dynamic/block). CPU reload: weights decompressed to dense,
         # activations quantized in forward (kernel `emulated`, qrecipe/kernels/table.py).
-        "fp8": MethodSupport((8,), "compressed-tensors", group_sizes=None, planned=False,
-                             layout="float-quantized",
+        "fp8": MethodSupport((8,), "compressed-tensors", group_sizes=None,
+                             layout="float-quantized", plan_format="fp8",
+                             time_grows_with_rows=False,  # the default scheme reads no rows
                              note="FP8 W8A8 (method.scheme: dynamic per-channel/per-token, no "
                                   "data; static per-tensor, calibrated; block 128x128)"),
         "w8a8": MethodSupport((8,), "compressed-tensors", group_sizes=(PER_CHANNEL,),
-                              planned=False, layout="int-quantized",
+                              layout="int-quantized", plan_format="w8a8",
                               note="SmoothQuantModifier + GPTQModifier W8A8: int8 per-channel "
                                    "weights, int8 per-token dynamic activations"),
-        "autoround": MethodSupport(_INT_BITS, "compressed-tensors", planned=False,
+        "autoround": MethodSupport(_INT_BITS, "compressed-tensors", time_grows_with_rows=False,
                                    note="AutoRoundModifier (auto-round's SignSGD rounding), "
                                         "int weight-only"),
-        "nvfp4": MethodSupport((4,), "compressed-tensors", group_sizes=(16,), planned=False,
-                               layout="nvfp4-pack-quantized",
+        "nvfp4": MethodSupport((4,), "compressed-tensors", group_sizes=(16,),
+                               layout="nvfp4-pack-quantized", plan_format="nvfp4",
                                note="NVFP4: FP4 E2M1 in groups of 16 with FP8 scales and a "
                                     "global scale; no Hopper kernel (Blackwell)"),
         "mxfp4": MethodSupport((4,), "compressed-tensors", group_sizes=(32,),
-                               needs_calibration=False, planned=False,
-                               layout="mxfp4-pack-quantized",
+                               needs_calibration=False, layout="mxfp4-pack-quantized",
+                               plan_format="mxfp4",
                                note="MXFP4: FP4 E2M1 in groups of 32 with E8M0 scales; no "
                                     "Hopper kernel (Blackwell)"),
     },
@@ -87,11 +95,12 @@ CAPABILITIES: Dict[str, Dict[str, MethodSupport]] = {
                              note="4 bits: nf4/fp4 in blocks of 64; 8 bits: LLM.int8 per row"),
     },
     # hqq 0.2.8: any group that is a multiple of 8 (its BaseQuantizeConfig asserts it) and
-    # divides the layer; -1 is its group_size=None (one group per output row). Not planned:
-    # `qrecipe plan`'s w-rows are the GPTQ layout (the hqq layout's bytes: plan/estimate.py).
+    # divides the layer; -1 is its group_size=None (one group per output row). `qrecipe plan`
+    # times it on the w-rows, which carry the hqq layout's bytes beside the GPTQ layout's
+    # (hqq_weights_bytes: qrecipe/plan/build.py).
     "hqq": {
         "hqq": MethodSupport(_INT_BITS, "hqq", group_sizes=(PER_CHANNEL, 16, 32, 64, 128, 256),
-                             needs_calibration=False, planned=False,
+                             needs_calibration=False,
                              note="Half-Quadratic Quantization (no data), hqq's HQQLinear "
                                   "layers saved in safetensors"),
     },
@@ -108,7 +117,8 @@ FORMAT_LABELS = {"gptq": "GPTQ (AutoGPTQ-compatible)", "awq": "AWQ (AutoAWQ-comp
 # llm-compressor, which is also AWQ's default (conf/method/awq.yaml). On a GPU 3.46 s against
 # gptqmodel's 13.54 s per 7B layer (H200, docs/benchmarks.md "GPU: quantize time against each
 # library's defaults, 1 layer"); on all 32 layers of that shape on an H100 (128 x 512 rows,
-# h100_80gb) 107 s against 7.3 min, its checkpoint decoding at 2.03x fp16 on ExLlamaV2. On a CPU
+# h100_80gb) 107-149 s against gptqmodel's 7.3 min, its checkpoint decoding at 3.10x fp16 on
+# ExLlamaV2 at batch 1 (docs/compare.md "GPU: the newer methods"). On a CPU
 # (SmolLM2, 8 x 512 rows, docs/benchmarks.md "AWQ by backend (CPU)"): in bf16 87-105 s against
 # 567 s of quantize at perplexity 37.71 against 37.24 (the recipe's tolerance is 0.5), 112.1 MB
 # both; in fp32 183 s at 37.24, the same perplexity, 169.3 MB (unquantized tensors in fp32).
@@ -146,9 +156,31 @@ def dividing(candidates: Iterable[int], widths: Iterable[int]) -> List[int]:
 
 def planned_pairs(bits: int, bitsandbytes: bool) -> List[Tuple[str, str]]:
     """(method, backend) pairs `qrecipe plan` sizes at a width: bitsandbytes' formats (int8,
-    nf4) or the integer-group formats (w8 ... w2), in the table's order."""
+    nf4) or the integer-group formats (w8 ... w2), in the table's order; methods with a plan
+    row of their own (plan_format) are not among them."""
     return [(m, b) for b, methods in CAPABILITIES.items() for m, s in methods.items()
-            if s.planned and bits in s.bits and (b == "bitsandbytes") == bitsandbytes]
+            if s.planned and not s.plan_format and bits in s.bits
+            and (b == "bitsandbytes") == bitsandbytes]
+
+
+def format_pairs(plan_format: str) -> List[Tuple[str, str]]:
+    """(method, backend) pairs sized by a plan row of their own (fp8, w8a8, nvfp4, mxfp4)."""
+    return [(m, b) for b, methods in CAPABILITIES.items() for m, s in methods.items()
+            if s.planned and s.plan_format == plan_format]
+
+
+def plan_format(method: str) -> str:
+    """The plan row of a method that has one of its own, else "" (the row of its width)."""
+    return next((s.plan_format for methods in CAPABILITIES.values()
+                 for m, s in methods.items() if m == method and s.plan_format), "")
+
+
+def time_grows_with_rows(method: str, backend: str) -> bool:
+    """Whether a method's quantize time scales with the calibration tokens (plan/times.py)."""
+    s = CAPABILITIES.get(backend, {}).get(method)
+    if s is None:
+        return method in ("gptq", "awq")
+    return s.needs_calibration if s.time_grows_with_rows is None else s.time_grows_with_rows
 
 
 def markdown_table() -> List[str]:

@@ -8,10 +8,9 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import OmegaConf
 
-from qrecipe.backends.capabilities import auto_backend
+from qrecipe.backends.capabilities import auto_backend, plan_format, time_grows_with_rows
 from qrecipe.inputs.offline import hub_off
 from qrecipe.paths import config_dir, recipes_dir
-from qrecipe.plan.times import CALIBRATED
 from qrecipe.report.runs import find_runs, run_row
 
 GB = 1e9
@@ -45,9 +44,10 @@ def rules(rows: Dict[str, dict]) -> List[Dict[str, Any]]:
 
 
 def recipe_format(method: str, width: int) -> str:
+    """The plan row that sizes a method at a width."""
     if method == "bnb":
         return "nf4" if width == 4 else "int8"
-    return f"w{width}"
+    return plan_format(method) or f"w{width}"
 
 
 def default_options() -> Dict[str, str]:
@@ -187,7 +187,7 @@ def _recipe_time(rec: dict, row: dict, settings: dict, samples: int) -> Dict[str
     if q is None or q["seconds"] is None:
         return {"seconds": None, "seconds_range": None}
     scale = samples * rec["seq_len"] / (settings["num_samples"] * settings["seq_len"]) \
-        if rec["method"] in CALIBRATED else 1.0
+        if time_grows_with_rows(rec["method"], rec["backend"]) else 1.0
     span = q.get("seconds_range")
     return {"seconds": round(q["seconds"] * scale, 1),
             "seconds_range": [round(x * scale, 1) for x in span] if span else None}

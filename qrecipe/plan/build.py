@@ -5,8 +5,9 @@ what the run measured (qrecipe/plan/compare.py).
 
 The plan is a dict, printed as is by `qrecipe plan --json` (a stable interface): {"model",
 "hardware", "settings", "rows", "advice", "recipes"} where rows is an object keyed by fp32, fp16,
-int8, nf4, w8, w4, w3, w2, each with weights_bytes, inference_bytes, kv_cache_bytes, disk_bytes,
-quantize_peak_bytes {backend: bytes} (GPTQ for gptqmodel/llm-compressor), quantize [{method,
+int8, nf4, w8, w4, w3, w2, fp8, w8a8, nvfp4, mxfp4, each with weights_bytes, inference_bytes,
+kv_cache_bytes, disk_bytes, quantize_peak_bytes {backend: bytes} (each backend's first method on
+the row: GPTQ for gptqmodel/llm-compressor on the w-rows), quantize [{method,
 backend, peak_bytes, host_bytes, seconds, seconds_range ([low, high] for a CPU time from another
 machine, else null), time_source}], fits and margin_bytes (against the profile's usable memory),
 and margin_bytes_by_profile (every one-GPU hardware profile); hardware.cpu_gemm_gflops: this
@@ -25,8 +26,8 @@ from qrecipe.plan.hardware import Profile, gpu_profiles, profile
 from qrecipe.plan.probe import this_machine
 from qrecipe.plan.times import estimate_time, load_measurements
 
-BITS = {"fp32": 32, "fp16": 16, "int8": 8, "nf4": 4, "w8": 8, "w4": 4, "w3": 3, "w2": 2}
-MAIN_METHOD = {"gptqmodel": "gptq", "llmcompressor": "gptq", "bitsandbytes": "bnb"}
+BITS = {"fp32": 32, "fp16": 16, "int8": 8, "nf4": 4, "w8": 8, "w4": 4, "w3": 3, "w2": 2,
+        "fp8": 8, "w8a8": 8, "nvfp4": 4, "mxfp4": 4}
 
 
 def build(shape: ModelShape, hw: str = "cpu", context: int = 2048, batch: int = 1,
@@ -46,8 +47,7 @@ def build(shape: ModelShape, hw: str = "cpu", context: int = 2048, batch: int = 
             "inference_bytes": inf,
             "kv_cache_bytes": est.kv_cache_bytes(shape, fmt, context, batch),
             "disk_bytes": est.disk_bytes(shape, fmt, group),
-            "quantize_peak_bytes": {q["backend"]: q["peak_bytes"] for q in quant
-                                    if q["method"] == MAIN_METHOD[q["backend"]]},
+            "quantize_peak_bytes": _first_per_backend(quant),
             "quantize": quant,
             "fits": inf <= p.usable_bytes, "margin_bytes": p.usable_bytes - inf,
             "margin_bytes_by_profile": {n: g.usable_bytes - inf for n, g in gpus.items()}}
@@ -67,6 +67,15 @@ def build(shape: ModelShape, hw: str = "cpu", context: int = 2048, batch: int = 
             "settings": {"context": context, "batch": batch, "group_size": group,
                          "num_samples": num_samples, "seq_len": seq_len},
             "rows": rows}
+
+
+def _first_per_backend(quant: List[Dict[str, Any]]) -> Dict[str, int]:
+    """backend -> the peak of its first method on a row (the table's order puts GPTQ first
+    where a backend has it): the row's quantize peak column."""
+    out: Dict[str, int] = {}
+    for q in quant:
+        out.setdefault(q["backend"], q["peak_bytes"])
+    return out
 
 
 def quantize_figures(shape: ModelShape, fmt: str, method: str, backend: str, p: Profile,

@@ -15,7 +15,7 @@ docs/benchmarks.md, "qrecipe plan: predicted against measured"):
   from their saved tensors): fp8 (dynamic) and w8a8 1 byte a weight plus one scale per output
   channel in the model's dtype (fp8 static/block: one per tensor/128x128 block, fewer); nvfp4
   0.5 byte a weight, an FP8 scale per 16 inputs, two fp32 global scales a linear; mxfp4 0.5 byte
-  a weight, an E8M0 byte per 32 inputs. Not rows of `qrecipe plan` yet (weights_bytes sizes them).
+  a weight, an E8M0 byte per 32 inputs. Rows of their own (the capability table's plan_format).
 Decimal units: 1 GB = 1e9 bytes.
 """
 from __future__ import annotations
@@ -23,20 +23,22 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Tuple
 
-from qrecipe.backends.capabilities import planned_pairs
+from qrecipe.backends.capabilities import format_pairs, planned_pairs
 from qrecipe.inputs.shapes import DTYPE_BYTES, ModelShape
 
-FORMATS = ("fp32", "fp16", "int8", "nf4", "w8", "w4", "w3", "w2")
+FORMATS = ("fp32", "fp16", "int8", "nf4", "w8", "w4", "w3", "w2", "fp8", "w8a8", "nvfp4",
+           "mxfp4")
 INT_BITS = {"w8": 8, "w4": 4, "w3": 3, "w2": 2}
 BNB_BLOCK, BNB_NESTED = 64, 256
 TOKENIZER_BYTES_PER_TOKEN = 70  # tokenizer.json per vocab entry (SmolLM2 3.5 MB, Llama-2 1.8 MB)
 
 # Which backends quantize each format (method/backend pairs that `qrecipe plan` times and sizes):
-# the capability table's `planned` rows at each width.
+# the capability table's `planned` rows at each width, or on the row they name (plan_format).
 METHODS: Dict[str, List[Tuple[str, str]]] = {
     "fp32": [], "fp16": [],
     "int8": planned_pairs(8, bitsandbytes=True), "nf4": planned_pairs(4, bitsandbytes=True),
     **{fmt: planned_pairs(bits, bitsandbytes=False) for fmt, bits in INT_BITS.items()},
+    **{fmt: format_pairs(fmt) for fmt in ("fp8", "w8a8", "nvfp4", "mxfp4")},
 }
 
 # Resident memory of a CPU run's process before the model is loaded: python, torch,
@@ -61,6 +63,8 @@ CPU_PROCESS_TRIMMED_BYTES = 0.55e9
 # The layer's inputs and outputs (2); AWQ also keeps the inputs of each linear group it scales.
 # On SmolLM2 (CPU) GPTQ's peak RSS was 44 MB above RTN's for 32 x 512 tokens: about one copy.
 # llm-compressor offloads them to the CPU between layers (sequential_offload_device="cpu").
+# Methods whose weights GPTQ's solver quantizes (Hessians and its workspace on the layer).
+GPTQ_SOLVED = ("gptq", "w8a8")
 CALIB_COPIES = {"cuda": {("gptq", "gptqmodel"): 2, ("awq", "gptqmodel"): 6,
                          ("gptq", "llmcompressor"): 0},
                 "cpu": {("gptq", "gptqmodel"): 2, ("awq", "gptqmodel"): 6,
@@ -208,11 +212,11 @@ def quantize_work_bytes(s: ModelShape, method: str, backend: str, device: str,
     biggest = max(a * b for a, b in ls)
     layer = layer_linear_params(s) * work_dtype_bytes + 4 * biggest
     hess = _hessian_bytes(s, method, backend)
-    solve = 8 * max(a * a for a, _ in ls) if method == "gptq" else 0
+    solve = 8 * max(a * a for a, _ in ls) if method in GPTQ_SOLVED else 0
     copies = CALIB_COPIES[device].get((method, backend), 0)
     calib = num_samples * seq_len * s.hidden * work_dtype_bytes * copies
     one = seq_len * (2 * s.hidden + 3 * s.intermediate) * work_dtype_bytes \
-        if method in ("gptq", "awq") else 0
+        if method in GPTQ_SOLVED + ("awq", "autoround") else 0
     return layer + hess + solve + calib + one
 
 

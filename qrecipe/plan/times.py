@@ -13,13 +13,13 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
+from qrecipe.backends.capabilities import time_grows_with_rows
+
 MEASUREMENTS = Path(__file__).with_name("measurements.json")
 # How far a CPU time may move on a machine whose GEMM rate is not known, as factors: CPUs
 # differ about 4x either way (the demo's GPTQ took 2 min on CPU-A and 8 min on CPU-B, both
 # 2-core cloud machines; a workstation is several times faster than either).
 OTHER_MACHINE = (0.25, 4.0)
-# Methods whose time grows with the calibration tokens (the others read none).
-CALIBRATED = ("gptq", "awq")
 
 
 def load_measurements(path: Path = MEASUREMENTS) -> List[dict]:
@@ -49,14 +49,16 @@ def estimate_time(measurements: List[dict], method: str, backend: str, device: s
     m = max(cands, key=lambda m: _layer_params(m["shape"]))
     ratio = layer_params / _layer_params(m["shape"])
     c = m["calibration"]
-    if method in CALIBRATED:
+    # the capability table says which methods' time grows with the rows; a measurement of a
+    # setting that reads none (e.g. NVFP4 weight-only) says so itself
+    if m.get("grows_with_rows", time_grows_with_rows(method, backend)):
         ratio *= (num_samples * seq_len) / (c["num_samples"] * c["seq_len"])
     measured = m.get("fp16_tflops") or 0
     speed = tflops / measured if (device == "cuda" and tflops and measured) else 1
     secs = m["per_layer_s"] * ratio / speed * layers
     what = f"{m['bits']}-bit, " if m.get("bits") else ""
     note = (f"{what}{m['per_layer_s']:.3g} s/layer measured on {m['device']} "
-            f"(measurements.json: {m['id']})")
+            f"(measurements.json: {m['id']}{'; ' + m['setting'] if m.get('setting') else ''})")
     if speed != 1:
         note += f", scaled by fp16 TFLOPS {tflops:g}/{measured:g}"
     span = None

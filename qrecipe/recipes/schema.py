@@ -107,7 +107,9 @@ class FP8Method(MethodConfig):
 class W8A8Method(MethodConfig):
     name: str = "w8a8"
     backend: str = "llmcompressor"
-    smoothing_strength: float = 0.8  # SmoothQuant's alpha (llm-compressor's examples: 0.8)
+    # SmoothQuant's alpha; null: 0.8 (llm-compressor's examples) where its scales fold into the
+    # model's norms, none on Gemma 2/3 (whose norms they do not fold into); 0: no SmoothQuant
+    smoothing_strength: Optional[float] = None
     damp_percent: float = 0.01  # GPTQ's dampening of the int8 weights
     desc_act: bool = False
 

@@ -161,7 +161,9 @@ def _describe(job: _Job, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     saved = json.loads((req.out_dir / "config.json").read_text())["quantization_config"]
     group = next(iter(saved["config_groups"].values()))
     details: Dict[str, Any] = {
-        "library": "llmcompressor", "algorithm": _ALGORITHM[method],
+        "library": "llmcompressor", "algorithm": schemes.algorithm(
+            req.method, schemes.architecture_of(req.model_dir))
+        if method in schemes.METHODS else _ALGORITHM[method],
         "scheme": {k: group["weights"].get(k) for k in (
             "num_bits", "type", "strategy", "group_size", "symmetric", "actorder", "observer")},
         "activations": None,  # weight-only (WxA16): activations stay in the model dtype
@@ -185,7 +187,8 @@ def _describe(job: _Job, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         details.update(zero_point=bool(req.method.zero_point), duo_scaling=True, n_grid=20,
                        cpu_pin_memory_patch=job.pin_patched, fp32_loss_patch=job.loss_patched)
     if method in schemes.METHODS:
-        details.update(schemes.describe(saved, req.method),
+        arch = schemes.architecture_of(req.model_dir)
+        details.update(schemes.describe(saved, req.method, arch),
                        reload_kernel=schemes.reload_kernel(saved, req.device, req.hardware))
     if used_device != req.device:
         details["note"] = f"llm-compressor ran on {used_device} (it uses any visible accelerator)"

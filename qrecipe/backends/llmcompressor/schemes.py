@@ -12,6 +12,8 @@ an Ada/Hopper GPU and a server such as vLLM; FP4 matmuls need Blackwell (no Hopp
 """
 from __future__ import annotations
 
+import json
+
 from typing import Any, Dict, List, Optional
 
 from qrecipe.errors import QRecipeError
@@ -38,16 +40,43 @@ ALGORITHM = {"fp8": "QuantizationModifier", "w8a8": "SmoothQuantModifier+GPTQMod
 # their RMSNorm scales by (1 + weight), which dividing the weight does not divide: measured on
 # Gemma 3 270M, perplexity 1.6e11 against 24.9 (docs/compare.md). Architecture name prefixes.
 SMOOTHQUANT_UNSOUND = ("Gemma2", "Gemma3")
+# method.smoothing_strength: null resolves to this where SmoothQuant is sound (llm-compressor's
+# W8A8 examples), to 0 (none) on SMOOTHQUANT_UNSOUND
+SMOOTHING_DEFAULT = 0.8
+
+
+def algorithm(method: Any, architecture: str) -> str:
+    """The modifiers that ran, for the report (W8A8 without SmoothQuant: GPTQ alone)."""
+    if method.name == "w8a8" and not smoothing(method, architecture):
+        return "GPTQModifier"
+    return ALGORITHM[method.name]
+
+
+def smoothing(method: Any, architecture: str) -> float:
+    """SmoothQuant's strength of a W8A8 run on this architecture; 0: no SmoothQuant."""
+    if method.get("smoothing_strength") is not None:
+        return float(method.smoothing_strength)
+    return 0.0 if str(architecture).startswith(SMOOTHQUANT_UNSOUND) else SMOOTHING_DEFAULT
+
+
+def architecture_of(model_dir: Any) -> str:
+    """The first of config.json's architectures (a transformers checkpoint the runner wrote or
+    the boundary admitted), "" where it names none."""
+    from pathlib import Path
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    return str((cfg.get("architectures") or [""])[0])
 
 
 def check_model(method: Any, architecture: str) -> None:
     """What the method cannot do on this architecture; one line before any weight."""
-    if method.name == "w8a8" and str(architecture).startswith(SMOOTHQUANT_UNSOUND):
+    if method.name == "w8a8" and method.get("smoothing_strength") \
+            and str(architecture).startswith(SMOOTHQUANT_UNSOUND):
         raise QRecipeError(
             f"llm-compressor's SmoothQuant folds its scales into Llama's norms, which "
             f"{architecture} does not have (measured on Gemma 3 270M: perplexity 1.6e11)",
-            key="method", value="w8a8", hint="method=fp8 keeps 8-bit activations "
-            "(Gemma 3 270M: +0.69 ppl)")
+            key="method.smoothing_strength", value=method.smoothing_strength,
+            hint="leave method.smoothing_strength unset (or 0): W8A8 without SmoothQuant, "
+                 "+0.77 ppl on Gemma 3 270M")
 
 
 def check(method: Any) -> None:
@@ -56,9 +85,11 @@ def check(method: Any) -> None:
     if name == "fp8" and method.scheme not in FP8_PRESETS:
         raise QRecipeError("unknown FP8 scheme", key="method.scheme", value=method.scheme,
                            allowed=", ".join(FP8_PRESETS))
-    if name == "w8a8" and not 0.0 < float(method.smoothing_strength) < 1.0:
+    if name == "w8a8" and method.get("smoothing_strength") is not None \
+            and not 0.0 <= float(method.smoothing_strength) < 1.0:
         raise QRecipeError("SmoothQuant's strength is a fraction", key="method.smoothing_strength",
-                           value=method.smoothing_strength, allowed="0 < x < 1 (0.8 usual)")
+                           value=method.smoothing_strength,
+                           allowed="0 <= x < 1 (0.8 usual; 0: no SmoothQuant), or null")
     if name == "autoround":
         if method.preset not in AUTOROUND_PRESETS:
             raise QRecipeError("unknown AutoRound preset", key="method.preset",
@@ -135,10 +166,11 @@ def modifiers(req: Any, ignore: List[str], weights: Any) -> List[Any]:
         from llmcompressor.modifiers.transform.smoothquant import (  # deferred: torch
             SmoothQuantModifier,
         )
-        return [SmoothQuantModifier(smoothing_strength=float(m.smoothing_strength)),
-                GPTQModifier(targets=["Linear"], scheme="W8A8", ignore=list(ignore),
-                             dampening_frac=float(m.damp_percent),
-                             actorder="weight" if m.desc_act else None)]
+        alpha = smoothing(m, architecture_of(req.model_dir))
+        smooth = [SmoothQuantModifier(smoothing_strength=alpha)] if alpha else []
+        return smooth + [GPTQModifier(targets=["Linear"], scheme="W8A8", ignore=list(ignore),
+                                      dampening_frac=float(m.damp_percent),
+                                      actorder="weight" if m.desc_act else None)]
     if m.name == "autoround":
         from llmcompressor.modifiers.autoround import AutoRoundModifier  # deferred: torch
         s = autoround_settings(m)
@@ -156,7 +188,7 @@ def block_widths(method: Any) -> Optional[int]:
     return FP8_BLOCK if method.name == "fp8" and method.scheme == "block" else None
 
 
-def describe(saved: Dict[str, Any], method: Any) -> Dict[str, Any]:
+def describe(saved: Dict[str, Any], method: Any, architecture: str) -> Dict[str, Any]:
     """The scheme as written to config.json: weights and activations, per config group."""
     group = next(iter(saved["config_groups"].values()))
     keys = ("num_bits", "type", "strategy", "group_size", "block_structure", "symmetric",
@@ -170,7 +202,7 @@ def describe(saved: Dict[str, Any], method: Any) -> Dict[str, Any]:
     if method.name == "fp8":
         out["fp8_scheme"] = method.scheme
     if method.name == "w8a8":
-        out["smoothing_strength"] = float(method.smoothing_strength)
+        out["smoothing_strength"] = smoothing(method, architecture)
         out["dampening_frac"] = float(method.damp_percent)
     if method.name == "autoround":
         out["autoround"] = autoround_settings(method)
