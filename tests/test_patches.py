@@ -12,7 +12,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from qrecipe.backends import patching
+from qrecipe.backends import hf_patches, patching
 from qrecipe.backends.gptqmodel import patches as gptqmodel_patches
 from qrecipe.backends.llmcompressor import patches as llmcompressor_patches
 from qrecipe.errors import QRecipeError
@@ -20,7 +20,7 @@ from qrecipe.errors import QRecipeError
 pytest.importorskip("gptqmodel")
 pytest.importorskip("llmcompressor")
 
-SETS = gptqmodel_patches.ALL + llmcompressor_patches.ALL
+SETS = gptqmodel_patches.ALL + llmcompressor_patches.ALL + hf_patches.ALL
 PATCHES = [(s, p) for s in SETS for p in s.patches]
 
 
@@ -82,10 +82,11 @@ def _real_context_managers():
             (collect.collect_after_checkpoints, g.CHECKPOINT_GC),
             (lambda: shards.shard_writes(True), g.SHARD_WRITES),
             (lambda: llmc._cpu_safe_pinning(True), lc.CPU_PINNING),
-            (lambda: llmc._fp32_awq_loss(True), lc.FP32_AWQ_LOSS)]
+            (lambda: llmc._fp32_awq_loss(True), lc.FP32_AWQ_LOSS),
+            (hf_patches.hashed_shards, hf_patches.SHARD_WRITES)]
 
 
-@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize("index", range(8))
 def test_each_context_manager_restores_on_error(index, fresh):
     torch = pytest.importorskip("torch")
     if torch.accelerator.is_available():

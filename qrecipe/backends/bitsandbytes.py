@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict
 
+from qrecipe.backends import hf_patches
 from qrecipe.backends.base import (
     BACKENDS,
     SHARD_BYTES,
@@ -44,12 +45,13 @@ class BitsAndBytesBackend(Backend):
         req.out_dir.mkdir(parents=True, exist_ok=True)
         # save_pretrained writes the packed weights + quant state and the quantization_config,
         # so a plain from_pretrained(out_dir) rebuilds the bnb layers without the config again.
-        model.save_pretrained(str(req.out_dir), max_shard_size=SHARD_BYTES)
-        t2 = time.perf_counter()
+        took = hf_patches.save_hashed(  # each shard hashed as it is written
+            lambda: model.save_pretrained(str(req.out_dir), max_shard_size=SHARD_BYTES))
         details = self._details(model, req)
         # the libraries' own time; bnb quantizes each weight as it is loaded, so "load" holds it
         details["seconds"] = {"import": round(t_import, 2), "load": round(t1 - t0, 2),
-                              "save": round(t2 - t1, 2)}
+                              "save": round(took.pop("save"), 2)}
+        details["qrecipe_seconds"] = {k: round(v, 2) for k, v in took.items()}
         return QuantizeResult(format=self.support[req.method.name].format, details=details)
 
     def _details(self, model: Any, req: QuantizeRequest) -> Dict[str, Any]:

@@ -238,6 +238,35 @@ class Follower:
         return True
 
 
+class WriteHashes:
+    """The followers of one save (one per file a library writes); wait() joins them: the
+    hashing left once the writes have ended, qrecipe's own seconds."""
+
+    def __init__(self) -> None:
+        self.followers: list = []
+
+    def around(self, path, write: Callable[[], object]) -> object:
+        """write() (which creates `path` and writes it whole), with a Follower right behind it
+        where the memo is on and the filesystem is local; an old file at the path is removed
+        first (the writer would truncate it under the follower)."""
+        follower = None
+        if active() and local_fs(Path(os.path.dirname(path) or ".")):
+            if os.path.lexists(path):
+                os.remove(path)
+            follower = Follower(Path(path)).start()
+            self.followers.append(follower)
+        try:
+            return write()
+        finally:
+            if follower is not None:
+                follower.writer_done()
+
+    def wait(self) -> int:
+        """Join every follower; the number of files hashed (files under MIN_BYTES are not kept
+        by the memo: cheaper to read again)."""
+        return sum(f.wait() is not None for f in self.followers)
+
+
 def _saved(entry: Path, ident: dict) -> Optional[str]:
     """The memo's digest for this identity, if its entry is there and its seal verifies."""
     try:

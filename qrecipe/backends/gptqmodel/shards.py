@@ -2,9 +2,8 @@
 in safetensors' canonical order."""
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
-from typing import Iterator, List
+from typing import Iterator
 
 from qrecipe.backends.gptqmodel.patches import SHARD_WRITES
 from qrecipe.backends.patching import guarded
@@ -12,20 +11,8 @@ from qrecipe.record import filehash
 from qrecipe.record.canonical import canonical_order
 
 
-class ShardHashes:
-    """The shards' sha256 followers of one save; wait() joins them (qrecipe's own seconds)."""
-
-    def __init__(self) -> None:
-        self.followers: List = []
-
-    def wait(self) -> int:
-        """Join every follower; the number of shards hashed (files under filehash.MIN_BYTES are
-        not kept by the memo: cheaper to read again)."""
-        return sum(f.wait() is not None for f in self.followers)
-
-
 @contextmanager
-def shard_writes(canonical: bool) -> Iterator[ShardHashes]:
+def shard_writes(canonical: bool) -> Iterator[filehash.WriteHashes]:
     """While gptqmodel 7.6 saves, through its private shard writer:
     - every shard is hashed while gptqmodel writes it (filehash.Follower, one thread per shard,
       right behind the writer), so the save stage finds its sha256 in the file-hash memo
@@ -38,12 +25,12 @@ def shard_writes(canonical: bool) -> Iterator[ShardHashes]:
     The shards and the bytes written per tensor are gptqmodel's own. On another gptqmodel
     nothing is patched (one warning line): the save stage reads the files, the rewrite
     reorders them."""
-    hashes = ShardHashes()
+    hashes = filehash.WriteHashes()
     with guarded(SHARD_WRITES, lambda original: _hooks(original, canonical, hashes)):
         yield hashes
 
 
-def _hooks(original, canonical: bool, hashes: ShardHashes):
+def _hooks(original, canonical: bool, hashes: filehash.WriteHashes):
     from gptqmodel.utils import model as gm
     write, plan = original["model._write_shard_file"], original["model._plan_shards"]
     dtype_name = getattr(gm, "_torch_dtype_to_safetensors", None)  # None: gptqmodel's order
@@ -51,17 +38,7 @@ def _hooks(original, canonical: bool, hashes: ShardHashes):
     def hooked(path, entries, metadata):
         if canonical:
             entries = _ordered(entries, dtype_name)
-        follower = None
-        if filehash.active() and filehash.local_fs(os.path.dirname(path) or "."):
-            if os.path.lexists(path):  # the writer truncates it: the follower must not read it
-                os.remove(path)
-            follower = filehash.Follower(path).start()
-            hashes.followers.append(follower)
-        try:
-            return write(path, entries, metadata)
-        finally:
-            if follower is not None:
-                follower.writer_done()
+        return hashes.around(path, lambda: write(path, entries, metadata))
 
     def planned(entries, max_shard_size):
         return plan(_ordered(entries, dtype_name) if canonical else entries, max_shard_size)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict
 
+from qrecipe.backends import hf_patches
 from qrecipe.backends.base import (
     BACKENDS,
     SHARD_BYTES,
@@ -61,10 +62,10 @@ class HQQBackend(Backend):
                                       device=req.device)
         t2 = time.perf_counter()
         details = self._details(model, req)
-        _save(model, req, qconfig, details["skipped_modules"])
-        t3 = time.perf_counter()
+        took = _save(model, req, qconfig, details["skipped_modules"])
         details["seconds"] = {"import": round(t_import, 2), "load": round(t1 - t0, 2),
-                              "quantize": round(t2 - t1, 2), "save": round(t3 - t2, 2)}
+                              "quantize": round(t2 - t1, 2), "save": round(took.pop("save"), 2)}
+        details["qrecipe_seconds"] = {k: round(v, 2) for k, v in took.items()}
         return QuantizeResult(format=self.support[req.method.name].format, details=details)
 
     def _details(self, model: Any, req: QuantizeRequest) -> Dict[str, Any]:
@@ -118,9 +119,12 @@ def _torch_dtype(name: str, key: str) -> Any:
     return dtype
 
 
-def _save(model: Any, req: QuantizeRequest, qconfig: Dict[str, Any], skipped: list) -> None:
+def _save(model: Any, req: QuantizeRequest, qconfig: Dict[str, Any],
+          skipped: list) -> Dict[str, float]:
     """save_pretrained writes each HQQLinear's state (hqq encodes its meta as tensors for
-    safetensors) under the layer's name, and config.json the hqq quantization_config."""
+    safetensors) under the layer's name, and config.json the hqq quantization_config; each
+    shard hashed as it is written (hf_patches.save_hashed: the seconds of each)."""
     model.config.quantization_config = quantization_config(qconfig, skipped)
     req.out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(req.out_dir), max_shard_size=SHARD_BYTES)
+    return hf_patches.save_hashed(
+        lambda: model.save_pretrained(str(req.out_dir), max_shard_size=SHARD_BYTES))

@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from qrecipe.backends.base import (
@@ -22,6 +22,7 @@ from qrecipe.backends.base import (
     QuantizeRequest,
     QuantizeResult,
 )
+from qrecipe.backends import hf_patches
 from qrecipe.backends.capabilities import CAPABILITIES, undivided
 from qrecipe.backends.llmcompressor import layerhooks, patches, schemes
 from qrecipe.backends.patching import guarded
@@ -84,6 +85,7 @@ class _Job:
     rows: Optional[List[Any]]  # token id rows (None: RTN and the data-free schemes)
     versions: Dict[str, str]
     seconds: Dict[str, float]  # the libraries' own steps
+    qrecipe_seconds: Dict[str, float] = field(default_factory=dict)  # qrecipe's own work
     pin_patched: bool = False
     loss_patched: bool = False
 
@@ -140,9 +142,10 @@ def _save(job: _Job, model) -> None:
     # transformers reverses its load-time weight conversions shard by shard, which fails for
     # a fused weight whose parts land in different shards.
     job.req.out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    model.save_pretrained(str(job.req.out_dir), save_compressed=True)
-    job.seconds["save"] = time.perf_counter() - t0
+    took = hf_patches.save_hashed(  # each shard hashed as it is written
+        lambda: model.save_pretrained(str(job.req.out_dir), save_compressed=True))
+    job.seconds["save"] = took.pop("save")
+    job.qrecipe_seconds.update(took)
 
 
 def _execution_device() -> str:
@@ -177,6 +180,7 @@ def _describe(job: _Job, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         # the libraries' own time (what a script calling them directly spends too)
         "seconds": {k: round(job.seconds[k], 2) for k in ("import", "load", "quantize", "save")},
         "calib_batch_size": kwargs.get("batch_size"),
+        "qrecipe_seconds": {k: round(v, 2) for k, v in job.qrecipe_seconds.items()},
     }
     if method == "gptq":
         details.update(dampening_frac=float(req.method.damp_percent), block_size=128,
