@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from qrecipe.backends import hf_patches
 from qrecipe.backends.base import (
     BACKENDS,
     TRANSFORMERS,
@@ -22,7 +23,6 @@ from qrecipe.backends.base import (
     QuantizeRequest,
     QuantizeResult,
 )
-from qrecipe.backends import hf_patches
 from qrecipe.backends.capabilities import CAPABILITIES, undivided
 from qrecipe.backends.llmcompressor import layerhooks, patches, schemes
 from qrecipe.backends.patching import guarded
@@ -163,10 +163,11 @@ def _describe(job: _Job, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     req, rows, method, used_device = job.req, job.rows, job.req.method.name, _execution_device()
     saved = json.loads((req.out_dir / "config.json").read_text())["quantization_config"]
     group = next(iter(saved["config_groups"].values()))
+    arch = schemes.architecture_of(req.model_dir)
     details: Dict[str, Any] = {
-        "library": "llmcompressor", "algorithm": schemes.algorithm(
-            req.method, schemes.architecture_of(req.model_dir))
-        if method in schemes.METHODS else _ALGORITHM[method],
+        "library": "llmcompressor",
+        "algorithm": schemes.algorithm(req.method, arch) if method in schemes.METHODS
+        else _ALGORITHM[method],
         "scheme": {k: group["weights"].get(k) for k in (
             "num_bits", "type", "strategy", "group_size", "symmetric", "actorder", "observer")},
         "activations": None,  # weight-only (WxA16): activations stay in the model dtype
@@ -191,7 +192,6 @@ def _describe(job: _Job, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         details.update(zero_point=bool(req.method.zero_point), duo_scaling=True, n_grid=20,
                        cpu_pin_memory_patch=job.pin_patched, fp32_loss_patch=job.loss_patched)
     if method in schemes.METHODS:
-        arch = schemes.architecture_of(req.model_dir)
         details.update(schemes.describe(saved, req.method, arch),
                        reload_kernel=schemes.reload_kernel(saved, req.device, req.hardware))
     if used_device != req.device:

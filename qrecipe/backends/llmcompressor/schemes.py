@@ -13,6 +13,7 @@ an Ada/Hopper GPU and a server such as vLLM; FP4 matmuls need Blackwell (no Hopp
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from typing import Any, Dict, List, Optional
 
@@ -62,7 +63,6 @@ def smoothing(method: Any, architecture: str) -> float:
 def architecture_of(model_dir: Any) -> str:
     """The first of config.json's architectures (a transformers checkpoint the runner wrote or
     the boundary admitted), "" where it names none."""
-    from pathlib import Path
     cfg = json.loads((Path(model_dir) / "config.json").read_text())
     return str((cfg.get("architectures") or [""])[0])
 
