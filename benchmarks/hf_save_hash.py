@@ -6,7 +6,7 @@ after: save_pretrained writes the shards, then the save stage reads each one aga
 follow: each shard is hashed while save_pretrained writes it (hf_patches.hashed_shards, one
 filehash.Follower per shard), so what is left after the write is the wait for the followers.
 
-The model: a Llama-2-7B-shaped decoder (benchmarks/random_llama.py's shapes) with --layers layers
+The model: a Llama-2-7B-shaped decoder (benchmarks/random_llama.py's SHAPES) with --layers layers
 and its linears in float8_e4m3fn (an FP8 checkpoint's bytes: one a weight), embeddings in
 bfloat16, filled with constants (the bytes are never looked at), saved in shards of
 --shard-gb. The library's write is timed apart and is not qrecipe's.
@@ -26,9 +26,11 @@ from pathlib import Path
 
 def model(layers: int):
     import torch
+    from random_llama import SHAPES
     from transformers import LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=layers,
-                      num_attention_heads=32, num_key_value_heads=32, vocab_size=32000)
+    hidden, inter, heads, kv = SHAPES["llama2-7b"]
+    cfg = LlamaConfig(hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv, vocab_size=32000)
     with torch.device("meta"):
         m = LlamaForCausalLM(cfg)
     for name, p in list(m.named_parameters()):  # real tensors, constant bytes

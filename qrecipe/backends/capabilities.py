@@ -176,10 +176,11 @@ def plan_format(method: str) -> str:
 
 
 def time_grows_with_rows(method: str, backend: str) -> bool:
-    """Whether a method's quantize time scales with the calibration tokens (plan/times.py)."""
+    """Whether a method's quantize time scales with the calibration tokens (plan/times.py);
+    False for a pair the table does not have."""
     s = CAPABILITIES.get(backend, {}).get(method)
     if s is None:
-        return method in ("gptq", "awq")
+        return False
     return s.needs_calibration if s.time_grows_with_rows is None else s.time_grows_with_rows
 
 

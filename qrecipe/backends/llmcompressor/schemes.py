@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
 from typing import Any, Dict, List, Optional
 
 from qrecipe.errors import QRecipeError
