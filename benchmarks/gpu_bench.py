@@ -3,7 +3,7 @@ same calibration rows; then reload + speed of every checkpoint format per kernel
 
     python benchmarks/gpu_bench.py --tokenizer DIR --work /tmp/bench --out results.json \
         [--shape llama2-7b] [--layers 1] [--samples 64] [--seq-len 512] [--budget 570]
-        [--only gptq-gptqmodel,speed] [--ext-dir DIR]
+        [--only gptq-gptqmodel,speed] [--ext-dir DIR] [--set KEY=VALUE --tag NAME]
 
 Without --only: the original set (JOBS: gptq, awq, rtn, bnb and their reload), as before. The
 newer methods (NEW_JOBS: fp8, w8a8, autoround, hqq, nvfp4, mxfp4; each qrecipe's job and its
@@ -12,6 +12,10 @@ library's default, then the reload of qrecipe's checkpoints) run only when --onl
     python benchmarks/gpu_bench.py --tokenizer DIR --work /tmp/bench --out new.json \
         --layers 32 --samples 128 --seq-len 512 --budget 540 \
         --only fp8,w8a8,autoround,hqq,nvfp4,mxfp4,speed
+
+--set adds an override to every qrecipe job of the invocation (e.g. hardware.dtype=bfloat16:
+qrecipe's jobs run in float16 otherwise, as the libraries' defaults load this model); --tag
+names the variant in the jobs' folders and rows, so several invocations share one --work.
 
 --only takes label prefixes (method-backend-runner: `fp8`, `hqq-hqq-qrecipe`, `speed`); naming a
 newer method runs the newer group's order and its speed step. At 32 layers (128 x 512 rows) the
@@ -203,7 +207,14 @@ def main() -> None:
                     "for the newer methods); default: the original set (JOBS)")
     ap.add_argument("--ext-dir", default=None, help="gptqmodel's extension cache (default: "
                     "WORK/ext); another run's keeps its builds warm")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override of every qrecipe job (repeatable), e.g. "
+                         "hardware.calib_batch_size=8; the jobs' folders and the JSON rows carry "
+                         "--tag")
+    ap.add_argument("--tag", default="", help="suffix of the jobs' labels (with --set)")
     a = ap.parse_args()
+    if a.set and not a.tag:
+        ap.error("--set needs --tag (a finished job's folder is never written again)")
     t_start = time.perf_counter()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -240,13 +251,16 @@ def main() -> None:
                                  doc["device_cc"])
             save()
             continue
-        spec = {"name": label, "method": method, "backend": backend, "runner": runner,
+        name = f"{label}-{a.tag}" if a.tag else label
+        spec = {"name": name, "method": method, "backend": backend, "runner": runner,
                 "model": str(model_dir), "rows": str(rows_path), "samples": a.samples,
                 "seq_len": a.seq_len, "layers": a.layers, "qcache": str(work / "qcache"),
-                "out": str(work / "out" / label)}
+                "out": str(work / "out" / name), "overrides": list(a.set)}
         proc, t0 = start_child(spec, work, env)
-        r = finish_child(label, proc, t0, work, a.budget + 25 - (time.perf_counter() - t_start))
+        r = finish_child(name, proc, t0, work, a.budget + 25 - (time.perf_counter() - t_start))
         row = {"method": method, "backend": backend, "runner": runner, **r}
+        if a.set:
+            row.update(tag=a.tag, set=list(a.set))
         if "model_dir" in r:
             row["disk_bytes"] = sum(f.stat().st_size for f in Path(r["model_dir"]).rglob("*")
                                     if f.is_file())

@@ -186,6 +186,7 @@ GPU = "needs an NVIDIA GPU"
 CLUSTER = "needs a SLURM or Ray cluster with a shared file system"
 HUB = "downloads a model from the Hugging Face hub"
 BENCH = "a benchmark run for its numbers (minutes to hours of CPU)"
+IMAGE = "writes into the Python installation (a step of building a machine image)"
 ELSEWHERE = {
     "python -m qrecipe plan meta-llama/Llama-2-13b-hf hardware=t4_16gb": HUB,
     "python -m qrecipe +recipe=gptq_llama7b eval.tasks=[arc_easy,hellaswag] eval.num_fewshot=0":
@@ -282,6 +283,16 @@ ELSEWHERE = {
     "--json knobs_128x2048.json": GPU,
     "python3 benchmarks/hessian_gemm.py --rows 65536": GPU,
     "python -m qrecipe kernels build hardware=h100_80gb": GPU,
+    # (the doc's quotes, as the command reader drops them)
+    "python -m compileall -q $(python -c import site; print(site.getsitepackages()[0]))": IMAGE,
+    "python benchmarks/import_time.py --backend llmcompressor --repeat 3 --json "
+    "benchmarks/results/import_time_cpu_llmcompressor.json": BENCH,
+    "python3 benchmarks/cold_start.py --tokenizer TOK --work /tmp/cold --out cold_start.json": GPU,
+    **{f"python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/awq4 --out awq4_{t}.json "
+       "--layers 4 --samples 128 --seq-len 512 --only awq-llmcompressor-qrecipe "
+       f"--set {o} --tag {t}": GPU
+       for t, o in (("b32", "hardware.calib_batch_size=32"), ("b32bf", "hardware.dtype=bfloat16"),
+                    ("b1", "hardware.calib_batch_size=1"))},
     "python benchmarks/kernel_speed.py --tokenizer DIR --work /tmp/ks --out kernel_speed.json "
     "--layers 32 --write-table": GPU,
     "benchmarks/smollm2_gpu_hessian.sh /tmp/smol/SmolLM2-135M-Instruct.Q4_1.gguf": GPU,

@@ -1,4 +1,5 @@
-"""The GPU benchmark's reload step, without a GPU: the order its targets run in."""
+"""The GPU benchmark without a GPU: the order its reload targets run in, which jobs and builds
+--only selects, and --set/--tag."""
 import json
 import sys
 from pathlib import Path
@@ -100,3 +101,22 @@ def test_the_overhead_leaves_out_the_library_imports_both_runners_pay():
         row.pop("own_less_imports_s")
     gpu_bench_table.derive(doc)
     assert doc["ratios"]["gptq/gptqmodel: qrecipe overhead s (own s, qrecipe - default)"] == 3.0
+
+
+def test_set_overrides_every_qrecipe_job_and_needs_a_tag(tmp_path):
+    """--set KEY=VALUE reaches each qrecipe job's overrides (last wins over the bench's own
+    float16); without --tag the command refuses before any work: the second invocation's jobs
+    would land in the first one's finished folders."""
+    import subprocess
+    import sys
+
+    from gpu_bench_jobs import qrecipe_overrides
+    ov = qrecipe_overrides({"method": "awq", "backend": "llmcompressor", "model": "m",
+                            "samples": 4, "seq_len": 8, "qcache": "c", "name": "awq-b32bf",
+                            "overrides": ["hardware.dtype=bfloat16"]})
+    assert ov.index("hardware.dtype=bfloat16") > ov.index("hardware.dtype=float16")
+    r = subprocess.run([sys.executable, str(Path(gpu_bench.__file__)), "--tokenizer",
+                        str(tmp_path), "--work", str(tmp_path / "w"), "--set", "a=b"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--set needs --tag" in r.stderr, r.stderr
+    assert not (tmp_path / "w").exists()

@@ -115,6 +115,45 @@ def test_final_lines_tell_the_verdict_and_where_the_report_is(tmp_path):
     assert bad[:2] == ["result: no expectations", f"  {problem}, fp 30.6400"]
 
 
+def test_final_lines_name_imports_that_had_no_bytecode_cache(tmp_path):
+    """An image without .pyc (PYTHONDONTWRITEBYTECODE, a read-only install) compiles the
+    libraries in every job: the last lines say which, how long, and the one-time fix."""
+    from qrecipe.report.run import final_lines
+    m = _metrics()
+    m["overhead"] = {"imports_s": {"transformers": 10.51, "torch": 2.8},
+                     "uncached_bytecode": ["transformers"]}
+    lines = final_lines(tmp_path, m, 82.3)
+    assert lines[-2].startswith("  imports: transformers took 10.5 s with no bytecode cache")
+    assert "python -m compileall" in lines[-2] and lines[-1].startswith("  report: ")
+    m["overhead"]["uncached_bytecode"] = []
+    assert not any("bytecode" in ln for ln in final_lines(tmp_path, m, 82.3))
+
+
+def test_bytecode_cached_tells_a_compiled_import_from_one_compiled_every_time(tmp_path):
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "qr_probe_mod.py").write_text("X = 1\n")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import qr_probe_mod\n"
+            "from qrecipe.telemetry.overhead import bytecode_cached\n"
+            "print(bytecode_cached('qr_probe_mod'), bytecode_cached('sys'), "
+            "bytecode_cached('not_imported_here'))")
+
+    def probe(**env):
+        base = {k: v for k, v in os.environ.items()  # this shell may set them (CI machines do)
+                if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")}
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                           text=True, env={**base, **env}, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
+    empty = tmp_path / "no-pycache"
+    empty.mkdir()
+    assert probe(PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=str(empty)) == \
+        ["False", "None", "None"]
+    assert probe()[0] == "True"  # written by this import, read by the next
+
+
 def test_a_perplexity_problem_is_shown_instead_of_a_number():
     """A w2 run whose logits overflow has ppl null + ppl_problem (qrecipe/evaluation): the sweep
     summary shows the problem in the ppl cell, never a number."""

@@ -18,6 +18,7 @@ from qrecipe.backends import patching
 from qrecipe.backends.capabilities import MethodSupport, backends_for
 from qrecipe.errors import QRecipeError
 from qrecipe.recipes.meta import installed_version
+from qrecipe.telemetry.overhead import timed_import
 
 __all__ = ["BACKENDS", "Backend", "MethodSupport", "QuantizeRequest", "QuantizeResult",
            "SHARD_BYTES", "TRANSFORMERS", "require_cuda"]
@@ -72,7 +73,10 @@ def require_cuda(device: str) -> None:
     """hardware.device=cuda needs a visible CUDA device (imports torch: only for cuda)."""
     if device != "cuda":
         return
-    import torch  # noqa: F401  deferred: torch (qrecipe.cuda asks a torch already imported)
+    # the job's first torch import on a GPU (3.4-4.5 s on an H100 host): an import, not
+    # qrecipe's own work (metrics.json `overhead`)
+    with timed_import("torch"):
+        import torch  # noqa: F401  deferred: torch (qrecipe.cuda asks a torch already imported)
     if cuda.loaded() is None:
         raise QRecipeError("no CUDA device is visible", key="hardware.device", value=device,
                            hint="use hardware=cpu on this machine")

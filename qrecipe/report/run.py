@@ -157,4 +157,12 @@ def final_lines(out: Path, metrics: Dict[str, Any], seconds: float) -> List[str]
         size += (f"; decode {qs:.1f} tok/s" + (f" (fp {fs:.1f})" if fs is not None else "")
                  + f", kernel {(metrics.get('kernel') or {}).get('resolved') or 'dense'}")
     m, sec = divmod(int(round(seconds)), 60)
-    return lines + [size, f"  total time {m}m {sec:02d}s", f"  report: {Path(out) / 'report.md'}"]
+    lines += [size, f"  total time {m}m {sec:02d}s"]
+    uncached = (metrics.get("overhead") or {}).get("uncached_bytecode")
+    if uncached:
+        took = sum((metrics["overhead"].get("imports_s") or {}).get(n, 0.0) for n in uncached)
+        lines.append(f"  imports: {', '.join(uncached)} took {took:.1f} s with no bytecode cache "
+                     "(PYTHONDONTWRITEBYTECODE or a read-only install); run python -m "
+                     "compileall -q <site-packages> once where the jobs' image is built "
+                     "(docs/gpu.md)")
+    return lines + [f"  report: {Path(out) / 'report.md'}"]

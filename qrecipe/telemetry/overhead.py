@@ -9,6 +9,10 @@ metrics.json; the manifest, written after it, is outside) into
 - `evaluate_s`: the evaluate stage (forward passes of the library's model, the fp baseline);
 - `qrecipe_own_s`: the rest, i.e. what qrecipe adds: validation, the hashing that was waited
   for, tokenizing, the canonical rewrite of the weights, the run directory's records.
+`uncached_bytecode` names the timed imports that found no bytecode cache (`.pyc`) and could not
+write one (PYTHONDONTWRITEBYTECODE, a read-only install): every job compiles them again, which
+made torch + transformers + a backend 2.7x slower to import on CPU-A (benchmarks/import_time.py,
+docs/benchmarks.md "Imports with and without bytecode caches").
 `hashing_s` details the part that grows with the model: the input's sha256 runs on a background
 thread (`input`: how long it ran, `input_waited`: how long the job waited for it) and the output
 shards are hashed side by side (`output`; near 0 when the adapter hashed them while the library
@@ -18,6 +22,7 @@ where the job computed in another (qrecipe/record/recast.py).
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -36,6 +41,14 @@ def timed_import(name: str):
         _IMPORTS.append((t0, name, time.perf_counter() - t0))
 
 
+def bytecode_cached(name: str):
+    """Whether imported module `name` has its bytecode cache on disk now (read, or written by
+    this import); None where it is not imported or has none to have (a builtin, a namespace)."""
+    spec = getattr(sys.modules.get(name), "__spec__", None)
+    cached = getattr(spec, "cached", None)
+    return os.path.exists(cached) if cached else None
+
+
 def breakdown(stages, details: Dict[str, Any], reused: List[str], input_hash) -> Dict[str, Any]:
     """The `overhead` block of metrics.json (see the module's docstring)."""
     wall = time.perf_counter() - stages.started
@@ -50,5 +63,6 @@ def breakdown(stages, details: Dict[str, Any], reused: List[str], input_hash) ->
         "hashing_s": {"input": input_hash.seconds, "input_waited": input_hash.waited,
                       **{k[5:]: v for k, v in stages.spans.items() if k.startswith("hash_")}},
         "qrecipe_s": {} if "quantize" in reused else dict(details.get("qrecipe_seconds") or {}),
+        "uncached_bytecode": [n for n in imports if bytecode_cached(n) is False],
         **({"recast_s": stages.spans["recast"]} if "recast" in stages.spans else {}),
     }
