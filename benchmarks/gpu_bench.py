@@ -259,8 +259,10 @@ def main() -> None:
         proc, t0 = start_child(spec, work, env)
         r = finish_child(name, proc, t0, work, a.budget + 25 - (time.perf_counter() - t_start))
         row = {"method": method, "backend": backend, "runner": runner, **r}
-        if a.set:
-            row.update(tag=a.tag, set=list(a.set))
+        if a.tag:
+            row["tag"] = a.tag
+        if a.set and runner == "qrecipe":  # the libraries' own jobs take no overrides
+            row["set"] = list(a.set)
         if "model_dir" in r:
             row["disk_bytes"] = sum(f.stat().st_size for f in Path(r["model_dir"]).rglob("*")
                                     if f.is_file())

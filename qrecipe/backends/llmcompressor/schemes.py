@@ -12,11 +12,10 @@ an Ada/Hopper GPU and a server such as vLLM; FP4 matmuls need Blackwell (no Hopp
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from qrecipe.errors import QRecipeError
+from qrecipe.inputs.shapes import read_config
 from qrecipe.kernels import table as kernels
 
 # method.scheme of method=fp8 -> compressed-tensors preset
@@ -60,10 +59,9 @@ def smoothing(method: Any, architecture: str) -> float:
 
 
 def architecture_of(model_dir: Any) -> str:
-    """The first of config.json's architectures (a transformers checkpoint the runner wrote or
-    the boundary admitted), "" where it names none."""
-    cfg = json.loads((Path(model_dir) / "config.json").read_text())
-    return str((cfg.get("architectures") or [""])[0])
+    """The first of config.json's architectures (the project's one config reader, within the
+    boundary's limits), "" where it names none."""
+    return str((read_config("local", str(model_dir)).get("architectures") or [""])[0])
 
 
 def check_model(method: Any, architecture: str) -> None:
