@@ -4,7 +4,17 @@ exit, then the same job again (page cache and bytecode warm, the fp baseline cac
 
     python3 benchmarks/cold_start.py --tokenizer DIR --work /tmp/cold --out cold.json \
         [--shape llama2-7b] [--layers 32] [--samples 128] [--seq-len 512] \
-        [--skip-build] [--runs 2] [-- EXTRA OVERRIDES]
+        [--skip-build] [--runs 2] [--tag NAME] [-- EXTRA OVERRIDES]
+
+--skip-build with a new --tag: the jobs start from an empty kernel cache of their own
+(qcache-NAME), as on a machine whose image never ran `kernels build`: each job then builds what
+it calls, in line, or in a child process beside its work with `hardware.background_builds=true`
+among the overrides. The pair that measures it, on one machine:
+
+    python3 benchmarks/cold_start.py --tokenizer DIR --work /tmp/cold --out bg.json --skip-build \
+        --tag bg --runs 1 -- hardware.background_builds=true
+    python3 benchmarks/cold_start.py --tokenizer DIR --work /tmp/cold --out inline.json \
+        --skip-build --tag inline --runs 1
 
 The job: GPTQ w4 g128 through gptqmodel on the h100_80gb profile as shipped (bfloat16, allow_jit,
 kernel auto), 128 x 512 rows of qrecipe's shipped text, the default evaluation (WikiText-2 test
@@ -49,13 +59,15 @@ def timed(cmd: list, log: Path, env: dict) -> tuple:
 
 
 def one_job(a, model_dir: Path, cache: Path, work: Path, n: int, env: dict) -> dict:
-    out = work / f"run{n}"
+    name = f"run{n}{'-' + a.tag if a.tag else ''}"
+    out, log = work / name, work / f"{name}.log"
     rc, wall = timed([sys.executable, "-m", "qrecipe", *job_args(a, model_dir, cache, out)],
-                     work / f"run{n}.log", env)
-    row = {"run": n, "rc": rc, "wall_s": round(wall, 2)}
+                     log, env)
+    row = {"run": n, "tag": a.tag, "rc": rc, "wall_s": round(wall, 2)}
     if rc or not (out / "metrics.json").is_file():
-        row["log_tail"] = (work / f"run{n}.log").read_text()[-2000:]
+        row["log_tail"] = log.read_text()[-2000:]
         return row
+    lib = out / "library.log"
     m = json.loads((out / "metrics.json").read_text())
     d = m.get("quantize_details") or {}
     per = [r["seconds"] for r in m.get("per_layer") or []]
@@ -65,8 +77,11 @@ def one_job(a, model_dir: Path, cache: Path, work: Path, n: int, env: dict) -> d
                per_layer_median_s=sorted(per)[len(per) // 2] if per else None,
                gptq_cuda_block_update=d.get("gptq_cuda_block_update"),
                eval={k: v for k, v in (m.get("eval") or {}).items() if k != "protocol"},
-               built_in_job="compiling torch.ops JIT extension" in
-               (work / f"run{n}.log").read_text())
+               kernel_builds=m.get("kernel_builds"),
+               # gptqmodel's line for each compile, the job's and its background child's
+               compiles=(lib.read_text(errors="replace").count("compiling torch.ops JIT "
+                                                                "extension")
+                         if lib.is_file() else None))
     return row
 
 
@@ -74,14 +89,16 @@ def table(doc: dict) -> str:
     out = [f"kernels build: {doc['build'].get('wall_s')} s wall" if doc.get("build")
            else "kernels build: skipped", "",
            "| run | wall s | stages s | first layer s | per layer s (median) | own share "
-           "| kernel | built in job |", "|---|---|---|---|---|---|---|---|"]
+           "| kernel | compiles | background builds |", "|---|---|---|---|---|---|---|---|---|"]
     for r in doc["runs"]:
         st = ", ".join(f"{k} {v:.1f}" for k, v in (r.get("stages_s") or {}).items()
                        if isinstance(v, (int, float)))
         own = (r.get("overhead") or {}).get("qrecipe_own_share")
-        out.append(f"| {r['run']} | {r['wall_s']} | {st} | {r.get('first_layer_s')} | "
-                   f"{r.get('per_layer_median_s')} | {own} | {r.get('kernel')} | "
-                   f"{r.get('built_in_job')} |")
+        bg = ", ".join(f"{k['name']} {k['status']} {k.get('seconds')} s" for k in
+                       (r.get("kernel_builds") or {}).get("kernels", []))
+        out.append(f"| {r['run']}{r.get('tag') or ''} | {r['wall_s']} | {st} | "
+                   f"{r.get('first_layer_s')} | {r.get('per_layer_median_s')} | {own} | "
+                   f"{r.get('kernel')} | {r.get('compiles')} | {bg} |")
     return "\n".join(out)
 
 
@@ -97,11 +114,14 @@ def main() -> None:
     ap.add_argument("--hardware", default="h100_80gb")
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--tag", default="", help="names the run folders and, with --skip-build, "
+                    "an empty kernel and fp-baseline cache of their own")
     ap.add_argument("extra", nargs="*", help="more overrides of the job")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    model_dir, cache = work / "fp16", work / "qcache"
+    model_dir = work / "fp16"
+    cache = work / (f"qcache-{a.tag}" if a.tag and a.skip_build else "qcache")
     if not (model_dir / "config.json").exists():
         subprocess.run([sys.executable, str(HERE / "random_llama.py"), str(model_dir),
                         "--tokenizer", a.tokenizer, "--shape", a.shape, "--layers",

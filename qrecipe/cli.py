@@ -29,7 +29,8 @@ from qrecipe.commands import completion, help_argv, is_command, run_command
 from qrecipe.errors import QRecipeError
 from qrecipe.paths import config_dir
 from qrecipe.recipes import schema
-from qrecipe.recipes.hydra_errors import is_config_error, one_line, recipe_without_plus
+from qrecipe.recipes.hydra_errors import (is_config_error, null_group, one_line,
+                                          recipe_without_plus)
 from qrecipe.recipes.routes import hydra_argv
 from qrecipe.report import sweep as sweep_report
 from qrecipe.report.runs import DRY_REJECTED, DRY_VALID
@@ -127,7 +128,7 @@ def _dispatch(args: List[str]) -> None:
         print("\n".join(words))
         if not hydra_too:
             sys.exit(0)
-    mistake = recipe_without_plus(args)
+    mistake = recipe_without_plus(args) or null_group(args)
     if mistake:
         print(f"error: {printable(mistake)}", file=sys.stderr)
         sys.exit(2)

@@ -22,3 +22,14 @@ def initialized() -> bool:
     applies)."""
     torch = sys.modules.get("torch")
     return bool(torch is not None and torch.cuda.is_initialized())
+
+
+def capability(index: int = 0) -> Optional[float]:
+    """Compute capability of CUDA device `index` (9.0 on an H100) where torch is imported and
+    sees one, else None. The one place it is read: the kernel table and the background builds
+    decide by it."""
+    c = loaded()
+    if c is None:
+        return None
+    major, minor = c.get_device_capability(index)
+    return major + minor / 10

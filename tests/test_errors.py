@@ -27,6 +27,8 @@ CASES = {
     "unknown model source": (["model.source=ftp"], "model.source='ftp'"),
     "cuda on a CPU machine": (["hardware=gpu_24gb"], "hardware.device='cuda'"),
     "zero samples": (["calibration.num_samples=0"], "calibration.num_samples=0"),
+    "a config group set to null": (["hardware=null"], "hardware=null: a config group takes one "
+                                                      "of its options; allowed: a100_40gb"),
 }
 
 

@@ -73,7 +73,7 @@ def _find(d, key):
     return None
 
 
-def _job(model_dir: Path, out: Path, env) -> subprocess.CompletedProcess:
+def _job(model_dir: Path, out: Path, env, *extra: str) -> subprocess.CompletedProcess:
     """A GPTQ w4 job on the profile, allow_jit on, in a fresh interpreter (so that nothing this
     test process loaded counts): quantize (block update) -> save -> reload (auto: ExLlamaV2 for
     this asymmetric checkpoint) -> perplexity."""
@@ -82,7 +82,7 @@ def _job(model_dir: Path, out: Path, env) -> subprocess.CompletedProcess:
                  "calibration.num_samples=16", "calibration.seq_len=128", "hardware=h100_80gb",
                  "hardware.dtype=float16", "hardware.kernel=auto", "hardware.allow_jit=true",
                  "hardware.assign_gpus=false", "eval.max_windows=2", "eval.seq_len=128",
-                 "eval.stride=128", "eval.baseline=false", "eval.speed=false"]
+                 "eval.stride=128", "eval.baseline=false", "eval.speed=false", *extra]
     code = textwrap.dedent(f"""
         import sys
         from pathlib import Path
@@ -138,5 +138,40 @@ def test_build_once_then_already_built_and_a_job_builds_nothing(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["kernel"]["resolved"] == "exllama_v2", m["kernel"]  # a compiled kernel reloaded it
     assert _find(m, "gptq_cuda_block_update") is True  # quantizing used the prebuilt one
+    assert "kernel_builds" not in m  # everything was built: no background child
+
+
+def test_a_job_on_an_empty_cache_builds_what_it_calls_in_the_background_once(tmp_path):
+    """No `kernels build` first: the job's child builds the block update and ExLlamaV2 while
+    the job imports, loads and quantizes; the job loads the child's libraries (waiting on
+    gptqmodel's lock where it got there first) and compiles nothing itself."""
+    cache = tmp_path / "cache"
+    env = _env(cache)
+    root = cache / "kernels" / "torch_extensions"
+    model_dir = make_random_llama(tmp_path / "llama", 256, 512, torch.float16)
+    out = tmp_path / "run"
+    job = _job(model_dir, out, env, "hardware.background_builds=true")
+    err = out / "error.json"
+    assert job.returncode == 0, (job.stdout + job.stderr)[-4000:] + (
+        err.read_text() if err.is_file() else "")
+    m = json.loads((out / "metrics.json").read_text())
+    kb = m["kernel_builds"]
+    assert [(k["name"], k["status"]) for k in kb["kernels"]] == [
+        ("gptq_block", "built"), ("exllamav2", "built")], kb
+    assert kb["stopped"] is False and kb["exit_code"] == 0, kb
+    loaded = [ln.split() for ln in job.stdout.splitlines() if ln.startswith("LOADED ")]
+    assert {(n, ok, Path(d)) for _, n, ok, d in loaded} == {
+        ("gptq_block", "True", root / "gptq_block"), ("exllamav2", "True", root / "exllamav2")}
+    assert _find(m, "gptq_cuda_block_update") is True
+    assert m["kernel"]["resolved"] == "exllama_v2", m["kernel"]
+    for name in ("gptq_block", "exllamav2"):  # one library each: nothing compiled twice
+        assert len(build.artefacts(root, build.BY_NAME[name])) == 1, name
+    log = (out / "library.log").read_text(errors="replace")
+    assert log.count("compiling torch.ops JIT extension") == 2, log[-4000:]
+
+    again = _job(model_dir, tmp_path / "run2", env, "hardware.background_builds=true")
+    # the same cache: nothing left to build
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    assert "kernel_builds" not in json.loads((tmp_path / "run2" / "metrics.json").read_text())
     assert _libraries(root) == libs, "the job built (or rebuilt) a kernel"
     assert "compiling torch.ops JIT extension" not in log

@@ -129,6 +129,24 @@ def test_final_lines_name_imports_that_had_no_bytecode_cache(tmp_path):
     assert not any("bytecode" in ln for ln in final_lines(tmp_path, m, 82.3))
 
 
+def test_final_lines_name_the_kernels_the_job_had_to_build(tmp_path):
+    """A job that compiled kernels (in the background) says which and how to prebuild them;
+    one that found them all in the cache, or whose child built nothing, says nothing."""
+    from qrecipe.report.run import final_lines
+    m = _metrics()
+    m["kernel_builds"] = {"kernels": [
+        {"name": "gptq_block", "status": "built", "seconds": 21.4},
+        {"name": "exllamav2", "status": "built", "seconds": 34.9},
+        {"name": "marlin_bf16", "status": "not built"}], "stopped": True}
+    lines = final_lines(tmp_path, m, 95.0)
+    assert lines[-2] == ("  kernels: this job built gptq_block, exllamav2 (56 s, in the "
+                         "background); python -m qrecipe kernels build hardware=PROFILE "
+                         "prebuilds them once per machine image (docs/gpu.md)")
+    m["kernel_builds"]["kernels"] = [{"name": "gptq_block", "status": "already built",
+                                      "seconds": 0.2}]
+    assert not any("kernels:" in ln for ln in final_lines(tmp_path, m, 95.0))
+
+
 def test_bytecode_cached_tells_a_compiled_import_from_one_compiled_every_time(tmp_path):
     import os
     import subprocess

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from qrecipe import cuda
 from qrecipe.boundary.modelfolder import check_model_folder
 from qrecipe.errors import QRecipeError
 from qrecipe.inputs import gguf_tokenizer
@@ -219,9 +220,8 @@ def _rewrite(src: Path, fmt: str, tmp: Path) -> Path:
 def _compute_capability(device: str) -> Optional[float]:
     if device != "cuda":
         return None
-    import torch
-    major, minor = torch.cuda.get_device_capability()
-    return major + minor / 10
+    import torch  # noqa: F401  deferred: torch; cuda.capability asks the imported one
+    return cuda.capability()
 
 
 def load_tokenizer(path: Path):

@@ -69,8 +69,11 @@ _MARLIN = ("marlin_fp16", "marlin_bf16")
 RELOAD: Dict[Tuple[str, str], Tuple[str, ...]] = {
     ("gptq", "marlin"): _MARLIN, ("gptq", "exllama_v2"): ("exllamav2",),
     ("gptq", "machete"): ("machete",), ("awq", "marlin"): _MARLIN, ("awq", "gemm"): ("awq",)}
-# checkpoint format -> what quantizing into it builds on CUDA with hardware.allow_jit
+# checkpoint format -> what quantizing into it builds on CUDA with hardware.allow_jit, for the
+# methods of QUANTIZE_METHODS only: gptqmodel calls the block update from GPTQ's Hessian solve
+# (gptq.py, where Hinv exists), so its RTN into the same format builds nothing
 QUANTIZE: Dict[str, Tuple[str, ...]] = {"gptq": ("gptq_block",)}
+QUANTIZE_METHODS = ("gptq",)
 # the formats some kernel of which is nvcc-built: what `--format` takes
 JIT_FORMATS = tuple(f for f in FORMATS if any(k.jit for k in KERNELS[f]))
 DTYPES = tuple(BY_NAME[n].dtype for n in _MARLIN)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+from qrecipe.paths import config_dir
+
 
 def _lines(e: BaseException) -> List[str]:
     return [ln.strip() for ln in str(e).splitlines() if ln.strip()]
@@ -22,7 +24,11 @@ def is_config_error(e: BaseException) -> bool:
     # OmegaConf re-raises some merge failures as plain Python errors it annotated with the key
     # (e.g. a value merged into a field that is null): still the user's input.
     return isinstance(e, (AttributeError, KeyError, TypeError, ValueError)) and \
-        "full_key:" in str(e)
+        "full_key:" in str(e) or isinstance(e, ValueError) and str(e).startswith(_NULL_GROUP)
+
+
+# Hydra's plain ValueError for GROUP=null on the command line (defaults_list.py)
+_NULL_GROUP = "Config group override must be a string or a list"
 
 
 def one_line(e: BaseException) -> str:
@@ -60,6 +66,19 @@ def one_line(e: BaseException) -> str:
     if where and where[0].split(":", 1)[1].strip() not in text:
         text += f" ({where[0]})"
     return text
+
+
+def null_group(argv: List[str]) -> Optional[str]:
+    """GROUP=null names no option of the group (Hydra answers with a ValueError that names
+    neither): one line with the group, its options and how to drop it."""
+    for a in argv:
+        key, sep, value = a.lstrip("+").partition("=")
+        group = config_dir() / key
+        if sep and value.strip().lower() in ("null", "~") and "." not in key and group.is_dir():
+            options = sorted(p.stem for p in group.glob("*.yaml"))
+            return (f"{key}={value}: a config group takes one of its options; allowed: "
+                    f"{', '.join(options)}")
+    return None
 
 
 def recipe_without_plus(argv: List[str]) -> Optional[str]:

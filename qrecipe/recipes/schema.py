@@ -185,6 +185,12 @@ class HardwareConfig:
     # picks one that needs no download and no nvcc build unless allow_jit; a name picks it.
     kernel: str = "auto"
     allow_jit: bool = False
+    # With allow_jit on CUDA: the compiled kernels this job will call and the kernel cache lacks
+    # are built in a child process from validation on, beside the imports, the load and
+    # quantizing, instead of in line at first use (qrecipe/kernels/background.py). Off until
+    # its effect on a fresh GPU machine is measured (benchmarks/cold_start.py --skip-build);
+    # `qrecipe kernels build` prebuilds them once per machine image.
+    background_builds: bool = False
     # Quantization speed (docs/benchmarks.md, GPU path): calibration rows per forward (gptqmodel
     # quantize(batch_size) / llm-compressor oneshot(batch_size)); whether gptqmodel offloads
     # finished layers to disk (its default) or keeps them in RAM; whether AWQ's scale search

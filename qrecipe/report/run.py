@@ -165,4 +165,11 @@ def final_lines(out: Path, metrics: Dict[str, Any], seconds: float) -> List[str]
                      "(PYTHONDONTWRITEBYTECODE or a read-only install); run python -m "
                      "compileall -q <site-packages> once where the jobs' image is built "
                      "(docs/gpu.md)")
+    built = [k for k in (metrics.get("kernel_builds") or {}).get("kernels", [])
+             if k.get("status") == "built"]
+    if built:
+        lines.append(f"  kernels: this job built {', '.join(k['name'] for k in built)} "
+                     f"({sum(k.get('seconds') or 0.0 for k in built):.0f} s, in the "
+                     "background); python -m qrecipe kernels build hardware=PROFILE prebuilds "
+                     "them once per machine image (docs/gpu.md)")
     return lines + [f"  report: {Path(out) / 'report.md'}"]

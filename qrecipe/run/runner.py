@@ -42,6 +42,7 @@ from qrecipe.record.recast import recast
 from qrecipe.report.run import final_lines, write_run_report
 from qrecipe.run import interrupt, resources, rundir
 from qrecipe.run import stages as markers
+from qrecipe.run.builds import background_builds
 from qrecipe.run.dtypes import run_dtype, saved_dtype
 from qrecipe.run.gpus import assigned_gpus
 from qrecipe.run.interrupt import sigterm_raises
@@ -243,18 +244,22 @@ def _pipeline(w: _Work) -> Dict[str, Any]:
     w.saved = saved_dtype(w.cfg)
     if why:
         log.info("%s", why)  # said once here; metrics.json `dtype` and report.md record it
-    configure_jit_cache(w.cache.root)  # before any gptqmodel import: one build per machine
-    model_dir, tokenizer, tok_fp = _load(w)
-    rows = _calibrate(w, tokenizer, tok_fp)
+    # before any gptqmodel import: one build per machine
+    jit = Path(configure_jit_cache(w.cache.root)["GPTQMODEL_TORCH_EXTENSIONS_DIR"])
     done = markers.finished_quantize(w.out)
-    if done is None:
-        result, per_layer = _quantize(w, model_dir, rows)
-        _save(w, tokenizer, result, per_layer)
-    else:
-        result, per_layer = _reuse_quantized(w, done)
-    metrics = _metrics(w, result, per_layer, why)
-    if w.cfg.eval.enabled:
-        _evaluate(w, model_dir, tokenizer, tok_fp, metrics)
+    with background_builds(w.cfg, w.plan, w.dtype, done is None, jit) as builds:
+        model_dir, tokenizer, tok_fp = _load(w)
+        rows = _calibrate(w, tokenizer, tok_fp)
+        if done is None:
+            result, per_layer = _quantize(w, model_dir, rows)
+            _save(w, tokenizer, result, per_layer)
+        else:
+            result, per_layer = _reuse_quantized(w, done)
+        metrics = _metrics(w, result, per_layer, why)
+        if w.cfg.eval.enabled:
+            _evaluate(w, model_dir, tokenizer, tok_fp, metrics)
+        if builds.finish() is not None:
+            metrics["kernel_builds"] = builds.result
     _report(w, result, metrics)
     return metrics
 

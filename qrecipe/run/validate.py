@@ -57,8 +57,8 @@ def validate(cfg, here: Optional[bool] = None, hub: bool = True) -> Plan:
     support = backend.support_for(cfg.method.name)
     backend.check_method(cfg.method)
     _check_bits(cfg.bits, support, cfg.method.name, backend.name)
-    _check_hardware(cfg.hardware, support, cfg.method.name, backend.name, _sym(cfg.method),
-                    int(cfg.bits.width), int(cfg.bits.group_size))
+    _check_hardware(cfg.hardware, support, cfg.method.name, backend.name,
+                    checkpoint_sym(cfg.method), int(cfg.bits.width), int(cfg.bits.group_size))
     if here:
         require_cuda(cfg.hardware.device)
     if cfg.model.dtype not in DTYPES:
@@ -152,7 +152,7 @@ def _check_bits(bits, support: MethodSupport, method: str, backend: str) -> None
                            allowed=f"{', '.join(map(str, support.group_sizes))} (-1: per channel)")
 
 
-def _sym(method) -> Optional[bool]:
+def checkpoint_sym(method) -> Optional[bool]:
     """Whether the checkpoint will be symmetric (a kernel without zero points needs it)."""
     if method.name == "awq":
         return not bool(method.get("zero_point", True))
