@@ -26,8 +26,8 @@ def initialized() -> bool:
 
 def capability(index: int = 0) -> Optional[float]:
     """Compute capability of CUDA device `index` (9.0 on an H100) where torch is imported and
-    sees one, else None. The one place it is read: the kernel table and the background builds
-    decide by it."""
+    sees one, else None. The one place it is read: the kernel choice at reload, `kernels build`
+    and the background builds decide by it."""
     c = loaded()
     if c is None:
         return None

@@ -83,9 +83,10 @@ class Child:
         stopped = self.proc.poll() is None
         if stopped:
             _stop(self.proc)
-        out = self.proc.stdout.read() if self.proc.stdout else ""
+        out = ""
         if self.proc.stdout:
-            self.proc.stdout.close()
+            with self.proc.stdout as pipe:
+                out = pipe.read()
         got = {}
         for line in out.splitlines():
             try:

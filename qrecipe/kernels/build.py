@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from qrecipe import cuda
 from qrecipe.errors import QRecipeError
 from qrecipe.kernels.table import FORMATS, KERNELS, auto_jit, get, names, resolve
 
@@ -221,8 +222,7 @@ def require_cuda() -> Tuple[float, str]:
                            "nvcc for the GPU they run on",
                            hint="run it on a GPU machine of the image the jobs use; "
                                 "--dry-run lists what it would build")
-    major, minor = torch.cuda.get_device_capability(0)
-    return float(f"{major}.{minor}"), torch.cuda.get_device_name(0)
+    return cuda.capability(0), torch.cuda.get_device_name(0)
 
 
 def line(name: str, status: str, seconds: Optional[float], detail: str) -> str:

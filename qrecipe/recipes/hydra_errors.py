@@ -15,6 +15,10 @@ def _lines(e: BaseException) -> List[str]:
     return [ln.strip() for ln in str(e).splitlines() if ln.strip()]
 
 
+# Hydra's plain ValueError for GROUP=null on the command line (defaults_list.py)
+_NULL_GROUP = "Config group override must be a string or a list"
+
+
 def is_config_error(e: BaseException) -> bool:
     import yaml
     from hydra.errors import HydraException
@@ -25,10 +29,6 @@ def is_config_error(e: BaseException) -> bool:
     # (e.g. a value merged into a field that is null): still the user's input.
     return isinstance(e, (AttributeError, KeyError, TypeError, ValueError)) and \
         "full_key:" in str(e) or isinstance(e, ValueError) and str(e).startswith(_NULL_GROUP)
-
-
-# Hydra's plain ValueError for GROUP=null on the command line (defaults_list.py)
-_NULL_GROUP = "Config group override must be a string or a list"
 
 
 def one_line(e: BaseException) -> str:
@@ -70,7 +70,7 @@ def one_line(e: BaseException) -> str:
 
 def null_group(argv: List[str]) -> Optional[str]:
     """GROUP=null names no option of the group (Hydra answers with a ValueError that names
-    neither): one line with the group, its options and how to drop it."""
+    neither): one line with the group and its options."""
     for a in argv:
         key, sep, value = a.lstrip("+").partition("=")
         group = config_dir() / key

@@ -258,8 +258,9 @@ def _pipeline(w: _Work) -> Dict[str, Any]:
         metrics = _metrics(w, result, per_layer, why)
         if w.cfg.eval.enabled:
             _evaluate(w, model_dir, tokenizer, tok_fp, metrics)
-        if builds.finish() is not None:
-            metrics["kernel_builds"] = builds.result
+        built = builds.finish()
+        if built is not None:
+            metrics["kernel_builds"] = built
     _report(w, result, metrics)
     return metrics
 
