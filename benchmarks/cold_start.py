@@ -8,13 +8,14 @@ exit, then the same job again (page cache and bytecode warm, the fp baseline cac
 
 --skip-build with a new --tag: the jobs start from an empty kernel cache of their own
 (qcache-NAME), as on a machine whose image never ran `kernels build`: each job then builds what
-it calls, in line, or in a child process beside its work with `hardware.background_builds=true`
-among the overrides. The pair that measures it, on one machine:
+it calls in a child process beside its work (`hardware.background_builds`, on by default), or
+in line with `hardware.background_builds=false` among the overrides. The pair that measures it,
+on one machine:
 
     python3 benchmarks/cold_start.py --tokenizer DIR --work /tmp/cold --out bg.json --skip-build \
-        --tag bg --runs 1 -- hardware.background_builds=true
+        --tag bg --runs 1
     python3 benchmarks/cold_start.py --tokenizer DIR --work /tmp/cold --out inline.json \
-        --skip-build --tag inline --runs 1
+        --skip-build --tag inline --runs 1 -- hardware.background_builds=false
 
 The job: GPTQ w4 g128 through gptqmodel on the h100_80gb profile as shipped (bfloat16, allow_jit,
 kernel auto), 128 x 512 rows of qrecipe's shipped text, the default evaluation (WikiText-2 test

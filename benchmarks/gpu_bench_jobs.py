@@ -227,7 +227,7 @@ def job_speed(spec) -> dict:
         res = {"method": method, "kernel": kernel}
         try:
             t0 = time.perf_counter()
-            model = load_for_speed(kernel, d, "cuda")
+            model = load_for_speed(kernel, d, "cuda", spec.get("dtype"))
             res["load_s"] = time.perf_counter() - t0
             gen = model.generate(ids[:16].unsqueeze(0).cuda(), max_new_tokens=8,
                                  do_sample=False, pad_token_id=0)
@@ -249,15 +249,16 @@ def job_speed(spec) -> dict:
     return {"targets": results}
 
 
-def load_for_speed(kernel: str, d, device: str):
-    """The checkpoint at d as the speed step runs it: fp16 dense, or qrecipe's loader with a
-    kernel of its table (`fp8`: transformers' FP8 layers, FP8 weights kept and an FP8 matmul
-    where the GPU has cc >= 8.9; elsewhere transformers warns and takes compressed-tensors'
-    own route, which loaded_modules then shows)."""
+def load_for_speed(kernel: str, d, device: str, dtype=None):
+    """The checkpoint at d as the speed step runs it, in dtype (None: fp16 for the dense model,
+    the checkpoint's own for the others): dense, or qrecipe's loader with a kernel of its table
+    (`fp8`: transformers' FP8 layers, FP8 weights kept and an FP8 matmul where the GPU has
+    cc >= 8.9; elsewhere transformers warns and takes compressed-tensors' own route, which
+    loaded_modules then shows)."""
     from qrecipe.inputs import models
     if kernel == "fp16":
-        return models.load_causal_lm(Path(d), "float16", device)
-    return models.load_causal_lm(Path(d), "auto", device, kernel=kernel, allow_jit=True)
+        return models.load_causal_lm(Path(d), dtype or "float16", device)
+    return models.load_causal_lm(Path(d), dtype or "auto", device, kernel=kernel, allow_jit=True)
 
 
 def linear_weight_dtypes(model) -> dict:

@@ -2,16 +2,20 @@
 `hardware.kernel=auto` ranks by (qrecipe/kernels/measured.py).
 
     python benchmarks/kernel_speed.py --tokenizer DIR --work /tmp/ks --out kernel_speed.json \
-        [--shape llama2-7b] [--layers 32] [--phase all|checkpoints|speed] [--write-table]
+        [--shape llama2-7b] [--layers 32] [--phase all|checkpoints|speed] [--write-table] \
+        [--dtype float16|bfloat16]
 
 Builds a Llama-shaped random fp16 model (benchmarks/random_llama.py: speed only, never quality),
 writes one checkpoint per kind qrecipe produces (GPTQ symmetric and asymmetric, compressed-tensors
 asymmetric: RTN, since a kernel's speed does not depend on how the integers were chosen; AWQ:
 gptqmodel with 4 x 128 calibration tokens), builds the compiled kernels in the background, then
 reloads every checkpoint with every kernel that fits it (qrecipe's own check, allow_jit on) and
-measures prefill and decode at batch 1 and 8 against the fp16 model (gpu_bench_jobs.job_speed).
+measures prefill and decode at batch 1 and 8 against the fp16 model (gpu_bench_jobs.job_speed),
+every model loaded in --dtype (the fp baseline too; a kernel that computes in float16 casts a
+bfloat16 model's activations).
 --phase splits the work over two device commands on the same machine (checkpoints, then speed).
---write-table also writes qrecipe/kernels/measured.json from the result. Prints a markdown table.
+--write-table also writes its rows into qrecipe/kernels/measured.json, replacing the rows of the
+same GPU and dtype and keeping the others. Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from gpu_bench_jobs import DEFAULT_BITS  # noqa: E402
 from gpu_bench import (  # noqa: E402
     KERNEL_BUILD,
     PREBUILD,
@@ -44,6 +49,8 @@ CHECKPOINTS = {
     "awq": ("awq", "gptqmodel", [], "awq", None),
 }
 AWQ_ROWS = (4, 128)  # calibration of the AWQ checkpoint: enough to write one, fast
+# every checkpoint's width (gpu_bench_jobs.DEFAULT_BITS, what its qrecipe jobs are given)
+BITS = int(dict(o.split("=") for o in DEFAULT_BITS)["bits"].lstrip("w"))
 
 
 def checkpoints(a, work: Path, model_dir: Path, rows: Path) -> dict:
@@ -87,6 +94,8 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--phase", choices=("all", "checkpoints", "speed"), default="all")
     ap.add_argument("--write-table", action="store_true")
+    ap.add_argument("--dtype", choices=("float16", "bfloat16"), default="float16",
+                    help="the dtype every model is loaded and measured in")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -103,7 +112,9 @@ def main() -> None:
             Path(a.out).write_text(json.dumps(doc, indent=1, default=str))
             return
     made = json.loads((work / "checkpoints.json").read_text())
+    doc["dtype"] = a.dtype
     proc, t0 = start_child({"name": "speed", "runner": "speed", "rows": str(rows),
+                            "dtype": a.dtype,
                             "targets": targets(made, model_dir, doc["device_cc"])},
                            work, job_env(work))
     r = finish_child("speed", proc, t0, work, 580)
@@ -126,7 +137,9 @@ def table_rows(doc: dict) -> list:
             continue
         _, _, _, fmt, sym = CHECKPOINTS[s["method"]]
         b1, b8 = s["b1"]["decode_tokens_per_s"], s["b8"]["decode_tokens_per_s"]
-        rows.append({"gpu": doc["device"], "cc": doc["device_cc"], "format": fmt, "sym": sym,
+        rows.append({"gpu": doc["device"], "cc": doc["device_cc"],
+                     "dtype": doc.get("dtype", "float16"), "format": fmt, "sym": sym,
+                     "bits": BITS,
                      "checkpoint": s["method"], "kernel": s["kernel"],
                      "loaded_as": s.get("loaded_modules"),
                      "b1_tok_s": round(b1, 1), "b8_tok_s": round(b8, 1),
@@ -145,10 +158,18 @@ def markdown(rows: list) -> str:
 
 
 def write_table(doc: dict) -> None:
-    """qrecipe/kernels/measured.json: the rows `auto` ranks by, with what reproduces them."""
-    src = {k: doc[k] for k in ("device", "device_cc", "date", "versions", "command", "shape")}
+    """qrecipe/kernels/measured.json: the rows `auto` ranks by, with what reproduces them. This
+    run's rows replace those of the same GPU and dtype; other GPUs' and dtypes' stay."""
     path = HERE.parent / "qrecipe" / "kernels" / "measured.json"
-    path.write_text(json.dumps({"source": src, "rows": doc["table"]}, indent=1) + "\n")
+    old = json.loads(path.read_text()) if path.is_file() else {"sources": [], "rows": []}
+    src = {k: doc[k] for k in ("device", "device_cc", "dtype", "date", "versions", "command",
+                               "shape")}
+    same = (doc["device"], doc["dtype"])
+    keep = [r for r in old.get("rows", []) if (r["gpu"], r.get("dtype", "float16")) != same]
+    sources = [s for s in old.get("sources", [])
+               if (s["device"], s.get("dtype", "float16")) != same] + [src]
+    path.write_text(json.dumps({"sources": sources, "rows": keep + doc["table"]}, indent=1)
+                    + "\n")
     print(f"wrote {path}")
 
 

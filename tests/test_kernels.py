@@ -1,11 +1,20 @@
 """Kernel resolution (qrecipe/kernels/table.py): a pure function of format, device, compute capability
-and allow_jit; no torch, no GPU."""
+and allow_jit; no torch, no GPU. These tests pin the table's own order (what `auto` does where
+nothing is measured): the measured table is emptied for each; the last tests use the shipped one
+(tests/test_kernels_measured.py covers the ranking itself)."""
 import sys
 
 import pytest
 
 from qrecipe.errors import QRecipeError
+from qrecipe.kernels import measured
 from qrecipe.kernels import table as kernels
+
+
+@pytest.fixture(autouse=True)
+def unmeasured(request, monkeypatch):
+    if "shipped_measurements" not in request.keywords:
+        monkeypatch.setattr(measured, "table", lambda: {"sources": [], "rows": []})
 
 
 @pytest.mark.parametrize("fmt,cuda,cpu", [("gptq", "torch", "torch_aten"),
@@ -224,3 +233,26 @@ def test_fp8_checkpoints_take_the_fp8_matmul_on_ada_or_hopper_only():
     assert hf_config.quantization_config("compressed-tensors", k, fp8).use_optimized_inference
     assert "use_optimized_inference=True" in "\n".join(
         hf_config.load_lines("compressed-tensors", k, 8))
+
+
+@pytest.mark.shipped_measurements
+def test_shipped_measurements_pick_exllama_for_gptq_on_an_h100_and_leave_fp8_alone():
+    """kernels/measured.json (32-layer Llama-2-7B shape, H100, float16): ExLlamaV2 3.04x fp16 at
+    batch 1 against Marlin's 1.52x on symmetric GPTQ; AWQ's fastest is Marlin (1.48x)."""
+    assert kernels.resolve("gptq", "cuda", "auto", allow_jit=True, cc=9.0, sym=True, bits=4,
+                           group_size=128).name == "exllama_v2"
+    assert kernels.resolve("awq", "cuda", "auto", allow_jit=True, cc=9.0, bits=4,
+                           group_size=128).name == "marlin"
+    # AWQ without a build: Triton (0.74x) over the torch kernel (0.03x), but float16 only
+    assert kernels.resolve("awq", "cuda", "auto", cc=9.0, bits=4, group_size=128,
+                           dtype="float16").name == "triton"
+    assert kernels.resolve("awq", "cuda", "auto", cc=9.0, bits=4, group_size=128,
+                           dtype="bfloat16").name == "torch"
+    fp8 = {"format": "float-quantized", "config_groups": {"group_0": {
+        "weights": {"type": "float", "num_bits": 8},
+        "input_activations": {"type": "float", "num_bits": 8, "dynamic": True}}}}
+    f = kernels.saved_facts("compressed-tensors", fp8)
+    assert kernels.resolve("compressed-tensors", "cuda", "auto", cc=9.0, **f).name == "fp8"
+    # 8-bit GPTQ: the 4-bit figures do not rank it (the table's order)
+    assert kernels.resolve("gptq", "cuda", "auto", allow_jit=True, cc=9.0, sym=True, bits=8,
+                           group_size=128).name == "marlin"

@@ -118,7 +118,8 @@ def test_build_once_then_already_built_and_a_job_builds_nothing(tmp_path):
     assert second.returncode == 0, second.stdout + second.stderr
     st2 = _statuses(second.stdout)
     assert list(st2) == EXPECTED and {s for s, _ in st2.values()} == {"already built"}, st2
-    assert all(secs < 1.0 for _, secs in st2.values()), st2
+    # loading the cached library (Marlin's took 1.4 s on a busy H100), never a compile (>= 20 s)
+    assert all(secs < 5.0 for _, secs in st2.values()), st2
     assert _libraries(root) == libs
 
     listed = _run(["-m", "qrecipe", "kernels", "list"], env).stdout.splitlines()
@@ -169,9 +170,11 @@ def test_a_job_on_an_empty_cache_builds_what_it_calls_in_the_background_once(tmp
     log = (out / "library.log").read_text(errors="replace")
     assert log.count("compiling torch.ops JIT extension") == 2, log[-4000:]
 
+    libs = _libraries(root)
     again = _job(model_dir, tmp_path / "run2", env, "hardware.background_builds=true")
     # the same cache: nothing left to build
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "kernel_builds" not in json.loads((tmp_path / "run2" / "metrics.json").read_text())
     assert _libraries(root) == libs, "the job built (or rebuilt) a kernel"
-    assert "compiling torch.ops JIT extension" not in log
+    log2 = (tmp_path / "run2" / "library.log").read_text(errors="replace")
+    assert "compiling torch.ops JIT extension" not in log2

@@ -165,7 +165,7 @@ def load_causal_lm(path: Path, dtype: str = "float32", device: str = "cpu",
     extra = {"max_memory": {(int(k) if str(k).isdigit() else k): v
                             for k, v in max_memory.items()}} if max_memory else {}
     with contextlib.ExitStack() as temp:  # a rewritten copy lives until the weights are loaded
-        path, k, qc, alternatives = _kernel(Path(path), device, kernel, allow_jit, temp)
+        path, k, qc, alternatives = _kernel(Path(path), device, kernel, allow_jit, temp, dtype)
         if qc is not None:
             extra["quantization_config"] = qc
         model = AutoModelForCausalLM.from_pretrained(
@@ -179,7 +179,8 @@ def load_causal_lm(path: Path, dtype: str = "float32", device: str = "cpu",
     return model
 
 
-def _kernel(path: Path, device: str, kernel: str, allow_jit: bool, temp: contextlib.ExitStack):
+def _kernel(path: Path, device: str, kernel: str, allow_jit: bool, temp: contextlib.ExitStack,
+            dtype: str = "auto"):
     """(directory to load, resolved kernel or None for a dense model, transformers'
     quantization_config or None, the measured kernels of this checkpoint's kind on the nearest
     measured GPU). A `via` kernel's rewritten copy goes into a temporary directory that `temp`
@@ -189,8 +190,11 @@ def _kernel(path: Path, device: str, kernel: str, allow_jit: bool, temp: context
         return path, None, None, []
     saved = json.loads((path / "config.json").read_text())["quantization_config"]
     facts, cc = kernels.saved_facts(fmt, saved), _compute_capability(device)
-    k = kernels.resolve(fmt, device, kernel, allow_jit, cc=cc, **facts)
-    alternatives = measured.alternatives(fmt, facts.get("sym"), cc) if device == "cuda" else []
+    # dtype: the load's ("auto": the checkpoint's), which a kernel must run in and whose
+    # measurements rank
+    k = kernels.resolve(fmt, device, kernel, allow_jit, cc=cc, dtype=dtype, **facts)
+    alternatives = measured.alternatives(fmt, facts.get("sym"), cc, dtype, facts.get("bits")) \
+        if device == "cuda" and not facts.get("emulated") and not facts.get("fp8") else []
     if k.via:
         try:
             tmp = Path(temp.enter_context(tempfile.TemporaryDirectory(prefix="qrecipe-rewrite-")))

@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,10 @@ from qrecipe.kernels.table import resolve
 # How long finish() gives a child that got SIGTERM before it kills it (ninja removes the
 # outputs of the commands it stops; gptqmodel drops a dead builder's stale lock next time).
 STOP_GRACE_S = 10.0
+# How long finish() waits for a child that reported every kernel to exit on its own: its
+# interpreter still tears down torch and CUDA when the job, which waited on the last build's
+# lock, is already done (seen on an H100: the job ended in that window and stopped the child).
+EXIT_GRACE_S = 30.0
 
 
 def needed(fmt: str, method: Optional[str], reload: bool, allow_jit: bool, kernel: str,
@@ -54,7 +59,7 @@ def needed(fmt: str, method: Optional[str], reload: bool, allow_jit: bool, kerne
             uses[n] = f"quantize {fmt}"
     if reload:
         try:
-            k = resolve(fmt, "cuda", kernel, allow_jit=True, cc=cc, **facts)
+            k = resolve(fmt, "cuda", kernel, allow_jit=True, cc=cc, dtype=dtype, **facts)
         except QRecipeError:  # the reload refuses it the same way, with the job's own message
             k = None
         if k is not None and k.jit and not k.download:
@@ -71,29 +76,49 @@ def missing(jobs: Sequence[Job], root: Path) -> Tuple[Job, ...]:
 
 @dataclass
 class Child:
-    """A running child that builds `jobs` one after another."""
+    """A running child that builds `jobs` one after another; its result lines are read as they
+    come (a thread), so finish() knows whether it still builds or only exits."""
     proc: subprocess.Popen
     jobs: Tuple[Job, ...]
     started: float = field(default_factory=time.perf_counter)
+    lines: List[str] = field(default_factory=list)
 
-    def finish(self) -> Dict[str, Any]:
-        """The child's results, stopping it first if it still runs (the job no longer needs
-        what is left): {"kernels": [{name, uses, status, seconds, reason}], "wall_s",
-        "stopped"}. A kernel the child never reported is "not built"."""
-        stopped = self.proc.poll() is None
-        if stopped:
-            _stop(self.proc)
-        out = ""
+    def __post_init__(self) -> None:
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
         if self.proc.stdout:
             with self.proc.stdout as pipe:
-                out = pipe.read()
+                for line in pipe:
+                    self.lines.append(line)
+
+    def reported(self) -> Dict[str, Dict[str, Any]]:
+        """name -> the child's result line, for the kernels it has finished."""
         got = {}
-        for line in out.splitlines():
+        for line in list(self.lines):
             try:
                 r = json.loads(line)
                 got[r["name"]] = r
             except (ValueError, KeyError, TypeError):
                 continue  # not one of the child's result lines
+        return got
+
+    def finish(self) -> Dict[str, Any]:
+        """The child's results: {"kernels": [{name, uses, status, seconds, reason}], "wall_s",
+        "stopped", "exit_code"}. A child that reported every kernel gets EXIT_GRACE_S to exit;
+        one still building is stopped ("stopped": the job no longer needs what is left). A
+        kernel the child never reported is "not built"."""
+        if self.proc.poll() is None and len(self.reported()) >= len(self.jobs):
+            try:
+                self.proc.wait(EXIT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                pass
+        stopped = self.proc.poll() is None
+        if stopped:
+            _stop(self.proc)
+        self._reader.join(STOP_GRACE_S)  # the pipe closes with the child
+        got = self.reported()
         rows = [{"name": j.ext.name, "uses": ", ".join(j.uses),
                  **{k: v for k, v in got.get(j.ext.name, {"status": "not built"}).items()
                     if k != "name"}} for j in self.jobs]

@@ -1,16 +1,17 @@
 """Decode speed per kernel as measured, so `hardware.kernel=auto` on a GPU picks the fastest
 kernel that fits a checkpoint rather than a fixed preference order.
 
-The figures live in kernels/measured.json, written by benchmarks/kernel_speed.py (its command,
-date, GPU and versions are inside): one row per (GPU, checkpoint format, symmetry, kernel) with
-decode tokens/s at batch 1 and 8 against fp16 on the same model. Why measure rather than rank by
-reputation: on the 32-layer Llama-2-7B shape on an H100, gptqmodel's Marlin decoded a symmetric
-GPTQ checkpoint at 1.48x fp16 and ExLlamaV2 at 2.04x, although Marlin is the kernel usually
-preferred on cc >= 8.0.
+The figures live in kernels/measured.json, written by benchmarks/kernel_speed.py (each
+measurement's command, date, GPU, dtype and versions are inside): one row per (GPU, model dtype,
+checkpoint format, symmetry, kernel) with decode tokens/s at batch 1 and 8 against the fp model
+in the same dtype. Why measure rather than rank by reputation: on the 32-layer Llama-2-7B shape
+on an H100 in float16, gptqmodel's ExLlamaV2 decoded a symmetric GPTQ checkpoint at 3.04x fp16
+and Marlin at 1.52x, although Marlin is the kernel usually preferred on cc >= 8.0.
 
 `ranked` orders the kernels `auto` may try: the ones measured for this format and symmetry on
-the nearest measured GPU (the same compute capability first), fastest at batch 1 first (batch 8
-breaks ties), then every unmeasured one in the table's own order. Plain data: no torch.
+the nearest measured GPU (the same compute capability first) in the job's dtype (float16's
+figures where that dtype was not measured), fastest at batch 1 first (batch 8 breaks ties), then
+every unmeasured one in the table's own order. Plain data: no torch.
 """
 from __future__ import annotations
 
@@ -20,43 +21,55 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 MEASURED = Path(__file__).with_name("measured.json")
+# The dtype whose figures stand in for a dtype nobody measured (the table's reference).
+REFERENCE_DTYPE = "float16"
 
 
 @lru_cache(maxsize=1)
 def table() -> Dict[str, Any]:
-    """The measured table: {"source": {...}, "rows": [...]}; empty when none is shipped."""
+    """The measured table: {"sources": [{...}], "rows": [...]}; empty when none is shipped."""
     try:
         return json.loads(MEASURED.read_text())
     except FileNotFoundError:
-        return {"source": {}, "rows": []}
+        return {"sources": [], "rows": []}
 
 
-def _rows(fmt: str, sym: Optional[bool], cc: Optional[float]) -> List[Dict[str, Any]]:
-    """The rows of fmt (and sym, where the checkpoint's is known) on the measured GPU nearest
-    to cc (None: the newest measured): an sm_86 card takes an A100's (8.0) figures over an
-    H100's (9.0)."""
+def _rows(fmt: str, sym: Optional[bool], cc: Optional[float], dtype: Optional[str] = None,
+          bits: Optional[int] = None) -> List[Dict[str, Any]]:
+    """The rows of fmt (and sym and bits, where the checkpoint's are known) on the measured GPU
+    nearest to cc (None: the newest measured): an sm_86 card takes an A100's (8.0) figures over
+    an H100's (9.0); of one dtype: dtype's where measured, else REFERENCE_DTYPE's (a row without
+    a dtype counts as that)."""
     rows = [r for r in table()["rows"] if r["format"] == fmt
-            and (sym is None or r.get("sym") is None or r["sym"] == sym)]
+            and (sym is None or r.get("sym") is None or r["sym"] == sym)
+            and (bits is None or r.get("bits") is None or r["bits"] == bits)]
     if not rows:
         return []
     here = max(r["cc"] for r in rows) if cc is None else cc
     # the same architecture generation (major cc) first, then the closest cc
     nearest = min({r["cc"] for r in rows}, key=lambda c: (int(c) != int(here), abs(c - here), -c))
-    return [r for r in rows if r["cc"] == nearest]
+    rows = [r for r in rows if r["cc"] == nearest]
+    have = {r.get("dtype", REFERENCE_DTYPE) for r in rows}
+    pick = dtype if dtype in have else REFERENCE_DTYPE if REFERENCE_DTYPE in have else min(have)
+    return [r for r in rows if r.get("dtype", REFERENCE_DTYPE) == pick]
 
 
-def ranked(fmt: str, sym: Optional[bool], cc: Optional[float],
-           names: Sequence[str]) -> Tuple[str, ...]:
+def ranked(fmt: str, sym: Optional[bool], cc: Optional[float], names: Sequence[str],
+           dtype: Optional[str] = None, bits: Optional[int] = None) -> Tuple[str, ...]:
     """names (kernels auto may try, in the table's order) with the measured ones first, fastest
     first."""
-    speed = {r["kernel"]: (r["b1_vs_fp16"], r["b8_vs_fp16"] or 0.0) for r in _rows(fmt, sym, cc)}
+    speed = {r["kernel"]: (r["b1_vs_fp16"], r["b8_vs_fp16"] or 0.0)
+             for r in _rows(fmt, sym, cc, dtype, bits)}
     measured = sorted((n for n in names if n in speed), key=lambda n: speed[n], reverse=True)
     return tuple(measured) + tuple(n for n in names if n not in speed)
 
 
-def alternatives(fmt: str, sym: Optional[bool], cc: Optional[float]) -> List[Dict[str, Any]]:
+def alternatives(fmt: str, sym: Optional[bool], cc: Optional[float],
+                 dtype: Optional[str] = None, bits: Optional[int] = None) -> List[Dict[str, Any]]:
     """What was measured for this checkpoint's kind on the nearest GPU, fastest first: the
     report names the kernel chosen and these."""
-    rows = sorted(_rows(fmt, sym, cc), key=lambda r: (r["b1_vs_fp16"], r["b8_vs_fp16"] or 0.0),
-                  reverse=True)
-    return [{k: r.get(k) for k in ("kernel", "gpu", "b1_vs_fp16", "b8_vs_fp16")} for r in rows]
+    rows = sorted(_rows(fmt, sym, cc, dtype, bits),
+                  key=lambda r: (r["b1_vs_fp16"], r["b8_vs_fp16"] or 0.0), reverse=True)
+    return [{"kernel": r.get("kernel"), "gpu": r.get("gpu"),
+             "dtype": r.get("dtype", REFERENCE_DTYPE), "b1_vs_fp16": r.get("b1_vs_fp16"),
+             "b8_vs_fp16": r.get("b8_vs_fp16")} for r in rows]

@@ -233,8 +233,11 @@ def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False
         # FP8 weights: the FP8 matmul first where the GPU has one (misfit checks cc)
         emulated = ("fp8",) * bool(ck.fp8 and emulated) + emulated
         tries = [*(auto_jit(fmt) if jit_ok else ()), *cpu, *emulated, _AUTO_NO_JIT[fmt]]
-        if device == "cuda":  # the fastest measured first (kernels/measured.py)
-            tries = list(measured.ranked(fmt, sym, cc, _cuda_candidates(fmt, jit_ok, tries)))
+        # the fastest measured first (kernels/measured.py): int weight-only checkpoints, the
+        # only kind measured (an FP8 or W8A8 one keeps its emulated order)
+        if device == "cuda" and not ck.emulated and not ck.fp8:
+            tries = list(measured.ranked(fmt, sym, cc, _cuda_candidates(fmt, jit_ok, tries),
+                                         dtype, bits))
         for name in tries:
             k = get(fmt, name)
             if ck.misfit(k) is None:

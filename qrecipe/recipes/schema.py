@@ -187,10 +187,10 @@ class HardwareConfig:
     allow_jit: bool = False
     # With allow_jit on CUDA: the compiled kernels this job will call and the kernel cache lacks
     # are built in a child process from validation on, beside the imports, the load and
-    # quantizing, instead of in line at first use (qrecipe/kernels/background.py). Off until
-    # its effect on a fresh GPU machine is measured (benchmarks/cold_start.py --skip-build);
-    # `qrecipe kernels build` prebuilds them once per machine image.
-    background_builds: bool = False
+    # quantizing, instead of in line at first use (qrecipe/kernels/background.py). A 32-layer
+    # GPTQ job on a fresh H100 took 99 s instead of 127 s (docs/benchmarks.md); with every
+    # kernel in the cache (`qrecipe kernels build`, once per machine image) nothing is started.
+    background_builds: bool = True
     # Quantization speed (docs/benchmarks.md, GPU path): calibration rows per forward (gptqmodel
     # quantize(batch_size) / llm-compressor oneshot(batch_size)); whether gptqmodel offloads
     # finished layers to disk (its default) or keeps them in RAM; whether AWQ's scale search

@@ -105,8 +105,8 @@ def _measured(metrics: Dict[str, Any]) -> List[str]:
         return []
     alts = ", ".join(f"{r['kernel']} {r['b1_vs_fp16']:.2f}x / {r['b8_vs_fp16']:.2f}x"
                      for r in rows)
-    return [f"Measured decode against fp16 at batch 1 / 8 on {rows[0]['gpu']} "
-            f"(qrecipe/kernels/measured.json): {alts}."]
+    return [f"Measured decode against the fp model at batch 1 / 8 on {rows[0]['gpu']} in "
+            f"{rows[0].get('dtype', 'float16')} (qrecipe/kernels/measured.json): {alts}."]
 
 
 def _speeds(metrics: Dict[str, Any]):
