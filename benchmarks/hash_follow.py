@@ -6,7 +6,7 @@ qrecipe run (qrecipe/backends/gptqmodel/shards.py), and the followers of differe
 by side.
 
     PYTHONPATH=. python benchmarks/hash_follow.py WORK_DIR [--gb 3.9] [--repeat 3] [--json OUT]
-        [--writer os|tobytes] [--chunks-mib 8,64] [--layouts "one file,SHARD_BYTES"]
+        [--writer os|tobytes] [--chunks-mib 8,64] [--layouts "one file,SHARD_BYTES,1GiB"]
 
 --writer tobytes writes as gptqmodel 7.6's `_write_tensor_bytes` does: `tensor.numpy().tobytes()`
 (a copy that holds the GIL) then a buffered write (which releases it), 22.5 MB tensors (a 7B
@@ -75,7 +75,9 @@ def main() -> None:
     ap.add_argument("--writer", choices=("os", "tobytes"), default="os")
     ap.add_argument("--chunks-mib", default="", help="follower read sizes to compare "
                     "(default: filehash.FOLLOW_CHUNK)")
-    ap.add_argument("--layouts", default="one file,SHARD_BYTES")
+    ap.add_argument("--layouts", default="one file,SHARD_BYTES",
+                    help="comma-separated: 'one file', SHARD_BYTES (the shipped shard size), "
+                         "or a shard size such as 1GiB or 0.5GiB")
     a = ap.parse_args()
     from qrecipe.backends.base import SHARD_BYTES
     from qrecipe.record import filehash
@@ -88,7 +90,9 @@ def main() -> None:
                for _ in range(4)]
         writer = _tobytes_write
     chunks = [int(c) << 20 for c in a.chunks_mib.split(",") if c] or [filehash.FOLLOW_CHUNK]
-    layouts = {"one file": total, "SHARD_BYTES": SHARD_BYTES}
+    layouts = {"one file": total, "SHARD_BYTES": SHARD_BYTES,
+               **{n: int(float(n[:-3]) * (1 << 30)) for n in a.layouts.split(",")
+                  if n.endswith("GiB")}}
     rows = []
     for _ in range(a.repeat):
         for name in a.layouts.split(","):
