@@ -254,8 +254,15 @@ ELSEWHERE = {
     "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/bench --out gpu_bench.json "
     "--shape llama2-7b --layers 1 --samples 64 --seq-len 512 --budget 530": GPU,
     "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/b32 --out gpu_bench32.json "
-    "--shape llama2-7b --layers 32 --samples 64 --seq-len 512 --budget 540 --only "
-    "gptq-gptqmodel": GPU,
+    "--layers 32 --samples 128 --seq-len 512 --budget 420 --only gptq-gptqmodel": GPU,
+    "python3 benchmarks/cold_start.py --tokenizer TOK --work /tmp/cold --out bg.json --skip-build "
+    "--tag bg --runs 1": GPU,
+    "python3 benchmarks/cold_start.py --tokenizer TOK --work /tmp/cold --out inline.json "
+    "--skip-build --tag inline --runs 1 -- hardware.background_builds=false": GPU,
+    "python3 benchmarks/kernel_speed.py --tokenizer TOK --work /tmp/ks --out ks.json --phase "
+    "checkpoints": GPU,
+    "python3 benchmarks/kernel_speed.py --tokenizer TOK --work /tmp/ks --out ks.json --phase speed "
+    "--write-table": GPU,
     "python benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/bench --out new_a.json --shape "
     "llama2-7b --layers 32 --samples 128 --seq-len 512 --budget 500 --only fp8,mxfp4,nvfp4,speed":
         GPU,
@@ -294,7 +301,7 @@ ELSEWHERE = {
        for t, o in (("b32", "hardware.calib_batch_size=32"), ("b32bf", "hardware.dtype=bfloat16"),
                     ("b1", "hardware.calib_batch_size=1"))},
     "python benchmarks/kernel_speed.py --tokenizer DIR --work /tmp/ks --out kernel_speed.json "
-    "--layers 32 --write-table": GPU,
+    "--layers 32 --write-table [--dtype bfloat16]": GPU,
     "benchmarks/smollm2_gpu_hessian.sh /tmp/smol/SmolLM2-135M-Instruct.Q4_1.gguf": GPU,
     "python3 benchmarks/random_llama.py /tmp/llama --tokenizer TOK --shape llama2-7b --layers 4":
         GPU,
