@@ -30,7 +30,7 @@ from qrecipe.inputs.shapes import (  # noqa: F401 (describe, ModelInfo: validate
     model_file,
 )
 from qrecipe.inputs.weights import PICKLE_SUFFIXES, check_model_dir, trusts_code
-from qrecipe.kernels import ct_gptq, measured
+from qrecipe.kernels import ct_gptq
 from qrecipe.kernels import hf_config as kernel_config
 from qrecipe.kernels import table as kernels
 from qrecipe.kernels.hqq import FORMAT as HQQ_FORMAT
@@ -193,8 +193,7 @@ def _kernel(path: Path, device: str, kernel: str, allow_jit: bool, temp: context
     # dtype: the load's ("auto": the checkpoint's), which a kernel must run in and whose
     # measurements rank
     k = kernels.resolve(fmt, device, kernel, allow_jit, cc=cc, dtype=dtype, **facts)
-    alternatives = measured.alternatives(fmt, facts.get("sym"), cc, dtype, facts.get("bits")) \
-        if device == "cuda" and not facts.get("emulated") and not facts.get("fp8") else []
+    alternatives = kernels.measured_alternatives(fmt, device, cc, dtype, facts)
     if k.via:
         try:
             tmp = Path(temp.enter_context(tempfile.TemporaryDirectory(prefix="qrecipe-rewrite-")))

@@ -206,6 +206,21 @@ def get(fmt: str, name: str) -> Kernel:
     raise KeyError(name)
 
 
+def _ranked_by_measurement(device: str, emulated: Optional[bool], fp8: Optional[bool]) -> bool:
+    """Whether `auto` ranks a checkpoint's kernels by kernels/measured.py: on CUDA, for int
+    weight-only checkpoints, the only kind measured (an FP8 or W8A8 one keeps its own order)."""
+    return device == "cuda" and not emulated and not fp8
+
+
+def measured_alternatives(fmt: str, device: str, cc: Optional[float], dtype: Optional[str],
+                          facts: Dict[str, Any]) -> list:
+    """What `auto` ranked this checkpoint's kernels by (facts: saved_facts()), for the report;
+    [] where it ranks by no measurement."""
+    if not _ranked_by_measurement(device, facts.get("emulated"), facts.get("fp8")):
+        return []
+    return measured.alternatives(fmt, facts.get("sym"), cc, dtype, facts.get("bits"))
+
+
 def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False,
             cc: Optional[float] = None, dtype: Optional[str] = None,
             sym: Optional[bool] = None, bits: Optional[int] = None,
@@ -233,9 +248,7 @@ def resolve(fmt: str, device: str, kernel: str = "auto", allow_jit: bool = False
         # FP8 weights: the FP8 matmul first where the GPU has one (misfit checks cc)
         emulated = ("fp8",) * bool(ck.fp8 and emulated) + emulated
         tries = [*(auto_jit(fmt) if jit_ok else ()), *cpu, *emulated, _AUTO_NO_JIT[fmt]]
-        # the fastest measured first (kernels/measured.py): int weight-only checkpoints, the
-        # only kind measured (an FP8 or W8A8 one keeps its emulated order)
-        if device == "cuda" and not ck.emulated and not ck.fp8:
+        if _ranked_by_measurement(device, ck.emulated, ck.fp8):
             tries = list(measured.ranked(fmt, sym, cc, _cuda_candidates(fmt, jit_ok, tries),
                                          dtype, bits))
         for name in tries:

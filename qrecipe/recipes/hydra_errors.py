@@ -27,8 +27,9 @@ def is_config_error(e: BaseException) -> bool:
         return True
     # OmegaConf re-raises some merge failures as plain Python errors it annotated with the key
     # (e.g. a value merged into a field that is null): still the user's input.
-    return isinstance(e, (AttributeError, KeyError, TypeError, ValueError)) and \
-        "full_key:" in str(e) or isinstance(e, ValueError) and str(e).startswith(_NULL_GROUP)
+    return (isinstance(e, (AttributeError, KeyError, TypeError, ValueError))
+            and "full_key:" in str(e)) or \
+        (isinstance(e, ValueError) and str(e).startswith(_NULL_GROUP))
 
 
 def one_line(e: BaseException) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterator, Optional
 
 from qrecipe import cuda
 from qrecipe.kernels import background
+from qrecipe.recipes.schema import HardwareConfig
 from qrecipe.run.validate import Plan, checkpoint_sym
 
 log = logging.getLogger("qrecipe")
@@ -56,7 +57,8 @@ def background_builds(cfg, plan: Plan, dtype: str, quantize: bool,
     GPTQMODEL_TORCH_EXTENSIONS_DIR); a child still running when the block ends is stopped."""
     hw = cfg.hardware
     child = None
-    if hw.device == "cuda" and hw.get("allow_jit", False) and hw.get("background_builds", False):
+    on = hw.get("background_builds", HardwareConfig.background_builds)  # a lock may lack it
+    if hw.device == "cuda" and hw.get("allow_jit", False) and on:
         jobs = background.needed(plan.support.format, cfg.method.name if quantize else None,
                                  bool(cfg.eval.enabled), True, str(hw.get("kernel", "auto")),
                                  cuda.capability(), _facts(cfg, plan), dtype)
