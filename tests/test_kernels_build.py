@@ -6,6 +6,7 @@ libraries in the cache. The builds themselves: tests/test_kernels_build_gpu.py (
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -227,3 +228,54 @@ def test_dry_run_and_list_are_torch_free(tmp_path):
     assert " would build " in lines[1] and lines[1].endswith("quantize gptq")
     assert " already built " in lines[2]
     assert all(" would build " in ln for ln in lines[3:5])
+
+
+_FINGERPRINTS = textwrap.dedent("""
+    import json, sys
+    from qrecipe.kernels import build
+    light = sys.argv[1] == "light"
+    set_up = build.light_parents() if light else None
+    jobs = [build.Job(e, ()) for e in build.EXTENSIONS if e.name != "machete"]
+    build.import_builders(jobs, light=light)
+    # machete's fingerprint downloads CUTLASS: qrecipe refuses to build it (build.plan)
+    prints = {j.ext.name: build._attr(j.ext.handle)._cache_fingerprint() for j in jobs}
+    print(json.dumps({"set_up": set_up, "prints": prints,
+                      "heavy": sorted(m for m in ("transformers", "gptqmodel.models",
+                                                  "gptqmodel.looper") if m in sys.modules)}))
+""")
+
+
+def _fingerprints(mode: str) -> dict:
+    env = {**os.environ, "TORCH_CUDA_ARCH_LIST": "9.0", "GPTQMODEL_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", _FINGERPRINTS, mode], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_a_build_only_import_skips_gptqmodels_package_init_and_builds_the_same_libraries():
+    """The background child and `kernels build` import gptqmodel's builders without its package
+    __init__ (build.light_parents: no transformers, no model zoo); the build fingerprints
+    gptqmodel computes (the cache folder a library lands in) are the full import's, so the job
+    finds the child's libraries. On another gptqmodel nothing is stubbed."""
+    pytest.importorskip("gptqmodel")
+    import importlib.metadata
+    light = _fingerprints("light")
+    if importlib.metadata.version("gptqmodel") not in build.LIGHT_IMPORT_VERSIONS:
+        assert light["set_up"] is False
+        return
+    full = _fingerprints("full")
+    assert light["set_up"] is True
+    assert light["heavy"] == [] and "transformers" in full["heavy"]
+    assert set(light["prints"]) == {e.name for e in build.EXTENSIONS} - {"machete"}
+    assert light["prints"] == full["prints"]
+
+
+def test_light_parents_only_before_gptqmodel_is_imported(monkeypatch):
+    """In a process that has gptqmodel (or one of its parents) imported, nothing is replaced."""
+    import types
+    monkeypatch.setitem(sys.modules, "gptqmodel", types.ModuleType("gptqmodel"))
+    before = dict(sys.modules)
+    assert build.light_parents() is False
+    assert {k: v for k, v in sys.modules.items() if k.startswith("gptqmodel")} == \
+        {k: v for k, v in before.items() if k.startswith("gptqmodel")}

@@ -24,15 +24,15 @@ __all__ = ["BACKENDS", "Backend", "MethodSupport", "QuantizeRequest", "QuantizeR
            "SHARD_BYTES", "TRANSFORMERS", "require_cuda"]
 
 # The largest weights file (its tensors' bytes; a tensor over it gets a file of its own) the
-# gptqmodel and bitsandbytes adapters write (llm-compressor keeps its own 20 GB: its adapter
-# says why). Each file's sha256 is computed on its own thread (behind gptqmodel's writer, or
-# side by side after a save_pretrained). One sha256 stream ran at ~1 GB/s on the H200 host
-# (3.9 GB read back and hashed in 3.6 s), slower than gptqmodel's write (its whole save of the
-# same 3.9 GB took 1.96 s): saved as one file, a 32-layer 7B GPTQ model left 2.2 s of hashing
-# after the write, most of qrecipe's own 2.8 s (6.4% of the job; docs/benchmarks.md, "GPU: hashing the output while it
-# is written (H200 host)"). Hub checkpoints are commonly sharded at 2-5 GB; smaller models keep one
-# model.safetensors. gptqmodel's own default is 4 GiB, transformers' 50 GB.
-SHARD_BYTES = 2 << 30
+# gptqmodel, hqq and bitsandbytes adapters write (llm-compressor keeps its own 20 GB: its adapter
+# says why). Each file's sha256 is computed on its own thread, right behind the writer. One
+# sha256 stream runs at ~1.1 GB/s on the H100/H200 hosts, slower than gptqmodel's write
+# (~3 GB/s), so what is left after the write is about the last file's hashing: the smaller the
+# files, the shorter the wait. For a 4.2 GB 32-layer 7B GPTQ model: one file 2.3 s, 2 GiB files
+# 1.0 s, 1 GiB files less (docs/benchmarks.md, "GPU: hashing the output while it is written",
+# benchmarks/hash_follow.py). Hub checkpoints are commonly sharded at 1-5 GB; a model under
+# 1 GiB keeps one model.safetensors. gptqmodel's own default is 4 GiB, transformers' 50 GB.
+SHARD_BYTES = 1 << 30
 
 
 # Every backend loads and saves through transformers (llm-compressor 0.14.0.1 pins <=5.17).

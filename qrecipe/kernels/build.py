@@ -27,7 +27,11 @@ cache check import neither torch nor gptqmodel; only ``require_cuda`` and ``call
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import importlib.util
+import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -206,9 +210,48 @@ def call_builder(ext: Extension) -> Tuple[bool, str]:
         return False, ""
 
 
-def import_builders(jobs: Sequence[Job]) -> None:
+# gptqmodel's package __init__ imports its whole model zoo, transformers with it (5.5-6 s of a
+# 6 s import on CPU-A; on a fresh H100 host the background child spent ~20 s importing before
+# nvcc started, while the job's first layer waited for the block update). The builders and their
+# handles live in leaf modules (quantization/gptq_cuda, extension, utils/{cpp,exllamav2,marlin,
+# awq,machete}) that import only torch and gptqmodel.utils.{cpp,env,logger}: read in 7.6.0's
+# source, pinned by tests/test_kernels_build.py. A process that only builds imports them under
+# empty parent packages. The build fingerprint hashes sources, flags, torch, CUDA and the GPU,
+# not what the package __init__ sets up, so the job's full import finds the same library.
+LIGHT_IMPORT_VERSIONS = ("7.6.0",)
+_PARENTS = ("gptqmodel", "gptqmodel.utils", "gptqmodel.quantization")
+
+
+def light_parents() -> bool:
+    """Empty stand-ins for gptqmodel's parent packages in sys.modules, so that importing a leaf
+    module runs no package __init__: True when set. Only on a gptqmodel of
+    LIGHT_IMPORT_VERSIONS and before anything of gptqmodel is imported; for processes that
+    build and do nothing else with gptqmodel (the stand-ins stay for the process's life)."""
+    if any(name in sys.modules for name in _PARENTS):
+        return False
+    try:
+        if importlib.metadata.version("gptqmodel") not in LIGHT_IMPORT_VERSIONS:
+            return False
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    spec = importlib.util.find_spec("gptqmodel")  # finds the folder; runs nothing
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    root = Path(list(spec.submodule_search_locations)[0])
+    for name in _PARENTS:
+        stub = types.ModuleType(name)
+        stub.__path__ = [str(root.joinpath(*name.split(".")[1:]))]
+        stub.__package__ = name
+        sys.modules[name] = stub
+    return True
+
+
+def import_builders(jobs: Sequence[Job], light: bool = True) -> None:
     """Import the gptqmodel modules the jobs call, so that no kernel's seconds include the
-    import of gptqmodel (seconds on a cold machine)."""
+    import of gptqmodel (seconds on a cold machine); light: without gptqmodel's package
+    __init__ (light_parents), for a process that only builds."""
+    if light:
+        light_parents()
     for spec in sorted({j.ext.builder.split(":")[0] for j in jobs}):
         importlib.import_module(spec)  # deferred: gptqmodel imports torch
 
