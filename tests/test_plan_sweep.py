@@ -73,7 +73,7 @@ def test_a_70b_sweep_on_slurm_has_the_plans_own_figures(tmp_path):
 def test_text_plan_says_totals_and_limits_without_torch():
     code = ("import sys, runpy; sys.argv = ['qrecipe', 'plan', '--sweep', 'gptq_llama7b', "
             "'model=llama2_70b', 'method=gptq,awq', 'hardware=h100_80gb', "
-            "'hydra/launcher=slurm_gpu', 'hydra.launcher.timeout_min=90']\n"
+            "'hydra/launcher=slurm_gpu', 'hydra.launcher.timeout_min=60']\n"
             "try:\n    runpy.run_module('qrecipe', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
             "print('torch loaded' if 'torch' in sys.modules else 'no torch', file=sys.stderr)")
@@ -81,8 +81,8 @@ def test_text_plan_says_totals_and_limits_without_torch():
     assert p.stderr.strip().endswith("no torch"), p.stderr
     out = p.stdout
     assert "sweep of gptq_llama7b: 2 jobs (2 valid, 0 rejected) on H100 80 GB" in out
-    # AWQ on 70B: 102 min with the recipe's 128 x 2048 tokens
-    assert "launcher's time limit (90 min: raise hydra.launcher.timeout_min)" in out
+    # AWQ on 70B: 84 min with the recipe's 128 x 2048 tokens (the 80 GB profiles' figure)
+    assert "launcher's time limit (60 min: raise hydra.launcher.timeout_min)" in out
     assert "than the launcher books per job (64 GB: raise hydra.launcher.mem_gb)" in out
     assert "GPU-hours of quantization; wall " in out and "with 16 jobs at once" in out
 

@@ -86,7 +86,7 @@ def quantize_figures(shape: ModelShape, fmt: str, method: str, backend: str, p: 
     work = 2 if p.device == "cuda" else est.DTYPE_BYTES[shape.dtype]
     t = estimate_time(measured, method, backend, p.device, est.layer_linear_params(shape),
                       shape.layers, n, L, p.tflops, BITS[fmt] if method == "bnb" else None,
-                      gflops)
+                      gflops, dict(p.settings))
     host = est.host_bytes(shape, backend) if p.device == "cuda" else None
     return {"method": method, "backend": backend, "peak_bytes": peak, "host_bytes": host,
             "calib_bytes": n * L * shape.hidden * work * copies,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
@@ -21,6 +21,11 @@ from qrecipe.paths import config_dir
 GB = 10 ** 9
 GPU_RESERVE = 1 * GB  # CUDA context, cuBLAS workspace, allocator slack
 CPU_RESERVE = 1 * GB  # the OS and everything else running
+# The hardware settings a measured quantize time depends on (measurements.json `hardware`): on an
+# H100, GPTQ's seconds per layer are 2.4x lower with the 80 GB profiles' fast_layer_loop,
+# tensor_core_hessian and batch of 32 rows (docs/benchmarks.md), and AWQ's differ by dtype.
+TIME_SETTINGS = ("dtype", "calib_batch_size", "stream_activations", "fast_layer_loop",
+                 "tensor_core_hessian")
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class Profile:
     device: str  # cuda or cpu
     memory_bytes: int
     tflops: float = 0.0  # dense fp16 tensor TFLOP/s (spec sheet): scales GPU times between GPUs
+    settings: Tuple[Tuple[str, Any], ...] = ()  # its TIME_SETTINGS that the config sets
 
     @property
     def usable_bytes(self) -> int:
@@ -49,7 +55,8 @@ def gpu_profiles() -> Dict[str, Profile]:
 
 def _one_gpu(name: str, hw) -> Profile:
     return Profile(name, str(hw.get("label") or name), "cuda", int(hw.memory_mib) * 2 ** 20,
-                   float(hw.get("fp16_tflops") or 0))
+                   float(hw.get("fp16_tflops") or 0),
+                   tuple((k, hw.get(k)) for k in TIME_SETTINGS if hw.get(k) is not None))
 
 
 def of_config(hw, mem_gb: Optional[float] = None) -> Profile:

@@ -4,6 +4,8 @@ device; each with the benchmark, command, date and machine that produced it). A 
 to the planned model by the linear parameters of one layer, for calibrated methods by the
 calibration tokens, between GPUs by their fp16 tensor TFLOP/s, and between CPUs by their float32
 GEMM rate (qrecipe/plan/probe.py: this machine's, against the measuring machine's probe_gflops).
+A measurement that names `hardware` settings (the profile's knobs it ran with) is used only for a
+profile with the same settings, ahead of the one that names none.
 A CPU time from a machine whose rate is unknown, or planned for another machine (cpu_<N>gb), is
 a range (OTHER_MACHINE). Every estimate names the measurement it came from.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from qrecipe.backends.capabilities import time_grows_with_rows
 
@@ -33,20 +35,26 @@ def _layer_params(shape: dict) -> int:
     return h * (2 * h + 2 * qd) + 3 * h * i
 
 
+def _applies(m: dict, settings: Dict[str, Any]) -> bool:
+    return all(settings.get(k) == v for k, v in (m.get("hardware") or {}).items())
+
+
 def estimate_time(measurements: List[dict], method: str, backend: str, device: str,
                   layer_params: int, layers: int, num_samples: int, seq_len: int,
                   tflops: float = 0.0, bits: Optional[int] = None,
-                  gflops: Optional[float] = None) -> Optional[dict]:
-    """Seconds to quantize, scaled from the measurement on the same kind of device (the largest
-    shape measured, where there are several): {"seconds", "range" ([low, high] or None: a
-    point estimate), "source"}. gflops: the planned CPU's GEMM rate (None: not this machine, or
-    not probed)."""
+                  gflops: Optional[float] = None,
+                  settings: Optional[Dict[str, Any]] = None) -> Optional[dict]:
+    """Seconds to quantize, scaled from the measurement on the same kind of device (the one
+    made with most of the profile's settings, then the largest shape measured): {"seconds",
+    "range" ([low, high] or None: a point estimate), "source"}. gflops: the planned CPU's GEMM
+    rate (None: not this machine, or not probed); settings: the profile's TIME_SETTINGS."""
     cands = [m for m in measurements
              if m["method"] == method and m["backend"] == backend
-             and m["device_class"] == device and (bits is None or m.get("bits") in (None, bits))]
+             and m["device_class"] == device and (bits is None or m.get("bits") in (None, bits))
+             and _applies(m, settings or {})]
     if not cands:
         return None
-    m = max(cands, key=lambda m: _layer_params(m["shape"]))
+    m = max(cands, key=lambda m: (len(m.get("hardware") or {}), _layer_params(m["shape"])))
     ratio = layer_params / _layer_params(m["shape"])
     c = m["calibration"]
     # the capability table says which methods' time grows with the rows; a measurement of a
