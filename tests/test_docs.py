@@ -226,6 +226,8 @@ ELSEWHERE = {
     "PYTHONPATH=. python3 benchmarks/hash_overhead.py /tmp/i9/small8 --run RUN_DIR": BENCH,
     "PYTHONPATH=. python3 benchmarks/hash_follow.py /tmp/hf --gb 3.9 --repeat 3 --writer tobytes "
     "--chunks-mib 8,64 --json hf_tobytes.json": BENCH,
+    "PYTHONPATH=. python3 benchmarks/hash_follow.py /tmp/hf --gb 3.9 --repeat 3 --writer tobytes "
+    "--layouts 2GiB,1GiB,0.5GiB --json hf_shards.json": BENCH,
     "PYTHONPATH=. python benchmarks/hf_save_hash.py /tmp/hfs --layers 8 --repeat 4 "
     "--json benchmarks/results/hf_save_hash_cpu.json": BENCH,
     "python3 benchmarks/random_llama.py /tmp/m8 --tokenizer TOK --shape small --layers 8": BENCH,
@@ -254,7 +256,10 @@ ELSEWHERE = {
     "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/bench --out gpu_bench.json "
     "--shape llama2-7b --layers 1 --samples 64 --seq-len 512 --budget 530": GPU,
     "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/b32 --out gpu_bench32.json "
-    "--layers 32 --samples 128 --seq-len 512 --budget 420 --only gptq-gptqmodel": GPU,
+    "--layers 32 --samples 128 --seq-len 512 --budget 500 --only gptq-gptqmodel": GPU,
+    "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/b32 --out awq32.json --layers 32 "
+    "--samples 128 --seq-len 512 --budget 500 --only awq-llmcompressor-qrecipe "
+    "--set hardware.dtype=bfloat16 --tag bf16": GPU,
     "python3 benchmarks/cold_start.py --tokenizer TOK --work /tmp/cold --out bg.json --skip-build "
     "--tag bg --runs 1": GPU,
     "python3 benchmarks/cold_start.py --tokenizer TOK --work /tmp/cold --out inline.json "
