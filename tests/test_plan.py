@@ -239,7 +239,8 @@ def test_a_measurement_made_with_profile_settings_plans_only_that_profile():
     res = [_measurement(), fast]
     layer = 4096 * 4 * 4096 + 3 * 4096 * 11008
     knobs = {"fast_layer_loop": True, "calib_batch_size": 32, "dtype": "bfloat16"}
-    t = estimate_time(res, "gptq", "gptqmodel", "cuda", layer, 32, 128, 2048, 989, None, None, knobs)
+    t = estimate_time(res, "gptq", "gptqmodel", "cuda", layer, 32, 128, 2048, 989, None, None,
+                      knobs)
     assert t["seconds"] == pytest.approx(32.0) and "cuda/gptq/gptqmodel/fast" in t["source"]
     for other in ({"fast_layer_loop": True, "calib_batch_size": 8}, {}, None):
         t = estimate_time(res, "gptq", "gptqmodel", "cuda", layer, 32, 128, 2048, 989, None, None,

@@ -27,11 +27,12 @@ __all__ = ["BACKENDS", "Backend", "MethodSupport", "QuantizeRequest", "QuantizeR
 # gptqmodel, hqq and bitsandbytes adapters write (llm-compressor keeps its own 20 GB: its adapter
 # says why). Each file's sha256 is computed on its own thread, right behind the writer. One
 # sha256 stream runs at ~1.1 GB/s on the H100/H200 hosts, slower than gptqmodel's write
-# (~3 GB/s), so what is left after the write is about the last file's hashing: the smaller the
-# files, the shorter the wait. For a 4.2 GB 32-layer 7B GPTQ model: one file 2.3 s, 2 GiB files
-# 1.0 s, 1 GiB files less (docs/benchmarks.md, "GPU: hashing the output while it is written",
-# benchmarks/hash_follow.py). Hub checkpoints are commonly sharded at 1-5 GB; a model under
-# 1 GiB keeps one model.safetensors. gptqmodel's own default is 4 GiB, transformers' 50 GB.
+# (~2.6 GB/s), so what is left after the write is about the last file's hashing: the smaller the
+# files, the shorter the wait. For 3.9 GB written like a 32-layer 7B GPTQ model: one file 2.3 s,
+# 2 GiB files 1.0-1.5 s, 1 GiB files 0.4-0.5 s, 0.5 GiB files 0.3 s (docs/benchmarks.md, "GPU:
+# shard size and the sha256 wait", benchmarks/hash_follow.py). Hub checkpoints are commonly
+# sharded at 1-5 GB; a model under 1 GiB keeps one model.safetensors. gptqmodel's own default is
+# 4 GiB, transformers' 50 GB.
 SHARD_BYTES = 1 << 30
 
 

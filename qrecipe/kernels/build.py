@@ -210,14 +210,17 @@ def call_builder(ext: Extension) -> Tuple[bool, str]:
         return False, ""
 
 
-# gptqmodel's package __init__ imports its whole model zoo, transformers with it (5.5-6 s of a
-# 6 s import on CPU-A; on a fresh H100 host the background child spent ~20 s importing before
-# nvcc started, while the job's first layer waited for the block update). The builders and their
-# handles live in leaf modules (quantization/gptq_cuda, extension, utils/{cpp,exllamav2,marlin,
-# awq,machete}) that import only torch and gptqmodel.utils.{cpp,env,logger}: read in 7.6.0's
-# source, pinned by tests/test_kernels_build.py. A process that only builds imports them under
-# empty parent packages. The build fingerprint hashes sources, flags, torch, CUDA and the GPU,
-# not what the package __init__ sets up, so the job's full import finds the same library.
+# gptqmodel's package __init__ imports its whole model zoo, transformers with it: the builders
+# took 5.5-6.0 s to import through it on CPU-A, 0.3 s without it. On a fresh H100 host the
+# background child spent ~20 s importing before nvcc started while the job's first layer waited
+# for the block update (24.5 s); without the __init__, nvcc started ~5 s after the child and the
+# first layer took 5.6 s (docs/benchmarks.md, "a machine that never built its kernels"). The
+# builders and their handles live in leaf modules (quantization/gptq_cuda, extension,
+# utils/{cpp,exllamav2,marlin,awq,machete}) that import only torch and
+# gptqmodel.utils.{cpp,env,logger}: read in 7.6.0's source, pinned by tests/test_kernels_build.py.
+# A process that only builds imports them under empty parent packages. The build fingerprint
+# hashes sources, flags, torch, CUDA and the GPU, not what the package __init__ sets up, so the
+# job's full import finds the same library.
 LIGHT_IMPORT_VERSIONS = ("7.6.0",)
 _PARENTS = ("gptqmodel", "gptqmodel.utils", "gptqmodel.quantization")
 
