@@ -30,6 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from gpu_bench_jobs import DEFAULT_BITS  # noqa: E402
+from qrecipe.kernels.measured import REFERENCE_DTYPE  # noqa: E402
 from gpu_bench import (  # noqa: E402
     KERNEL_BUILD,
     PREBUILD,
@@ -94,7 +95,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--phase", choices=("all", "checkpoints", "speed"), default="all")
     ap.add_argument("--write-table", action="store_true")
-    ap.add_argument("--dtype", choices=("float16", "bfloat16"), default="float16",
+    ap.add_argument("--dtype", choices=("float16", "bfloat16"), default=REFERENCE_DTYPE,
                     help="the dtype every model is loaded and measured in")
     a = ap.parse_args()
     work = Path(a.work)
@@ -138,7 +139,7 @@ def table_rows(doc: dict) -> list:
         _, _, _, fmt, sym = CHECKPOINTS[s["method"]]
         b1, b8 = s["b1"]["decode_tokens_per_s"], s["b8"]["decode_tokens_per_s"]
         rows.append({"gpu": doc["device"], "cc": doc["device_cc"],
-                     "dtype": doc.get("dtype", "float16"), "format": fmt, "sym": sym,
+                     "dtype": doc.get("dtype", REFERENCE_DTYPE), "format": fmt, "sym": sym,
                      "bits": BITS,
                      "checkpoint": s["method"], "kernel": s["kernel"],
                      "loaded_as": s.get("loaded_modules"),
@@ -165,9 +166,10 @@ def write_table(doc: dict) -> None:
     src = {k: doc[k] for k in ("device", "device_cc", "dtype", "date", "versions", "command",
                                "shape")}
     same = (doc["device"], doc["dtype"])
-    keep = [r for r in old.get("rows", []) if (r["gpu"], r.get("dtype", "float16")) != same]
+    keep = [r for r in old.get("rows", [])
+            if (r["gpu"], r.get("dtype", REFERENCE_DTYPE)) != same]
     sources = [s for s in old.get("sources", [])
-               if (s["device"], s.get("dtype", "float16")) != same] + [src]
+               if (s["device"], s.get("dtype", REFERENCE_DTYPE)) != same] + [src]
     path.write_text(json.dumps({"sources": sources, "rows": keep + doc["table"]}, indent=1)
                     + "\n")
     print(f"wrote {path}")

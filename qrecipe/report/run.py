@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Sequence
 from qrecipe.boundary.rundir import write_text_nofollow
 from qrecipe.evaluation.tasks import report_lines as task_lines
 from qrecipe.kernels import hf_config as kernel_config
+from qrecipe.kernels.measured import REFERENCE_DTYPE
 from qrecipe.kernels import table as kernels
 from qrecipe.recipes.meta import report_lines as expectation_lines
 from qrecipe.report.runs import _mb, _r
@@ -106,7 +107,7 @@ def _measured(metrics: Dict[str, Any]) -> List[str]:
     alts = ", ".join(f"{r['kernel']} {r['b1_vs_fp16']:.2f}x / {r['b8_vs_fp16']:.2f}x"
                      for r in rows)
     return [f"Measured decode against the fp model at batch 1 / 8 on {rows[0]['gpu']} in "
-            f"{rows[0].get('dtype', 'float16')} (qrecipe/kernels/measured.json): {alts}."]
+            f"{rows[0].get('dtype', REFERENCE_DTYPE)} (qrecipe/kernels/measured.json): {alts}."]
 
 
 def _speeds(metrics: Dict[str, Any]):
