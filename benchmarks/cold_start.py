@@ -6,6 +6,10 @@ exit, then the same job again (page cache and bytecode warm, the fp baseline cac
         [--shape llama2-7b] [--layers 32] [--samples 128] [--seq-len 512] \
         [--skip-build] [--runs 2] [--tag NAME] [-- EXTRA OVERRIDES]
 
+--keep-only-kernels (with --skip-build and the tag of an earlier call): the jobs start from
+what that call's jobs built, nothing else of its cache: an image that built only what this job
+calls.
+
 --skip-build with a new --tag: the jobs start from an empty kernel cache of their own
 (qcache-NAME), as on a machine whose image never ran `kernels build`: each job then builds what
 it calls in a child process beside its work (`hardware.background_builds`, on by default), or
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -117,6 +122,9 @@ def main() -> None:
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--tag", default="", help="names the run folders and, with --skip-build, "
                     "an empty kernel and fp-baseline cache of their own")
+    ap.add_argument("--keep-only-kernels", action="store_true",
+                    help="with --skip-build: first empty the tag's cache except the kernels an "
+                         "earlier run of the tag built (no fp baseline, no cached inputs)")
     ap.add_argument("extra", nargs="*", help="more overrides of the job")
     a = ap.parse_args()
     work = Path(a.work)
@@ -127,6 +135,10 @@ def main() -> None:
         subprocess.run([sys.executable, str(HERE / "random_llama.py"), str(model_dir),
                         "--tokenizer", a.tokenizer, "--shape", a.shape, "--layers",
                         str(a.layers)], check=True)
+    if a.keep_only_kernels and cache.is_dir():
+        for p in cache.iterdir():
+            if p.name != "kernels":
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPTQMODEL_TORCH_EXT")}
     import torch
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
@@ -140,7 +152,10 @@ def main() -> None:
         doc["build"] = {"rc": rc, "wall_s": round(wall, 1),
                         "lines": (work / "build.log").read_text().splitlines()[-12:]}
         print("\n".join(doc["build"]["lines"]), flush=True)
-    for n in range(1, a.runs + 1):
+    first = 1  # a later call with the same tag numbers its runs on (never overwrites one)
+    while (work / f"run{first}{'-' + a.tag if a.tag else ''}").exists():
+        first += 1
+    for n in range(first, first + a.runs):
         doc["runs"].append(one_job(a, model_dir, cache, work, n, env))
         print(json.dumps({k: v for k, v in doc["runs"][-1].items() if k != "overhead"}),
               flush=True)

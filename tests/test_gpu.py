@@ -129,3 +129,34 @@ def test_compressed_tensors_on_exllama_gives_the_dense_logits(gpu_model_dir, tmp
     with torch.no_grad():
         a, b = fast(ids).logits.float(), dense(ids).logits.float()
     assert (a - b).abs().max() < 0.02 * b.abs().max()
+
+
+def test_llmcompressor_placement_on_the_gpu_changes_no_byte(gpu_model_dir, tmp_path):
+    """h100_80gb loads the whole model onto the GPU and keeps the activations between layers
+    there (backends/llmcompressor/placement.py): only copies move, so the weights saved are the
+    ones of llm-compressor's defaults (CPU RAM for both), byte for byte."""
+    import hashlib
+
+    from qrecipe.run.runner import run_job
+
+    def job(name, *extra):
+        cfg = compose(["method=awq", "method.backend=llmcompressor", "bits=w4",
+                       "bits.group_size=128", "model=local", f"model.path={gpu_model_dir}",
+                       "calibration=local", "calibration.num_samples=16",
+                       "calibration.seq_len=128", "hardware=h100_80gb",
+                       "hardware.assign_gpus=false", "eval=none", *extra])
+        out = tmp_path / name
+        assert run_job(cfg, out) == "ok", (out / "error.json").read_text()
+        details = json.loads((out / "metrics.json").read_text())["quantize_details"]
+        digests = {f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+                   for f in sorted((out / "model").glob("*.safetensors"))}
+        return details, digests
+
+    resident, a = job("resident")
+    streamed, b = job("streamed", "hardware.model_on_gpu=false",
+                      "hardware.stream_activations=true")
+    assert resident["model_loaded_on"]["device"] == "cuda"
+    assert resident["activations_between_layers"] == "cuda"
+    assert streamed["model_loaded_on"]["device"] == "cpu"
+    assert streamed["activations_between_layers"] == "cpu"
+    assert a and a == b

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from qrecipe.backends.llmcompressor import placement
 from qrecipe.inputs.shapes import ModelShape, read_shape
 from qrecipe.plan import estimate as est
 from qrecipe.plan.advice import rank_measured, recipes_advice, rules
@@ -88,6 +89,8 @@ def quantize_figures(shape: ModelShape, fmt: str, method: str, backend: str, p: 
                       shape.layers, n, L, p.tflops, BITS[fmt] if method == "bnb" else None,
                       gflops, dict(p.settings))
     host = est.host_bytes(shape, backend) if p.device == "cuda" else None
+    if _model_on_gpu(shape, backend, p):  # the whole model on the GPU, only the process on the host
+        peak, host = peak + est.total_params(shape) * work, int(est.CPU_PROCESS_BYTES[backend])
     return {"method": method, "backend": backend, "peak_bytes": peak, "host_bytes": host,
             "calib_bytes": n * L * shape.hidden * work * copies,
             "fits": peak <= p.usable_bytes,
@@ -95,6 +98,14 @@ def quantize_figures(shape: ModelShape, fmt: str, method: str, backend: str, p: 
             "time_source": t["source"] if t else
             f"no {'GPU' if p.device == 'cuda' else 'CPU'} measurement of this method/backend "
             "(qrecipe/plan/measurements.json)"}
+
+
+def _model_on_gpu(shape: ModelShape, backend: str, p: Profile) -> bool:
+    """Whether a run on this profile loads the whole model onto the GPU (llm-compressor with
+    hardware.model_on_gpu, where the weights fit the share placement.py allows)."""
+    return (backend == "llmcompressor" and p.device == "cuda"
+            and bool(dict(p.settings).get("model_on_gpu"))
+            and placement.fits(est.total_params(shape) * 2, p.usable_bytes))
 
 
 def model_args(shape: ModelShape) -> str:

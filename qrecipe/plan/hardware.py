@@ -24,8 +24,8 @@ CPU_RESERVE = 1 * GB  # the OS and everything else running
 # The hardware settings a measured quantize time depends on (measurements.json `hardware`): on an
 # H100, GPTQ took 1.02 s a layer with the 80 GB profiles' fast_layer_loop, tensor_core_hessian and
 # batch of 32 rows, and 2.47 s in the general measurement; AWQ's seconds differ by dtype.
-TIME_SETTINGS = ("dtype", "calib_batch_size", "stream_activations", "fast_layer_loop",
-                 "tensor_core_hessian")
+TIME_SETTINGS = ("dtype", "calib_batch_size", "stream_activations", "model_on_gpu",
+                 "fast_layer_loop", "tensor_core_hessian")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 from qrecipe.record import filehash
 from qrecipe.record.atomic import replacing
 from qrecipe.record.fingerprint import Cancelled, parallel
+from qrecipe.record.stheader import read_header
 
 _CHUNK = 1 << 24
 
@@ -31,11 +32,6 @@ def canonicalize(out_dir: Path) -> None:
     """Every *.safetensors file of out_dir, in canonical layout (files side by side)."""
     files = sorted(Path(out_dir).glob("*.safetensors"))
     parallel(_canonicalize_file, files)
-
-
-def read_header(f) -> Tuple[int, dict]:
-    n = struct.unpack("<Q", f.read(8))[0]
-    return n, json.loads(f.read(n))
 
 
 def canonical_order(dtypes: Dict[str, str]) -> Optional[List[str]]:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Dict, List
 
 from qrecipe.record.atomic import replacing, write_bytes
-from qrecipe.record.canonical import canonical_order, header_bytes, read_header
+from qrecipe.record.canonical import canonical_order, header_bytes
+from qrecipe.record.stheader import read_header
 
 # safetensors' names of the float dtypes a recipe may ask for, and their sizes
 ST = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}

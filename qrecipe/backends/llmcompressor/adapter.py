@@ -24,7 +24,7 @@ from qrecipe.backends.base import (
     QuantizeResult,
 )
 from qrecipe.backends.capabilities import CAPABILITIES, undivided
-from qrecipe.backends.llmcompressor import layerhooks, patches, schemes
+from qrecipe.backends.llmcompressor import layerhooks, patches, placement, schemes
 from qrecipe.backends.patching import guarded
 from qrecipe.errors import QRecipeError
 from qrecipe.telemetry import layerlog
@@ -86,6 +86,8 @@ class _Job:
     versions: Dict[str, str]
     seconds: Dict[str, float]  # the libraries' own steps
     qrecipe_seconds: Dict[str, float] = field(default_factory=dict)  # qrecipe's own work
+    model_device: str = "cpu"  # where the whole model was loaded (placement.py)
+    model_placement: str = ""  # why there
     pin_patched: bool = False
     loss_patched: bool = False
 
@@ -97,7 +99,9 @@ def _translate(job: _Job) -> Tuple[List[Any], Dict[str, Any]]:
     recipe = _recipe(req, _weight_args(req))
     if rows is None:
         return recipe, {}
-    return recipe, dict(dataset=_dataset(rows), num_calibration_samples=len(rows),
+    return recipe, dict(placement.activations(req.hardware or {}, _execution_device()),
+                        dataset=_dataset(rows),
+                        num_calibration_samples=len(rows),
                         max_seq_length=max(len(r) for r in rows),
                         # rows arrive already sampled with the recipe's seed; reshuffling would
                         # only change the summation order of the Hessians (and the bytes).
@@ -111,9 +115,14 @@ def _load(job: _Job):
     import torch
     from transformers import AutoModelForCausalLM
     req = job.req
+    device, job.model_placement = placement.model_device(
+        req.hardware or {}, _execution_device(), req.model_dir, req.dtype,
+        lambda: torch.cuda.mem_get_info()[0])
     t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(str(req.model_dir),
-                                                 dtype=getattr(torch, req.dtype))
+    model = AutoModelForCausalLM.from_pretrained(
+        str(req.model_dir), dtype=getattr(torch, req.dtype),
+        **({"device_map": {"": device}} if device else {}))
+    job.model_device = device or "cpu"
     job.seconds["load"] = time.perf_counter() - t0
     model.eval()
     block = schemes.block_widths(req.method)
@@ -149,8 +158,8 @@ def _save(job: _Job, model) -> None:
 
 
 def _execution_device() -> str:
-    """llm-compressor picks its execution device itself (the accelerator when there is one) and
-    onloads one layer at a time, so the model is loaded on CPU whatever req.device says."""
+    """llm-compressor picks its execution device itself (the accelerator when there is one),
+    whatever req.device says; where the model is loaded is placement.py's choice."""
     import torch
     if torch.accelerator.is_available():
         return torch.accelerator.current_accelerator().type
@@ -181,6 +190,9 @@ def _describe(job: _Job, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         # the libraries' own time (what a script calling them directly spends too)
         "seconds": {k: round(job.seconds[k], 2) for k in ("import", "load", "quantize", "save")},
         "calib_batch_size": kwargs.get("batch_size"),
+        "activations_between_layers": kwargs.get("sequential_offload_device", "cpu")
+        if rows else None,
+        "model_loaded_on": {"device": job.model_device, "why": job.model_placement},
         "qrecipe_seconds": {k: round(v, 2) for k, v in job.qrecipe_seconds.items()},
     }
     if method == "gptq":
