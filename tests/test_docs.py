@@ -261,9 +261,10 @@ ELSEWHERE = {
     "--samples 128 --seq-len 512 --budget 500 --only awq-llmcompressor-qrecipe "
     "--set hardware.dtype=bfloat16 --tag bf16": GPU,
     "python3 benchmarks/cold_start.py --tokenizer TOK --work /tmp/cold --out bg.json --skip-build "
-    "--tag bg --runs 1": GPU,
-    "python3 benchmarks/cold_start.py --tokenizer TOK --work /tmp/cold --out inline.json "
-    "--skip-build --tag inline --runs 1 -- hardware.background_builds=false": GPU,
+    "--tag bc --runs 1": GPU,
+    "python3 benchmarks/cold_start.py --tokenizer TOK --work /tmp/cold --out pre.json --skip-build "
+    "--tag bc --keep-only-kernels --runs 2": GPU,
+    "python3 benchmarks/import_time.py --backend gptqmodel --repeat 2 --json import_time.json": GPU,
     "python3 benchmarks/kernel_speed.py --tokenizer TOK --work /tmp/ks --out ks.json --phase "
     "checkpoints": GPU,
     "python3 benchmarks/kernel_speed.py --tokenizer TOK --work /tmp/ks --out ks.json --phase speed "
@@ -299,7 +300,6 @@ ELSEWHERE = {
     "python -m compileall -q $(python -c import site; print(site.getsitepackages()[0]))": IMAGE,
     "python benchmarks/import_time.py --backend llmcompressor --repeat 3 --json "
     "benchmarks/results/import_time_cpu_llmcompressor.json": BENCH,
-    "python3 benchmarks/cold_start.py --tokenizer TOK --work /tmp/cold --out cold_start.json": GPU,
     **{f"python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/awq4 --out awq4_{t}.json "
        "--layers 4 --samples 128 --seq-len 512 --only awq-llmcompressor-qrecipe "
        f"--set {o} --tag {t}": GPU
