@@ -265,6 +265,10 @@ ELSEWHERE = {
     "python3 benchmarks/cold_start.py --tokenizer TOK --work /tmp/cold --out pre.json --skip-build "
     "--tag bc --keep-only-kernels --runs 2": GPU,
     "python3 benchmarks/import_time.py --backend gptqmodel --repeat 2 --json import_time.json": GPU,
+    "python3 benchmarks/bench_inputs.py /tmp/a4 --tokenizer TOK --layers 4 --samples 128 "
+    "--seq-len 512": GPU,
+    "python3 benchmarks/awq_llmc_variants.py /tmp/a4/fp16 /tmp/a4/rows.pt cpu model_gpu cuda cpu "
+    "model_gpu --json variants.json": GPU,
     "python3 benchmarks/kernel_speed.py --tokenizer TOK --work /tmp/ks --out ks.json --phase "
     "checkpoints": GPU,
     "python3 benchmarks/kernel_speed.py --tokenizer TOK --work /tmp/ks --out ks.json --phase speed "

@@ -60,3 +60,24 @@ def test_the_80gb_profiles_keep_the_model_and_activations_on_the_gpu(profile):
 def test_other_profiles_load_into_cpu_ram():
     assert compose([]).hardware.model_on_gpu is False
     assert compose(["hardware=rtx4090_24gb"]).hardware.model_on_gpu is False
+
+
+@pytest.mark.parametrize("model,resident", [("llama2_7b", True), ("llama2_70b", False)])
+def test_plan_counts_the_model_on_the_gpu_where_it_fits(model, resident):
+    """qrecipe plan on h100_80gb: a 7B (13.5 GB) is planned on the GPU, with the resident AWQ
+    measurement and the whole model in the peak; a 70B (138 GB) in CPU RAM, with the measurement
+    made that way."""
+    from qrecipe.inputs.shapes import read_shape
+    from qrecipe.plan import estimate as est
+    from qrecipe.plan.build import quantize_figures
+    from qrecipe.plan.hardware import profile
+    from qrecipe.plan.times import load_measurements
+
+    shape, p = read_shape(model), profile("h100_80gb")
+    fig = quantize_figures(shape, "w4", "awq", "llmcompressor", p, load_measurements(), 128, 512,
+                           128)
+    layer = est.quantize_peak_bytes(shape, "w4", "awq", "llmcompressor", "cuda", 128, 512)
+    weights = est.total_params(shape) * 2
+    assert fig["peak_bytes"] == layer + (weights if resident else 0)
+    assert (fig["host_bytes"] < weights) is resident
+    assert ("bf16-batch32-resident" in fig["time_source"]) is resident, fig["time_source"]

@@ -85,11 +85,15 @@ def quantize_figures(shape: ModelShape, fmt: str, method: str, backend: str, p: 
     peak = est.quantize_peak_bytes(shape, fmt, method, backend, p.device, n, L, group)
     copies = est.CALIB_COPIES[p.device].get((method, backend), 0)
     work = 2 if p.device == "cuda" else est.DTYPE_BYTES[shape.dtype]
+    resident = _model_on_gpu(shape, backend, p)
+    # a profile's model_on_gpu holds for a run only where the model fits (placement.py)
+    settings = {**dict(p.settings), **({"model_on_gpu": False} if backend == "llmcompressor"
+                                       and not resident else {})}
     t = estimate_time(measured, method, backend, p.device, est.layer_linear_params(shape),
                       shape.layers, n, L, p.tflops, BITS[fmt] if method == "bnb" else None,
-                      gflops, dict(p.settings))
+                      gflops, settings)
     host = est.host_bytes(shape, backend) if p.device == "cuda" else None
-    if _model_on_gpu(shape, backend, p):  # the whole model on the GPU, only the process on the host
+    if resident:  # the whole model on the GPU, only the process on the host
         peak, host = peak + est.total_params(shape) * work, int(est.CPU_PROCESS_BYTES[backend])
     return {"method": method, "backend": backend, "peak_bytes": peak, "host_bytes": host,
             "calib_bytes": n * L * shape.hidden * work * copies,
