@@ -27,28 +27,33 @@ def test_weight_bytes_counts_floats_in_the_jobs_dtype_and_the_rest_at_their_widt
 
 
 def test_activations_stay_on_the_gpu_only_when_not_streamed():
-    assert placement.activations({"stream_activations": False}, "cuda") == {
-        "sequential_offload_device": "cuda"}
-    assert placement.activations({"stream_activations": True}, "cuda") == {}
-    assert placement.activations({}, "cuda") == {}  # the schema's default streams
-    assert placement.activations({"stream_activations": False}, "cpu") == {}
+    gpu = {"stream_activations": False}
+    assert placement.activations(gpu, "cuda", "awq") == {"sequential_offload_device": "cuda"}
+    assert placement.activations({"stream_activations": True}, "cuda", "awq") == {}
+    assert placement.activations({}, "cuda", "awq") == {}  # the schema's default streams
+    assert placement.activations(gpu, "cpu", "awq") == {}
+    assert placement.activations(gpu, "cuda", "gptq") == {}  # measured for AWQ only
 
 
 def test_the_model_stays_in_cpu_ram_without_the_key_or_a_gpu(checkpoint):
     def never():
         raise AssertionError("asked for the GPU's free memory")
-    assert placement.model_device({}, "cuda", checkpoint, "bfloat16", never) == (
+    assert placement.model_device({}, "cuda", checkpoint, "bfloat16", "awq", never) == (
         None, "hardware.model_on_gpu is false")
-    assert placement.model_device({"model_on_gpu": True}, "cpu", checkpoint, "bfloat16",
+    assert placement.model_device({"model_on_gpu": True}, "cpu", checkpoint, "bfloat16", "awq",
                                   never) == (None, "runs on cpu")
+    assert placement.model_device({"model_on_gpu": True}, "cuda", checkpoint, "bfloat16", "gptq",
+                                  never) == (None, "measured for awq only")
 
 
 def test_a_model_over_the_share_of_free_memory_stays_in_cpu_ram(checkpoint):
     need = placement.weight_bytes(checkpoint, "bfloat16")
     hw = {"model_on_gpu": True}
-    device, why = placement.model_device(hw, "cuda", checkpoint, "bfloat16", lambda: 2 * need - 2)
+    device, why = placement.model_device(hw, "cuda", checkpoint, "bfloat16", "awq",
+                                         lambda: 2 * need - 2)
     assert device is None and "exceed 50% of the GPU's free" in why
-    assert placement.model_device(hw, "cuda", checkpoint, "bfloat16", lambda: 2 * need)[0] == "cuda"
+    assert placement.model_device(hw, "cuda", checkpoint, "bfloat16", "awq",
+                                  lambda: 2 * need)[0] == "cuda"
 
 
 @pytest.mark.parametrize("profile", ["h100_80gb", "a100_80gb"])
@@ -81,3 +86,7 @@ def test_plan_counts_the_model_on_the_gpu_where_it_fits(model, resident):
     assert fig["peak_bytes"] == layer + (weights if resident else 0)
     assert (fig["host_bytes"] < weights) is resident
     assert ("bf16-batch32-resident" in fig["time_source"]) is resident, fig["time_source"]
+    gptq = quantize_figures(shape, "w4", "gptq", "llmcompressor", p, load_measurements(), 128,
+                            512, 128)  # AWQ only: GPTQ's model stays in CPU RAM
+    assert gptq["peak_bytes"] == est.quantize_peak_bytes(shape, "w4", "gptq", "llmcompressor",
+                                                         "cuda", 128, 512)

@@ -136,7 +136,8 @@ def _dequantize(cfg, dest: Path) -> None:
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     # The job goes on in this process: the dequantized copy it no longer holds would stay in
-    # its RSS (SmolLM2's nf4 job peaked at 1.64 GB on the run that dequantized, 1.25 GB after).
+    # its RSS (SmolLM2's nf4 job peaked at 1.64 GB on the run that dequantized, 1.35 GB with
+    # this; the next run 1.25-1.44 GB).
     del model, tok
     release_free_memory(collect=True)
     seal_folder(tmp, dest.name)  # inside the folder: the seal moves with the rename

@@ -85,7 +85,7 @@ def quantize_figures(shape: ModelShape, fmt: str, method: str, backend: str, p: 
     peak = est.quantize_peak_bytes(shape, fmt, method, backend, p.device, n, L, group)
     copies = est.CALIB_COPIES[p.device].get((method, backend), 0)
     work = 2 if p.device == "cuda" else est.DTYPE_BYTES[shape.dtype]
-    resident = _model_on_gpu(shape, backend, p)
+    resident = _model_on_gpu(shape, method, backend, p)
     # a profile's model_on_gpu holds for a run only where the model fits (placement.py)
     settings = {**dict(p.settings), **({"model_on_gpu": False} if backend == "llmcompressor"
                                        and not resident else {})}
@@ -104,10 +104,10 @@ def quantize_figures(shape: ModelShape, fmt: str, method: str, backend: str, p: 
             "(qrecipe/plan/measurements.json)"}
 
 
-def _model_on_gpu(shape: ModelShape, backend: str, p: Profile) -> bool:
+def _model_on_gpu(shape: ModelShape, method: str, backend: str, p: Profile) -> bool:
     """Whether a run on this profile loads the whole model onto the GPU (llm-compressor with
-    hardware.model_on_gpu, where the weights fit the share placement.py allows)."""
-    return (backend == "llmcompressor" and p.device == "cuda"
+    hardware.model_on_gpu, for its methods and where the weights fit: placement.py)."""
+    return (backend == "llmcompressor" and method in placement.METHODS and p.device == "cuda"
             and bool(dict(p.settings).get("model_on_gpu"))
             and placement.fits(est.total_params(shape) * 2, p.usable_bytes))
 

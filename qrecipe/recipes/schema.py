@@ -196,13 +196,15 @@ class HardwareConfig:
     # finished layers to disk (its default) or keeps them in RAM; whether AWQ's scale search
     # streams the layer's activations through CPU RAM in chunks (gptqmodel's default: caps GPU
     # memory) or keeps them on the GPU (measured 1.5x faster per layer on an H100), and whether
-    # llm-compressor keeps the activations between layers in CPU RAM (its default) or on the GPU.
+    # llm-compressor's AWQ keeps the activations between layers in CPU RAM (its default) or on
+    # the GPU.
     calib_batch_size: int = 1
     offload_to_disk: bool = True
     stream_activations: bool = True
-    # llm-compressor on CUDA: load the whole model onto the GPU when its weights take at most
-    # half of the free GPU memory, instead of CPU RAM with one layer onloaded at a time
-    # (qrecipe/backends/llmcompressor/placement.py; on in the 80 GB profiles, docs).
+    # AWQ via llm-compressor on CUDA: load the whole model onto the GPU when its weights take at
+    # most half of the free GPU memory, instead of CPU RAM with one layer onloaded at a time
+    # (qrecipe/backends/llmcompressor/placement.py: 0.61x the time a layer, the same bytes; on
+    # in the 80 GB profiles).
     model_on_gpu: bool = False
     # GPTQ via gptqmodel on CUDA: each Hessian (X^T X) as one tensor-core GEMM of the fp16/bf16
     # activations with float32 output, instead of a float32 copy and a float32 GEMM

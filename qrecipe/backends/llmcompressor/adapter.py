@@ -99,7 +99,8 @@ def _translate(job: _Job) -> Tuple[List[Any], Dict[str, Any]]:
     recipe = _recipe(req, _weight_args(req))
     if rows is None:
         return recipe, {}
-    return recipe, dict(placement.activations(req.hardware or {}, _execution_device()),
+    return recipe, dict(placement.activations(req.hardware or {}, _execution_device(),
+                                              req.method.name),
                         dataset=_dataset(rows),
                         num_calibration_samples=len(rows),
                         max_seq_length=max(len(r) for r in rows),
@@ -116,7 +117,7 @@ def _load(job: _Job):
     from transformers import AutoModelForCausalLM
     req = job.req
     device, job.model_placement = placement.model_device(
-        req.hardware or {}, _execution_device(), req.model_dir, req.dtype,
+        req.hardware or {}, _execution_device(), req.model_dir, req.dtype, req.method.name,
         lambda: torch.cuda.mem_get_info()[0])
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(

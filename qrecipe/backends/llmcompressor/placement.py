@@ -10,7 +10,7 @@ activations on the GPU (a profile of it still spent 2.8 s of 12.5 copying weight
 RAM), 2.19-2.21 s with the model on the GPU as well. All 32 layers: 68.5 s of quantize (122.1 s
 before). The checkpoint's bytes are the same either way (tests/test_gpu.py).
 
-The two hardware keys:
+The two hardware keys, for the methods in METHODS:
 - `stream_activations=false`: the activations between layers stay on the execution device
   (llm-compressor's `sequential_offload_device`);
 - `model_on_gpu=true`: the model is loaded onto the GPU when its weights, in the job's dtype,
@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 # layer's weights. Half is a margin chosen, not measured: a 7B (13.5 GB) and a 13B (26 GB) fit on
 # an 80 GB GPU, a 34B in 16 bits does not.
 RESIDENT_SHARE = 0.5
+# Measured and byte-checked on the GPU for AWQ only; llm-compressor's other methods (GPTQ, the
+# preset schemes, AutoRound with its own device handling) keep its defaults until measured.
+METHODS = ("awq",)
 
 _FLOAT = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
 _WIDTH = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
@@ -57,9 +60,9 @@ def weight_bytes(model_dir: Path, dtype: str) -> int:
     return total
 
 
-def activations(hw: Dict[str, Any], device: str) -> Dict[str, Any]:
+def activations(hw: Dict[str, Any], device: str, method: str) -> Dict[str, Any]:
     """oneshot's argument for the activations between layers (none: its default, CPU RAM)."""
-    if bool(hw.get("stream_activations", True)) or device == "cpu":
+    if bool(hw.get("stream_activations", True)) or device == "cpu" or method not in METHODS:
         return {}
     return {"sequential_offload_device": device}
 
@@ -70,12 +73,14 @@ def fits(weights: int, free: int) -> bool:
     return weights <= RESIDENT_SHARE * free
 
 
-def model_device(hw: Dict[str, Any], device: str, model_dir: Path, dtype: str,
+def model_device(hw: Dict[str, Any], device: str, model_dir: Path, dtype: str, method: str,
                  free_gpu_bytes: Callable[[], int]) -> Tuple[Optional[str], str]:
     """(the device to load the whole model onto, or None for CPU RAM; why, in a few words).
     free_gpu_bytes: asked only when the rest allows the GPU (the caller imports torch)."""
     if not bool(hw.get("model_on_gpu", False)):
         return None, "hardware.model_on_gpu is false"
+    if method not in METHODS:
+        return None, f"measured for {', '.join(METHODS)} only"
     if device != "cuda":
         return None, f"runs on {device}"
     need, free = weight_bytes(model_dir, dtype), free_gpu_bytes()
