@@ -24,9 +24,9 @@ __all__ = ["BACKENDS", "Backend", "MethodSupport", "QuantizeRequest", "QuantizeR
            "SHARD_BYTES", "TRANSFORMERS", "require_cuda"]
 
 # The largest weights file (its tensors' bytes; a tensor over it gets a file of its own) the
-# gptqmodel, hqq and bitsandbytes adapters write (llm-compressor keeps its own 20 GB: its adapter
-# says why). Each file's sha256 is computed on its own thread, right behind the writer. One
-# sha256 stream runs at ~1.1 GB/s on the H100/H200 hosts, slower than gptqmodel's write
+# adapters write (llm-compressor where the model's load converted no weights: its adapter's
+# _shard_size says why). Each file's sha256 is computed on its own thread, right behind the
+# writer. One sha256 stream runs at ~1.1 GB/s on the H100/H200 hosts, slower than gptqmodel's write
 # (~2.6 GB/s), so what is left after the write is about the last file's hashing: the smaller the
 # files, the shorter the wait. For 3.9 GB written like a 32-layer 7B GPTQ model: one file 2.3 s,
 # 2 GiB files 1.0-1.5 s, 1 GiB files 0.4-0.5 s, 0.5 GiB files 0.3 s (docs/benchmarks.md, "GPU:

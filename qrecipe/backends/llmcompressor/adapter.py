@@ -18,6 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from qrecipe.backends import hf_patches
 from qrecipe.backends.base import (
     BACKENDS,
+    SHARD_BYTES,
     TRANSFORMERS,
     Backend,
     QuantizeRequest,
@@ -90,6 +91,7 @@ class _Job:
     model_placement: str = ""  # why there
     pin_patched: bool = False
     loss_patched: bool = False
+    details_extra: Dict[str, Any] = field(default_factory=dict)  # what the save decided
 
 
 def _translate(job: _Job) -> Tuple[List[Any], Dict[str, Any]]:
@@ -147,15 +149,28 @@ def _oneshot(job: _Job, model, recipe: List[Any], kwargs: Dict[str, Any]) -> Non
 
 def _save(job: _Job, model) -> None:
     # save_compressed=True: llm-compressor's wrapped save_pretrained packs the int weights
-    # (otherwise it would save fake-quantized dense fp weights at full size). Its own shard
-    # size (20 GB), not base.SHARD_BYTES: the wrapper marks every module offloaded, so
-    # transformers reverses its load-time weight conversions shard by shard, which fails for
-    # a fused weight whose parts land in different shards.
+    # (otherwise it would save fake-quantized dense fp weights at full size).
     job.req.out_dir.mkdir(parents=True, exist_ok=True)
+    shards = _shard_size(model)
+    job.details_extra["max_shard_bytes"] = shards
     took = hf_patches.save_hashed(  # each shard hashed as it is written
-        lambda: model.save_pretrained(str(job.req.out_dir), save_compressed=True))
+        lambda: model.save_pretrained(str(job.req.out_dir), save_compressed=True,
+                                      **({"max_shard_size": shards} if shards else {})))
     job.seconds["save"] = took.pop("save")
     job.qrecipe_seconds.update(took)
+
+
+def _shard_size(model) -> Optional[int]:
+    """base.SHARD_BYTES where the model's load converted no weights, else None (llm-compressor's
+    own 20 GB). The sha256 of a shard is one sequential stream, so one 4.2 GB file left 3.3 s of
+    hashing after an H100 AWQ job's write, where 1 GiB shards leave 0.4-0.5 s (docs/benchmarks.md,
+    "shard size and the sha256 wait"). Why not always: transformers (5.17) reverses its load-time
+    weight conversions shard by shard for a model it counts as offloaded, which fails for a
+    many-to-one conversion (fused experts) whose parts land in different shards. A model from
+    from_pretrained records them in `_weight_conversions` (Llama, Gemma 3: none); where that is
+    missing (another transformers) the one big shard stays."""
+    conversions = getattr(model, "_weight_conversions", None)
+    return SHARD_BYTES if conversions is not None and len(conversions) == 0 else None
 
 
 def _execution_device() -> str:
@@ -194,6 +209,7 @@ def _describe(job: _Job, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         "activations_between_layers": kwargs.get("sequential_offload_device", "cpu")
         if rows else None,
         "model_loaded_on": {"device": job.model_device, "why": job.model_placement},
+        **job.details_extra,
         "qrecipe_seconds": {k: round(v, 2) for k, v in job.qrecipe_seconds.items()},
     }
     if method == "gptq":
