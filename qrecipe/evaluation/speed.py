@@ -59,8 +59,9 @@ def measure(model, ids, prompt_len: int = 128, new_tokens: int = 32, batch: int 
         # Where the graph path reports decode, the eager figure is a side note measured once:
         # a 4-bit 7B decodes eagerly at ~21 tok/s on an H100, so three loops of 32 steps were
         # 4.5 s of every job's evaluation, and 2.5 s more for its fp baseline (a repeated
-        # 32-layer job's evaluation: 8.8 s before, 4.2 s now; docs/benchmarks.md "a GPTQ job on
-        # a fresh machine"). On a GPU the loop's mean already averages its 32 steps.
+        # 32-layer job's evaluation: 8.8 s before, 4.2 s after, on two H100 hosts;
+        # docs/benchmarks.md "a GPTQ job on a fresh machine"). On a GPU the loop's mean
+        # already averages its 32 steps.
         graphed = graphs and device.type == "cuda"
         out["eager_repeats"] = 1 if graphed else repeats
         step = statistics.median(_decode_eager(model, prompt, new_tokens, device)

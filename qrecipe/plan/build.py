@@ -85,10 +85,9 @@ def quantize_figures(shape: ModelShape, fmt: str, method: str, backend: str, p: 
     peak = est.quantize_peak_bytes(shape, fmt, method, backend, p.device, n, L, group)
     copies = est.CALIB_COPIES[p.device].get((method, backend), 0)
     work = 2 if p.device == "cuda" else est.DTYPE_BYTES[shape.dtype]
-    resident = _model_on_gpu(shape, method, backend, p)
-    # a profile's model_on_gpu holds for a run only where the model fits (placement.py)
-    settings = {**dict(p.settings), **({"model_on_gpu": False} if backend == "llmcompressor"
-                                       and not resident else {})}
+    resident, settings = _model_on_gpu(shape, method, backend, p), dict(p.settings)
+    if backend == "llmcompressor" and not resident:
+        settings["model_on_gpu"] = False  # the profile's key holds only where the model fits
     t = estimate_time(measured, method, backend, p.device, est.layer_linear_params(shape),
                       shape.layers, n, L, p.tflops, BITS[fmt] if method == "bnb" else None,
                       gflops, settings)
@@ -109,7 +108,7 @@ def _model_on_gpu(shape: ModelShape, method: str, backend: str, p: Profile) -> b
     hardware.model_on_gpu, for its methods and where the weights fit: placement.py)."""
     return (backend == "llmcompressor" and method in placement.METHODS and p.device == "cuda"
             and bool(dict(p.settings).get("model_on_gpu"))
-            and placement.fits(est.total_params(shape) * 2, p.usable_bytes))
+            and placement.fits(est.total_params(shape) * 2, p.usable_bytes))  # 16-bit on GPUs
 
 
 def model_args(shape: ModelShape) -> str:

@@ -24,11 +24,11 @@ from typing import Dict, List
 
 from qrecipe.record.atomic import replacing, write_bytes
 from qrecipe.record.canonical import canonical_order, header_bytes
+from qrecipe.record.stheader import FLOAT_WIDTHS as _SIZE
 from qrecipe.record.stheader import read_header
 
 # safetensors' names of the float dtypes a recipe may ask for, and their sizes
 ST = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
-_SIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
 _INDEX = "model.safetensors.index.json"
 
 

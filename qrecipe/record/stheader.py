@@ -6,6 +6,9 @@ import json
 import struct
 from typing import Tuple
 
+# safetensors' float dtypes and their bytes per element
+FLOAT_WIDTHS = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+
 
 def read_header(f) -> Tuple[int, dict]:
     """(the JSON's length, the header) of the open binary file f, read from its start."""

@@ -43,10 +43,9 @@ def _collecting(method: Callable, seconds: List[float],
             return method(self, *args)
         finally:  # also after CheckpointStopped: the copies are garbage, the commit is made
             t0 = time.perf_counter()
-            gc.collect()
-            # whole free pages back to the OS: with gc alone the RSS still rose ~20 MiB a layer
-            # on CPU, ~4 with the trim
-            release_free_memory()
+            # collected, and whole free pages back to the OS: with gc alone the RSS still rose
+            # ~20 MiB a layer on CPU, ~4 with the trim
+            release_free_memory(collect=True)
             seconds.append(time.perf_counter() - t0)
             if on_commit is not None:
                 on_commit()

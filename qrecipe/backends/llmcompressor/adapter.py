@@ -91,7 +91,7 @@ class _Job:
     model_placement: str = ""  # why there
     pin_patched: bool = False
     loss_patched: bool = False
-    details_extra: Dict[str, Any] = field(default_factory=dict)  # what the save decided
+    max_shard_bytes: Optional[int] = None  # the save's shard size (None: llm-compressor's)
 
 
 def _translate(job: _Job) -> Tuple[List[Any], Dict[str, Any]]:
@@ -151,8 +151,7 @@ def _save(job: _Job, model) -> None:
     # save_compressed=True: llm-compressor's wrapped save_pretrained packs the int weights
     # (otherwise it would save fake-quantized dense fp weights at full size).
     job.req.out_dir.mkdir(parents=True, exist_ok=True)
-    shards = _shard_size(model)
-    job.details_extra["max_shard_bytes"] = shards
+    job.max_shard_bytes = shards = _shard_size(model)
     took = hf_patches.save_hashed(  # each shard hashed as it is written
         lambda: model.save_pretrained(str(job.req.out_dir), save_compressed=True,
                                       **({"max_shard_size": shards} if shards else {})))
@@ -209,7 +208,7 @@ def _describe(job: _Job, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         "activations_between_layers": kwargs.get("sequential_offload_device", "cpu")
         if rows else None,
         "model_loaded_on": {"device": job.model_device, "why": job.model_placement},
-        **job.details_extra,
+        "max_shard_bytes": job.max_shard_bytes,
         "qrecipe_seconds": {k: round(v, 2) for k, v in job.qrecipe_seconds.items()},
     }
     if method == "gptq":

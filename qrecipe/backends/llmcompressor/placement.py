@@ -23,7 +23,8 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from qrecipe.record.stheader import read_header
+from qrecipe.inputs.shapes import DTYPE_BYTES
+from qrecipe.record.stheader import FLOAT_WIDTHS, read_header
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +38,20 @@ RESIDENT_SHARE = 0.5
 # preset schemes, AutoRound with its own device handling) keep its defaults until measured.
 METHODS = ("awq",)
 
-_FLOAT = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
-_WIDTH = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
-          "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-
 
 def weight_bytes(model_dir: Path, dtype: str) -> int:
     """Bytes of the checkpoint's tensors once loaded in `dtype` (floating tensors are cast to
-    it; others keep their width), read from the safetensors headers only."""
-    total, width = 0, _DTYPE_BYTES.get(dtype, 4)
+    it; others keep their stored bytes), read from the safetensors headers only."""
+    total, width = 0, DTYPE_BYTES.get(dtype, 4)
     for f in sorted(Path(model_dir).glob("*.safetensors")):
         with open(f, "rb") as fh:
             _, header = read_header(fh)
         for name, entry in header.items():
             if name == "__metadata__":
                 continue
-            numel = 1
-            for d in entry["shape"]:
-                numel *= int(d)
-            total += numel * (width if entry["dtype"] in _FLOAT else _WIDTH.get(entry["dtype"], 4))
+            start, end = entry["data_offsets"]
+            stored = FLOAT_WIDTHS.get(entry["dtype"])
+            total += (end - start) // stored * width if stored else end - start
     return total
 
 
