@@ -13,6 +13,19 @@ library's default, then the reload of qrecipe's checkpoints) run only when --onl
         --layers 32 --samples 128 --seq-len 512 --budget 540 \
         --only fp8,w8a8,autoround,hqq,nvfp4,mxfp4,speed
 
+The GPU goals on the 32-layer shape in one invocation (the last table, "goal"; after the
+image step COLD_DOC names):
+
+    python3 -m compileall -q -j 16 SITE_PACKAGES
+    python benchmarks/gpu_bench.py --tokenizer DIR --work /tmp/goals --out goals.json \
+        --layers 32 --samples 128 --seq-len 512 --budget 700 \
+        --only cold,gptq-gptqmodel,awq-llmcompressor,speed
+
+the cold GPTQ job first (`cold`, opt-in: the default set leaves it out), GPTQ against
+GPTQModel's defaults, AWQ through llm-compressor against its defaults, the reload and decode of
+qrecipe's checkpoints. It takes longer than one 10-minute device command: start it detached and
+poll its --out.
+
 --set adds an override to every qrecipe job of the invocation (e.g. hardware.dtype=bfloat16:
 qrecipe's jobs run in float16 otherwise, as the libraries' defaults load this model); --tag
 names the variant in the jobs' folders and rows, so several invocations share one --work.
@@ -54,8 +67,10 @@ sys.path.insert(0, str(HERE))
 from gpu_bench_jobs import TEXT
 from gpu_bench_table import ckpt_label, derive, markdown
 
-# (method, backend, runner, JIT builds it waits for); the order puts build-free jobs first
+# (method, backend, runner, JIT builds it waits for); the order puts build-free jobs first, but
+# the cold job: the first job on the machine, once the kernels it calls are built (COLD_DOC)
 JOBS = [
+    ("cold", "gptqmodel", "cli", ("gptq_block", "exllamav2")),
     ("gptq", "llmcompressor", "backend_default", ()),
     ("gptq", "llmcompressor", "qrecipe", ()),
     ("bnb4", "bitsandbytes", "qrecipe", ()),
@@ -128,7 +143,7 @@ def selected(a) -> list:
     (NEW_JOBS) runs the newer group in its order, with its one speed step, after any JOBS named."""
     only = [o for o in a.only.split(",") if o]
     if not only:
-        return list(JOBS)
+        return [j for j in JOBS if j[0] != "cold"]  # the cold job only where --only names it
 
     def pick(jobs):
         return [j for j in jobs if any(_label(*j[:3]).startswith(o) for o in only)]
@@ -139,12 +154,20 @@ def selected(a) -> list:
 
 
 def _builds(jobs) -> tuple:
-    """The builds these jobs wait for, in PREBUILD order: a partial run builds nothing else
-    (an unused nvcc build would take the CPU from the timed jobs)."""
+    """The builds these jobs wait for: the cold job's first, then the rest in PREBUILD order; a
+    partial run builds nothing else (an unused nvcc build would take the CPU from the timed
+    jobs)."""
     need = {e for j in jobs if j[0] != "speed" for e in j[3]}
     if any(j[0] == "speed" for j in jobs):
         need |= set(speed_builds(jobs))
-    return tuple(e for e in PREBUILD if e in need)
+    first = _cold_builds(jobs)
+    return first + tuple(e for e in PREBUILD if e in need and e not in first)
+
+
+def _cold_builds(jobs) -> tuple:
+    """The builds the cold job needs (the image step's kernels); the queue holds the others until
+    that job is done, so no nvcc build shares the CPU with it."""
+    return next((tuple(j[3]) for j in jobs if j[0] == "cold"), ())
 
 
 # the JIT build each compiled reload kernel needs (gptqmodel extension names)
@@ -220,7 +243,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     env = job_env(work, a.ext_dir)
     jobs = selected(a)
-    builds = BuildQueue(work, {**env, "MAX_JOBS": str(a.build_jobs)}, _builds(jobs))
+    builds = BuildQueue(work, {**env, "MAX_JOBS": str(a.build_jobs)}, _builds(jobs),
+                        _cold_builds(jobs))
     model_dir, rows_path = work / "fp16", work / "rows.pt"
     doc = setup(a, model_dir, rows_path, work)
     out_json = Path(a.out)
@@ -242,9 +266,15 @@ def main() -> None:
         label = _label(method, backend, runner)
         if elapsed > a.budget:
             doc["skipped"].append(label)
+            builds.go.set()
             continue
         wait_builds(speed_builds(jobs) if method == "speed" else needs)
         print(f"[{time.perf_counter() - t_start:5.0f}s] {label} ...", flush=True)
+        if method == "cold":
+            doc["rows"].append(cold_job(a, model_dir, work, env))
+            builds.go.set()
+            save()
+            continue
         if method == "speed":
             doc["speed"] = speed(checkpoints, model_dir, rows_path, work, env,
                                  a.budget + 45 - (time.perf_counter() - t_start),
@@ -282,6 +312,33 @@ def main() -> None:
     print(markdown(doc))
 
 
+COLD_DOC = """cold: GPTQ w4 g128 through gptqmodel as a user runs it on a fresh machine
+(benchmarks/cold_start.py's job: `python -m qrecipe` on h100_80gb as shipped, bfloat16, the
+default evaluation), timed from the command's start to its exit; the first job of the invocation,
+started once the kernels it calls are built (what `qrecipe kernels build` leaves in a machine
+image) and with an empty cache of its own (no fp baseline, no cached inputs). Run the image's
+other step, `python -m compileall` of the site-packages, before the invocation."""
+
+
+def cold_job(a, model_dir: Path, work: Path, env: dict) -> dict:
+    """The cold job's row (COLD_DOC): wall, stages, per-layer and metrics.json's own share."""
+    from types import SimpleNamespace
+
+    from cold_start import one_job
+    ns = SimpleNamespace(samples=a.samples, seq_len=a.seq_len, hardware="h100_80gb", tag="bench",
+                         extra=[])
+    n = 1  # another invocation on this --work: a new folder and an empty cache again
+    while (work / f"run{n}-bench").exists():
+        n += 1
+    r = one_job(ns, model_dir, work / f"qcache-cold{n}", work, n, {**os.environ, **env})
+    row = {"method": "cold", "backend": "gptqmodel", "runner": "cli", "process_s": r["wall_s"],
+           **{k: v for k, v in r.items() if k not in ("run", "tag", "wall_s")}}
+    if r["rc"]:
+        row["error"] = f"rc={r['rc']}"
+    print("   ", {k: row.get(k) for k in ("process_s", "first_layer_s", "error")}, flush=True)
+    return row
+
+
 def job_env(work: Path, ext_dir=None) -> dict:
     """The child processes' environment: one kernel cache for every job (the builds fill it
     once), offline, and qrecipe's cache under the work folder."""
@@ -295,15 +352,20 @@ class BuildQueue:
     jobs, so several cores stay free for the timed jobs), in a background thread; wait(name)
     returns a build's result once, when it is done."""
 
-    def __init__(self, work: Path, env: dict, names=PREBUILD):
+    def __init__(self, work: Path, env: dict, names=PREBUILD, first=()):
         import threading
-        self.names = tuple(names)
+        self.names, self.first = tuple(names), tuple(first)
         self.results, self.events = {}, {e: threading.Event() for e in self.names}
         self._given = set()
+        self.go = threading.Event()  # set: build past `first` (the cold job is done)
+        if not self.first:
+            self.go.set()
         threading.Thread(target=self._run, args=(work, env), daemon=True).start()
 
     def _run(self, work, env):
         for e in self.names:
+            if e not in self.first:
+                self.go.wait()
             proc, t0 = start_child({"name": f"build-{e}", "runner": "prebuild", "ext": e},
                                    work, env)
             self.results[e] = finish_child(f"build-{e}", proc, t0, work, 900)

@@ -20,6 +20,9 @@ Definitions (per row):
 - qrecipe overhead share, metrics.json: the job's own split of its wall time (qrecipe/telemetry/overhead.py).
 - cold: what a first run on a fresh machine pays on top: the process time plus the one-time JIT
   builds of the extensions that job uses (each built once, in a prebuild process, and timed).
+- the cold job (method "cold", runner "cli"): a whole CLI job with its evaluation, kernels
+  prebuilt (gpu_bench.py COLD_DOC); its process s is the command's wall.
+- goals: each of the GPU goals (GOALS) on this run's rows; "met" only at 32 layers.
 """
 from __future__ import annotations
 
@@ -67,7 +70,7 @@ def _find(rows, method, backend, runner):
 
 
 def ratios(doc) -> dict:
-    rows, out = doc["rows"], {}
+    rows, out = [r for r in doc["rows"] if r["runner"] != "cli"], {}
     layers = doc["shape"]["layers"]
     for method, backend in sorted({(r["method"], r["backend"]) for r in rows}):
         q, d = _find(rows, method, backend, "qrecipe"), _find(rows, method, backend,
@@ -177,7 +180,54 @@ def markdown(doc) -> str:
     lines += ["", *summary(doc)]
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in doc.get("ratios", {}).items()]
+    lines += ["", "| goal | measured | target | met |", "|---|---|---|---|"]
+    lines += [f"| {g} | {_f(v, '{:.3g}')} | {t} | {m} |" for g, v, t, m in goals(doc)]
     return "\n".join(lines)
+
+
+# The GPU goals on the 32-layer 7B shape, 128 x 512 rows: (what, bound, at most?)
+GOALS = {"awq_quantize_s": ("AWQ via llm-compressor: quantize s of the 32 layers", 120, True),
+         "gptq_per_layer": ("GPTQ via gptqmodel: per layer, qrecipe / GPTQModel's defaults",
+                            0.35, True),
+         "cold_wall_s": ("the cold GPTQ job: wall s, kernels prebuilt", 60, True),
+         "decode_b1": ("decode at batch 1 / fp16, the kernel `auto` picks", 2.5, False),
+         "own_share": ("qrecipe's own share of the job (metrics.json)", 0.03, True)}
+
+
+def goals(doc) -> list:
+    """(goal, measured, target, met) per goal and job, from the derived rows and the speed step."""
+    rows, out = doc["rows"], []
+    at32 = doc["shape"]["layers"] == 32
+
+    def add(key, value, who=""):
+        what, bound, most = GOALS[key]
+        ok = None if value is None else (value <= bound if most else value >= bound)
+        met = "" if ok is None else ("yes" if ok else "no") if at32 else \
+            f"n/a ({doc['shape']['layers']} layers)"
+        out.append((what + (f" ({who})" if who else ""), value,
+                    ("<= " if most else ">= ") + str(bound), met))
+    awq = _find(rows, "awq", "llmcompressor", "qrecipe")
+    if awq:
+        add("awq_quantize_s", (awq.get("lib_s") or {}).get("quantize"))
+    key = "gptq/gptqmodel: per layer, qrecipe / default"
+    if key in doc.get("ratios", {}):
+        add("gptq_per_layer", doc["ratios"][key])
+    cold = _find(rows, "cold", "gptqmodel", "cli")
+    if cold:
+        add("cold_wall_s", cold.get("process_s"))
+    fp = next((s for s in doc.get("speed", []) if s["kernel"] == "fp16" and "b1" in s), None)
+    for r in rows:
+        if r["runner"] == "qrecipe" and "error" not in r and fp and r.get("kernel"):
+            s = next((s for s in doc["speed"] if s["method"] == ckpt_label(r["method"],
+                     r["backend"]) and s["kernel"] == r["kernel"] and "b1" in s), None)
+            if s:
+                add("decode_b1", s["b1"]["decode_tokens_per_s"] / fp["b1"]["decode_tokens_per_s"],
+                    f"{ckpt_label(r['method'], r['backend'])} on {r['kernel']}")
+    for r in rows:
+        share = (r.get("qrecipe_overhead") or r.get("overhead") or {}).get("qrecipe_own_share")
+        if r["runner"] in ("qrecipe", "cli") and share is not None:
+            add("own_share", share, f"{r['method']}-{r['backend']}-{r['runner']}")
+    return out
 
 
 def ckpt_label(method: str, backend: str) -> str:
@@ -222,7 +272,8 @@ def summary(doc) -> list:
     fp = next((s for s in speed if s["kernel"] == "fp16" and "b1" in s), None)
     if fp:
         lines.append(f"| fp16 | | | | | | | | fp16 | {_cells(fp, fp)} |")
-    for method, backend in dict.fromkeys((r["method"], r["backend"]) for r in doc["rows"]):
+    for method, backend in dict.fromkeys((r["method"], r["backend"]) for r in doc["rows"]
+                                         if r["runner"] != "cli"):
         q, d = (_runner_row(doc["rows"], method, backend, r)
                 for r in ("qrecipe", "backend_default"))
         ok = q not in (None, _FAILED) and d not in (None, _FAILED)

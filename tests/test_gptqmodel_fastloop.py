@@ -137,10 +137,40 @@ def test_adapter_takes_the_fast_loop_from_the_profile_on_cuda_only(monkeypatch, 
 
     from qrecipe.backends.base import QuantizeRequest
     from qrecipe.backends.gptqmodel import adapter as gb
-    monkeypatch.setenv("GPTQMODEL_DISABLE_GPTQ_CUDA", "0")  # _speed may set it; keep it local
     cfg = compose(["+recipe=smollm2_gptq_w4", f"hardware={profile}"])
     req = QuantizeRequest(model_dir=Path("m"), out_dir=Path("o"), method=cfg.method, bits=4,
                           group_size=64, device=device, dtype="bfloat16",
                           hardware=cfg.hardware)
     hw = gb._speed(req)
     assert (hw["fast_layer_loop"], hw["tensor_core_hessian"]) == (on, on)
+
+
+@pytest.mark.parametrize("profile,user,on", [("h100_80gb", None, True), ("t4_16gb", None, False),
+                                             ("h100_80gb", "1", False)])
+def test_the_block_update_flag_is_set_only_while_the_job_quantizes(monkeypatch, profile, user,
+                                                                   on):
+    """Without allow_jit (t4_16gb) the job quantizes with GPTQMODEL_DISABLE_GPTQ_CUDA=1, and the
+    process's environment is as before once it is done: the flag once stayed set, and the next
+    job of the process (a sweep's, the GPU tests') ran GPTQ without its block update though its
+    profile allowed it. A value the user set wins and stays."""
+    import os
+    from pathlib import Path
+
+    from conftest import compose
+
+    from qrecipe.backends.base import QuantizeRequest
+    from qrecipe.backends.gptqmodel import adapter as gb
+    key = gb.NO_BLOCK_UPDATE
+    if user is None:
+        monkeypatch.delenv(key, raising=False)
+    else:
+        monkeypatch.setenv(key, user)
+    cfg = compose(["+recipe=smollm2_gptq_w4", f"hardware={profile}"])
+    req = QuantizeRequest(model_dir=Path("m"), out_dir=Path("o"), method=cfg.method, bits=4,
+                          group_size=64, device="cuda", dtype="bfloat16",
+                          hardware=cfg.hardware)
+    hw = gb._speed(req)
+    assert hw["block_update"] is on and os.environ.get(key) == user
+    with gb._block_update(hw["block_update"]):
+        assert (os.environ.get(key) != "1") is on
+    assert os.environ.get(key) == user

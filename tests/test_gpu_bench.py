@@ -52,7 +52,36 @@ def test_only_selects_jobs_and_their_builds():
                                                        "gptq-gptqmodel-qrecipe"]
     assert gpu_bench._builds(jobs) == ("gptq_block", "pack_block_cpu")
     every = gpu_bench.selected(argparse.Namespace(only=""))
-    assert len(every) == len(gpu_bench.JOBS) and gpu_bench._builds(every) == gpu_bench.PREBUILD
+    assert [j for j in gpu_bench.JOBS if j not in every] == [gpu_bench.JOBS[0]]  # the cold job
+    assert gpu_bench._builds(every) == gpu_bench.PREBUILD
+
+
+def test_the_cold_job_runs_first_and_its_kernels_build_before_the_others():
+    """The cold job is opt-in; its kernels lead the build queue, which holds the rest until the
+    job is done (no nvcc build shares the CPU with it)."""
+    import argparse
+    jobs = gpu_bench.selected(argparse.Namespace(only="cold,gptq-gptqmodel,awq-llmcompressor,speed"))
+    assert [gpu_bench._label(*j[:3]) for j in jobs][:2] == ["cold-gptqmodel-cli",
+                                                            "gptq-gptqmodel-backend_default"]
+    assert gpu_bench._cold_builds(jobs) == ("gptq_block", "exllamav2")
+    assert gpu_bench._builds(jobs)[:3] == ("gptq_block", "exllamav2", "pack_block_cpu")
+    assert gpu_bench._cold_builds(gpu_bench.selected(argparse.Namespace(only="gptq"))) == ()
+
+
+def test_the_build_queue_holds_past_the_cold_job_s_kernels(tmp_path, monkeypatch):
+    built = []
+
+    def fake_start(spec, work, env):
+        built.append(spec["ext"])
+        return None, 0.0
+    monkeypatch.setattr(gpu_bench, "start_child", fake_start)
+    monkeypatch.setattr(gpu_bench, "finish_child", lambda *a: {"ok": True, "build_s": 1.0})
+    q = gpu_bench.BuildQueue(tmp_path, {}, ("gptq_block", "exllamav2", "marlin_fp16"),
+                             ("gptq_block", "exllamav2"))
+    assert q.wait("exllamav2")["ok"]
+    assert not q.events["marlin_fp16"].wait(0.2) and built == ["gptq_block", "exllamav2"]
+    q.go.set()
+    assert q.wait("marlin_fp16")["ok"] and built[-1] == "marlin_fp16"
 
 
 def test_the_speed_step_waits_only_for_the_builds_its_kernels_need():
@@ -120,3 +149,49 @@ def test_set_overrides_every_qrecipe_job_and_needs_a_tag(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--set needs --tag" in r.stderr, r.stderr
     assert not (tmp_path / "w").exists()
+
+
+def _goal_doc(layers):
+    lib = {"load": 1.0, "quantize": 30.0, "save": 2.0}
+    gptq_q = {**_row("qrecipe", 60.0, lib, share=0.02), "per_layer": [1.0, 1.0],
+              "kernel": "exllama_v2", "model_dir": "q"}
+    gptq_d = {**_row("backend_default", 130.0, lib), "per_layer": [3.0, 3.0]}
+    awq = {"method": "awq", "backend": "llmcompressor", "runner": "qrecipe", "process_s": 95.0,
+           "lib_s": {"load": 2.0, "quantize": 130.0, "save": 5.0}, "per_layer": [2.0],
+           "qrecipe_overhead": {"qrecipe_own_share": 0.05}, "kernel": "exllama_v2"}
+    cold = {"method": "cold", "backend": "gptqmodel", "runner": "cli", "process_s": 49.6,
+            "per_layer": [1.5, 0.8], "overhead": {"qrecipe_own_share": 0.045}}
+    b = {"decode_tokens_per_s": 100.0, "decode_ms_per_step": 10.0, "prefill_tokens_per_s": 1e4,
+         "decode_path": "graph"}
+    speed = [{"method": m, "kernel": k, "load_s": 1.0, "b8": b,
+              "b1": {**b, "decode_tokens_per_s": tok}}
+             for m, k, tok in (("fp16", "fp16", 100.0), ("gptq", "exllama_v2", 300.0),
+                               ("awq-llmc", "exllama_v2", 200.0))]
+    return {"shape": {"layers": layers}, "rows": [cold, gptq_d, gptq_q, awq], "speed": speed}
+
+
+def test_the_goal_table_reads_each_goal_off_the_rows():
+    """Each goal from its own row: AWQ's quantize seconds, GPTQ's per-layer ratio, the cold
+    job's wall, decode on the kernel auto picked, each job's own share; met only at 32 layers.
+    The cold job stays out of the qrecipe-against-default ratios."""
+    import gpu_bench_table
+    doc = _goal_doc(32)
+    gpu_bench_table.derive(doc)
+    by = {what: (v, met) for what, v, _, met in gpu_bench_table.goals(doc)}
+    assert by["AWQ via llm-compressor: quantize s of the 32 layers"] == (130.0, "no")
+    assert by["GPTQ via gptqmodel: per layer, qrecipe / GPTQModel's defaults"] == (0.333, "yes")
+    assert by["the cold GPTQ job: wall s, kernels prebuilt"] == (49.6, "yes")
+    assert by["decode at batch 1 / fp16, the kernel `auto` picks (gptq on exllama_v2)"] == \
+        (3.0, "yes")
+    assert by["decode at batch 1 / fp16, the kernel `auto` picks (awq-llmc on exllama_v2)"] == \
+        (2.0, "no")
+    own = "qrecipe's own share of the job (metrics.json)"
+    assert by[f"{own} (cold-gptqmodel-cli)"] == (0.045, "no")
+    assert by[f"{own} (gptq-gptqmodel-qrecipe)"] == (0.02, "yes")
+    assert by[f"{own} (awq-llmcompressor-qrecipe)"] == (0.05, "no")
+    assert not any(k.startswith("cold") for k in doc["ratios"])
+    md = gpu_bench_table.markdown(doc)
+    assert "| the cold GPTQ job: wall s, kernels prebuilt | 49.6 | <= 60 | yes |" in md
+    doc4 = _goal_doc(4)
+    gpu_bench_table.derive(doc4)
+    assert {m for *_, m in gpu_bench_table.goals(doc4)} == {"n/a (4 layers)"}

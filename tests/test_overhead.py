@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+from pathlib import Path
 
 import pytest
 from conftest import compose
@@ -104,3 +105,38 @@ def test_torchs_first_import_in_validation_counts_as_an_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "['torch']"
+
+
+def test_the_cuda_context_start_counts_with_the_imports(monkeypatch):
+    """A CLI job on a GPU starts its CUDA context in validation (resources.check asks the free
+    GPU memory): ~1.1 s of the validate stage on an H100, paid by a direct script too, so
+    metrics.json counts it under imports_s (CUDA_START), not as qrecipe's own. Where CUDA had
+    started already (a sweep's later job), nothing is recorded."""
+    import time
+
+    import torch
+
+    from qrecipe.telemetry import overhead
+    monkeypatch.setattr(overhead, "_IMPORTS", [])
+    started = {"on": False}
+
+    def mem_get_info():
+        if not started["on"]:
+            time.sleep(0.05)  # the context's start
+            started["on"] = True
+        return 1 << 40, 1 << 40
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: started["on"])
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    for _ in range(2):
+        with overhead.timed_cuda_start():
+            torch.cuda.mem_get_info()
+    assert [n for _, n, _ in overhead._IMPORTS] == [overhead.CUDA_START]
+    assert overhead._IMPORTS[0][2] >= 0.05
+    stages = type("S", (), {"started": overhead._IMPORTS[0][0] - 0.01, "seconds": {},
+                            "spans": {}})()
+    hashed = type("H", (), {"seconds": 0.0, "waited": 0.0})()
+    b = overhead.breakdown(stages, {}, [], hashed)
+    assert b["imports_s"][overhead.CUDA_START] >= 0.05 and b["uncached_bytecode"] == []
+    assert b["qrecipe_own_s"] <= b["wall_s"] - b["imports_s"][overhead.CUDA_START] + 1e-3
+    src = (Path(overhead.__file__).parents[1] / "run" / "resources.py").read_text()
+    assert "with timed_cuda_start():" in src  # the free-memory check is the job's first call

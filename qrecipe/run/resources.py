@@ -19,7 +19,7 @@ import psutil
 
 from qrecipe.errors import QRecipeError
 from qrecipe.run.dtypes import run_dtype
-from qrecipe.telemetry.overhead import timed_import
+from qrecipe.telemetry.overhead import timed_cuda_start, timed_import
 
 GiB = 1024 ** 3
 _BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "auto": 4}
@@ -92,7 +92,8 @@ def check(cfg, info, out: Path, cache_dir: Path, vocab: int = 32000) -> Estimate
                            hint=LOWER)
     if cfg.hardware.device == "cuda":
         import torch  # deferred: torch, only for a CUDA job
-        free, _ = torch.cuda.mem_get_info()
+        with timed_cuda_start():  # the job's first CUDA call: the context starts here
+            free, _ = torch.cuda.mem_get_info()
         if est.peak_gpu_bytes > free:
             raise QRecipeError(f"not enough free GPU memory: {_gib(free)} free, about "
                                f"{_gib(est.peak_gpu_bytes)} needed at the peak",

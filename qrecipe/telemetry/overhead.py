@@ -2,8 +2,9 @@
 
 metrics.json `overhead` splits the job's wall time (`wall_s`: from the validate stage to
 metrics.json; the manifest, written after it, is outside) into
-- `imports_s`: torch and transformers, imported by qrecipe before the backend runs (a script
-  calling the library directly imports them too);
+- `imports_s`: torch and transformers, imported by qrecipe before the backend runs, and on a
+  GPU the start of the CUDA context (CUDA_START): a script calling the library directly pays
+  them too;
 - `backend_s`: the library's own seconds as its adapter timed them (quantize_details.seconds:
   import, load, quantize, save), counted only when the quantize stage ran in this attempt;
 - `evaluate_s`: the evaluate stage (forward passes of the library's model, the fp baseline);
@@ -39,6 +40,22 @@ def timed_import(name: str):
     yield
     if fresh:
         _IMPORTS.append((t0, name, time.perf_counter() - t0))
+
+
+CUDA_START = "cuda context"  # imports_s's name for the CUDA context's start (no module's name)
+
+
+@contextmanager
+def timed_cuda_start():
+    """Time the block that starts this process's CUDA context (torch imported), as imports_s
+    [CUDA_START]: a script calling the library starts it too, before its first CUDA tensor.
+    Nothing is recorded where CUDA had started already."""
+    import torch  # deferred: only a CUDA job's validation calls this, torch imported by then
+    fresh = not torch.cuda.is_initialized()
+    t0 = time.perf_counter()
+    yield
+    if fresh:
+        _IMPORTS.append((t0, CUDA_START, time.perf_counter() - t0))
 
 
 def bytecode_cached(name: str):

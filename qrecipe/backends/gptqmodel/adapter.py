@@ -12,8 +12,9 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from qrecipe.backends.base import (
     BACKENDS,
@@ -50,20 +51,39 @@ def _speed(req: QuantizeRequest) -> Dict[str, Any]:
     """Speed settings from hardware.* (none changes the packed bytes; batch only the summation
     order). On CUDA: pack on the GPU in plain torch (the default "cpu" packer is a C++ extension
     built with a compiler on first use), and without hardware.allow_jit also skip the nvcc-built
-    GPTQ block-update extension (GPTQMODEL_DISABLE_GPTQ_CUDA, read per layer by gptq.py)."""
+    GPTQ block-update extension (NO_BLOCK_UPDATE while quantizing: _block_update)."""
     hw = req.hardware
     get = (lambda k, d: hw.get(k, d)) if hw is not None else (lambda k, d: d)
     cuda = req.device == "cuda"
     allow_jit = bool(get("allow_jit", False))
-    if cuda and not allow_jit:
-        os.environ.setdefault("GPTQMODEL_DISABLE_GPTQ_CUDA", "1")
     return {"batch_size": max(1, int(get("calib_batch_size", 1))),
             "offload_to_disk": bool(get("offload_to_disk", True)),
             "stream_activations": bool(get("stream_activations", True)),
             "pack_impl": "gpu" if cuda else "cpu",
             "tensor_core_hessian": cuda and bool(get("tensor_core_hessian", False)),
             "fast_layer_loop": cuda and bool(get("fast_layer_loop", False)),
-            "block_update": cuda and os.environ.get("GPTQMODEL_DISABLE_GPTQ_CUDA") != "1"}
+            "block_update": cuda and allow_jit and os.environ.get(NO_BLOCK_UPDATE) != "1"}
+
+
+# gptqmodel's gptq.py reads this flag at every layer: set only while a job without the block
+# update quantizes. A value left in os.environ outlived the job: the next job of the process (a
+# sweep's, a test's) ran without its block update though its profile allowed the build.
+NO_BLOCK_UPDATE = "GPTQMODEL_DISABLE_GPTQ_CUDA"
+
+
+@contextmanager
+def _block_update(on: bool) -> Iterator[None]:
+    """GPTQ's nvcc-built block update on or off for the block, the environment as it was after."""
+    before = os.environ.get(NO_BLOCK_UPDATE)
+    if not on:
+        os.environ[NO_BLOCK_UPDATE] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(NO_BLOCK_UPDATE, None)
+        else:
+            os.environ[NO_BLOCK_UPDATE] = before
 
 
 def _seed(seed: int) -> None:
@@ -252,7 +272,8 @@ def _quantize(job: _Job, model) -> None:
     # order of the Hessians; calibration_sort=None keeps the runner's (seeded) row order.
     # Each checkpoint commit leaves a reference cycle, collected (collect.py).
     try:
-        with collect_after_checkpoints(req.on_checkpoint) as job.gc_seconds, \
+        with _block_update(hw["block_update"]), \
+                collect_after_checkpoints(req.on_checkpoint) as job.gc_seconds, \
                 fast_layer_loop(fast_loop) as job.fast_loop, \
                 tensor_core_hessian(hw["tensor_core_hessian"] and req.method.name == "gptq") \
                 as job.tensor_core_hessian:
