@@ -148,7 +148,8 @@ def markdown(doc) -> str:
                          f"{r['error']} | | | | | | | | |")
             continue
         lib = r.get("lib_s") or {}
-        libs = "/".join(_f(lib.get(k), "{:.1f}") for k in ("load", "quantize", "save"))
+        libs = "/".join(_f(lib.get(k), "{:.1f}") for k in ("load", "quantize", "save")) \
+            if lib else ""
         own = _f(r.get("own_s"), "{:.1f}")
         if r.get("imports_s"):
             own += f" ({sum(r['imports_s'].values()):.1f})"
@@ -158,8 +159,8 @@ def markdown(doc) -> str:
         lines.append(
             f"| {r['method']} | {r['backend']} | {r['runner']} | {_f(r.get('per_layer_s'))} | "
             f"{libs} | {_f(r.get('process_s'), '{:.1f}')} | {own} | "
-            f"{cold} | {_f(r.get('peak_gpu_bytes', 0) / 2**30)} | "
-            f"{_f(r.get('disk_bytes', 0) / 1e6, '{:.0f}')} | {r.get('reload', '')} | "
+            f"{cold} | {_f(_scaled(r, 'peak_gpu_bytes', 2**30))} | "
+            f"{_f(_scaled(r, 'disk_bytes', 1e6), '{:.0f}')} | {r.get('reload', '')} | "
             f"{r.get('kernel', '')} |")
     lines += ["", ("| checkpoint | kernel | layers loaded as | load s | b1 prefill tok/s | "
                    "b1 decode tok/s | b8 prefill tok/s | b8 decode tok/s |"), "|" + "---|" * 8]
@@ -228,6 +229,11 @@ def goals(doc) -> list:
         if r["runner"] in ("qrecipe", "cli") and share is not None:
             add("own_share", share, f"{r['method']}-{r['backend']}-{r['runner']}")
     return out
+
+
+def _scaled(r, key: str, unit: float):
+    """r[key] in `unit`s, None where the row has no such measurement (the cold job's)."""
+    return r[key] / unit if key in r else None
 
 
 def ckpt_label(method: str, backend: str) -> str:

@@ -255,8 +255,9 @@ ELSEWHERE = {
     "--shape llama2-7b --layers 1 --samples 64 --seq-len 512 --budget 525": GPU,
     "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/bench --out gpu_bench.json "
     "--shape llama2-7b --layers 1 --samples 64 --seq-len 512 --budget 530": GPU,
-    "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/b32 --out gpu_bench32.json "
-    "--layers 32 --samples 128 --seq-len 512 --budget 500 --only gptq-gptqmodel": GPU,
+    "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/goals --out goals32.json "
+    "--layers 32 --samples 128 --seq-len 512 --budget 700 "
+    "--only cold,gptq-gptqmodel,awq-llmcompressor,speed": GPU,
     "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/b32 --out awq32.json --layers 32 "
     "--samples 128 --seq-len 512 --budget 500 --only awq-llmcompressor-qrecipe "
     "--set hardware.dtype=bfloat16 --tag bf16": GPU,
