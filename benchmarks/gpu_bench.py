@@ -23,8 +23,8 @@ image step COLD_DOC names):
 
 the cold GPTQ job first (`cold`, opt-in: the default set leaves it out), GPTQ against
 GPTQModel's defaults, AWQ through llm-compressor against its defaults, the reload and decode of
-qrecipe's checkpoints. It takes longer than one 10-minute device command: start it detached and
-poll its --out.
+qrecipe's checkpoints. On an H100 it took 434-440 s in all (docs/benchmarks.md, "the 32-layer 7B
+shape in one run"), model writing and the JIT builds included.
 
 --set adds an override to every qrecipe job of the invocation (e.g. hardware.dtype=bfloat16:
 qrecipe's jobs run in float16 otherwise, as the libraries' defaults load this model); --tag
@@ -271,8 +271,10 @@ def main() -> None:
         wait_builds(speed_builds(jobs) if method == "speed" else needs)
         print(f"[{time.perf_counter() - t_start:5.0f}s] {label} ...", flush=True)
         if method == "cold":
-            doc["rows"].append(cold_job(a, model_dir, work, env))
-            builds.go.set()
+            try:
+                doc["rows"].append(cold_job(a, model_dir, work, env))
+            finally:  # the other builds go on whatever became of the job
+                builds.go.set()
             save()
             continue
         if method == "speed":
@@ -316,8 +318,9 @@ COLD_DOC = """cold: GPTQ w4 g128 through gptqmodel as a user runs it on a fresh 
 (benchmarks/cold_start.py's job: `python -m qrecipe` on h100_80gb as shipped, bfloat16, the
 default evaluation), timed from the command's start to its exit; the first job of the invocation,
 started once the kernels it calls are built (what `qrecipe kernels build` leaves in a machine
-image) and with an empty cache of its own (no fp baseline, no cached inputs). Run the image's
-other step, `python -m compileall` of the site-packages, before the invocation."""
+image) and with an empty cache of its own (no fp baseline, no cached inputs); --set does not
+apply to it. Run the image's other step, `python -m compileall` of the site-packages, before the
+invocation."""
 
 
 def cold_job(a, model_dir: Path, work: Path, env: dict) -> dict:

@@ -109,7 +109,7 @@ def test_torchs_first_import_in_validation_counts_as_an_import():
 
 def test_the_cuda_context_start_counts_with_the_imports(monkeypatch):
     """A CLI job on a GPU starts its CUDA context in validation (resources.check asks the free
-    GPU memory): ~1.1 s of the validate stage on an H100, paid by a direct script too, so
+    GPU memory): 0.11 s in the 32-layer cold job on an H100, paid by a direct script too, so
     metrics.json counts it under imports_s (CUDA_START), not as qrecipe's own. Where CUDA had
     started already (a sweep's later job), nothing is recorded."""
     import time
