@@ -6,7 +6,9 @@ state of one job never help the next and peak GPU memory is per job.
 - backend_default: the library's own API with its defaults on the same rows, timed around its
   load / quantize / save calls; qrecipe's layer log only observes its per-layer events (hqq
   emits none). llm-compressor's recipes as its examples write them: LLMC_DEFAULT.
-- speed: reload every checkpoint with the named kernel, generate, prefill/decode at batch 1 and 8.
+- speed: reload every checkpoint with the named kernel, generate, the prefill NLL of a few
+  calibration rows (prefill_nll: the kernels of one checkpoint must agree), prefill/decode at
+  batch 1 and 8.
   The kernels are qrecipe's (qrecipe/kernels/table.py), `fp8` (transformers' FP8 layers) included.
 - prebuild: build one gptqmodel JIT extension (what a first run on a fresh machine pays).
 """
@@ -221,7 +223,8 @@ def job_speed(spec) -> dict:
     from qrecipe.evaluation.speed import measure
     from qrecipe.kernels.table import loaded_kernels
 
-    ids = torch.load(spec["rows"])[0]
+    rows = torch.load(spec["rows"])
+    ids = rows[0]
     results = []
     for method, kernel, d in spec["targets"]:
         res = {"method": method, "kernel": kernel}
@@ -235,7 +238,8 @@ def job_speed(spec) -> dict:
             res.update(generated_tokens=int(gen.shape[1] - 16),
                        loaded_modules=loaded_kernels(model),
                        linear_weight_dtypes=linear_weight_dtypes(model),
-                       weights_bytes=int(model.get_memory_footprint()))
+                       weights_bytes=int(model.get_memory_footprint()),
+                       nll=prefill_nll(model, rows[:NLL_ROWS]))
             for b in (1, 8):
                 res[f"b{b}"] = measure(model, ids, 128, 32, batch=b, repeats=3)
             res["reload_ok"] = res["generated_tokens"] == 8
@@ -247,6 +251,24 @@ def job_speed(spec) -> dict:
         results.append(res)
         Path(spec["result"] + ".partial").write_text(json.dumps(results, default=str))
     return {"targets": results}
+
+
+# Rows of the prefill NLL (calibration rows, 512 tokens in the benchmark's runs): long enough that
+# ExLlamaV2 takes its path for more than 50 rows (the weights dequantized, then cuBLAS's
+# half-precision GEMM), the path a perplexity evaluation runs
+NLL_ROWS = 4
+
+
+def prefill_nll(model, rows) -> float:
+    """Mean next-token NLL over the rows in one batched forward: the logits a kernel gives on a
+    long prefill, compared between kernels of one checkpoint (gpu_bench_table: nll vs its
+    reference kernel). A random model's NLL says nothing of quality; the kernels must agree."""
+    import torch
+    x = torch.stack(list(rows)).to(model.device)
+    with torch.no_grad():
+        logits = model(x).logits.float()
+    return float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1),
+                                                   x[:, 1:].flatten()))
 
 
 def load_for_speed(kernel: str, d, device: str, dtype=None):

@@ -23,10 +23,13 @@ Definitions (per row):
 - the cold job (method "cold", runner "cli"): a whole CLI job with its evaluation, kernels
   prebuilt (gpu_bench.py COLD_DOC); its process s is the command's wall.
 - goals: each of the GPU goals (GOALS) on this run's rows; "met" only at 32 layers.
+- prefill ppl vs reference kernel: exp of a kernel's mean NLL on a few calibration rows less the
+  same checkpoint's reference kernel's (REFERENCE_KERNELS), minus 1: whether the kernels agree.
 """
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 # gptqmodel JIT extensions each job builds on a fresh machine (gptqmodel 7.6 sources; the packer
@@ -163,11 +166,13 @@ def markdown(doc) -> str:
             f"{_f(_scaled(r, 'disk_bytes', 1e6), '{:.0f}')} | {r.get('reload', '')} | "
             f"{r.get('kernel', '')} |")
     lines += ["", ("| checkpoint | kernel | layers loaded as | load s | b1 prefill tok/s | "
-                   "b1 decode tok/s | b8 prefill tok/s | b8 decode tok/s |"), "|" + "---|" * 8]
+                   "b1 decode tok/s | b8 prefill tok/s | b8 decode tok/s | prefill ppl vs "
+                   "reference kernel |"), "|" + "---|" * 9]
+    gaps = ppl_gaps(doc.get("speed", []))
     for s in doc.get("speed", []):
         if "b1" not in s:
             lines.append(f"| {s['method']} | {s['kernel']} | failed: {s.get('error')} "
-                         "| | | | | |")
+                         "| | | | | | |")
             continue
         mods = ", ".join(f"{k} x{v}" for k, v in (s.get("loaded_modules") or {}).items())
         if s.get("linear_weight_dtypes"):  # after a forward: FP8 kept, or decompressed
@@ -176,8 +181,10 @@ def markdown(doc) -> str:
         cells = [f"{s[b][k]:,.0f}" + (f" ({s[b]['decode_path']})" if k.startswith("decode")
                                       else "")
                  for b in ("b1", "b8") for k in ("prefill_tokens_per_s", "decode_tokens_per_s")]
+        gap = gaps.get((s["method"], s["kernel"]))
         lines.append(f"| {s['method']} | {s['kernel']} | {mods} | {s['load_s']:.1f} | "
-                     + " | ".join(cells) + " |")
+                     + " | ".join(cells) + " | "
+                     + ("" if gap is None else f"{gap[1]:+.3%} ({gap[0]})") + " |")
     lines += ["", *summary(doc)]
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in doc.get("ratios", {}).items()]
@@ -228,6 +235,24 @@ def goals(doc) -> list:
         share = (r.get("qrecipe_overhead") or r.get("overhead") or {}).get("qrecipe_own_share")
         if r["runner"] in ("qrecipe", "cli") and share is not None:
             add("own_share", share, f"{r['method']}-{r['backend']}-{r['runner']}")
+    return out
+
+
+# The kernels a checkpoint's others are compared with, first present wins: each multiplies by the
+# checkpoint's weights dequantized into the model's dtype, in PyTorch's GEMMs (float32 sums)
+REFERENCE_KERNELS = ("dequantized", "torch", "compressed", "emulated")
+
+
+def ppl_gaps(speed) -> dict:
+    """(checkpoint, kernel) -> (reference kernel, exp(NLL - reference NLL) - 1): how far a
+    kernel's prefill perplexity on the benchmark's rows lies from the checkpoint's reference
+    kernel (gpu_bench_jobs.prefill_nll). Entries without an NLL (older runs) are left out."""
+    nll = {(s["method"], s["kernel"]): s["nll"] for s in speed if s.get("nll") is not None}
+    out = {}
+    for (method, kernel), v in nll.items():
+        ref = next((k for k in REFERENCE_KERNELS if (method, k) in nll), None)
+        if ref is not None and ref != kernel:
+            out[(method, kernel)] = (ref, math.exp(v - nll[(method, ref)]) - 1)
     return out
 
 

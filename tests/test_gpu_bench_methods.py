@@ -310,3 +310,36 @@ def test_an_old_json_still_renders():
     assert "| gptq | gptqmodel | backend_default | 2.55 |" in md  # the original table
     assert "| awq | llmcompressor | 29.7 / failed |" in md  # its default failed there
     assert "| | | | | | | | | torch | 1,438 (0.51x) | 10,721 (0.56x) |" in md
+
+
+def test_the_prefill_nll_is_the_model_s_own_loss_and_kernels_compare_with_their_reference(tiny):
+    """The speed step's prefill NLL is the causal-LM loss over the rows (one batched forward);
+    each kernel's perplexity gap is taken against the checkpoint's reference kernel, the
+    dequantized one first, and fp16 (no reference of its own) gets none."""
+    import math
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import gpu_bench_table
+    model_dir, root = tiny
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    rows = torch.load(root / "rows.pt")
+    nll = gpu_bench_jobs.prefill_nll(model, rows[:gpu_bench_jobs.NLL_ROWS])
+    x = torch.stack(rows[:gpu_bench_jobs.NLL_ROWS])
+    with torch.no_grad():
+        loss = float(model(x, labels=x).loss)
+    assert abs(nll - loss) < 1e-5 and nll > 0
+    speed = [{"method": "fp16", "kernel": "fp16", "nll": 5.0},
+             {"method": "awq-llmc", "kernel": "exllama_v2", "nll": 5.01},
+             {"method": "awq-llmc", "kernel": "compressed", "nll": 5.002},
+             {"method": "awq-llmc", "kernel": "dequantized", "nll": 5.0},
+             {"method": "gptq", "kernel": "exllama_v2", "nll": 4.9},
+             {"method": "gptq", "kernel": "torch", "nll": 5.0},
+             {"method": "rtn", "kernel": "exllama_v2"}]  # an older run: no NLL
+    gaps = gpu_bench_table.ppl_gaps(speed)
+    assert set(gaps) == {("awq-llmc", "exllama_v2"), ("awq-llmc", "compressed"),
+                         ("gptq", "exllama_v2")}
+    ref, gap = gaps[("awq-llmc", "exllama_v2")]
+    assert ref == "dequantized" and math.isclose(gap, math.exp(0.01) - 1)
+    assert gaps[("gptq", "exllama_v2")][0] == "torch" and gaps[("gptq", "exllama_v2")][1] < 0
