@@ -10,8 +10,6 @@ Python code is refused unless trust_remote_code=true was given on the command li
 """
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 from typing import List
 
@@ -21,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from qrecipe.boundary.modelfolder import check_config_files, check_model_folder
 from qrecipe.errors import QRecipeError
 from qrecipe.inputs.packaged import local_file
+from qrecipe.record.stheader import read_header
 from qrecipe.paths import resolve_path
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -32,13 +31,7 @@ def check_safetensors(path: Path, key: str = "model.path") -> None:
     size = path.stat().st_size
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise ValueError("shorter than a header")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, _MAX_HEADER):
-                raise ValueError("header length beyond the file")
-            header = json.loads(f.read(n))
+            n, header = read_header(f, min(size - 8, _MAX_HEADER))
         end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"),
                   default=0)
         if 8 + n + end > size:

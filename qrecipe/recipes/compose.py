@@ -16,6 +16,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from qrecipe.environ import env_set
 from qrecipe.errors import QRecipeError
 from qrecipe.paths import config_dir
 from qrecipe.recipes import schema
@@ -46,14 +47,8 @@ def compose(overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:
 def folder_on_recipe_path(folder: Path) -> Iterator[None]:
     """Let `+recipe=STEM` find a recipe file given by path (validate FILE)."""
     old = os.environ.get(ENV_PATH)
-    os.environ[ENV_PATH] = os.pathsep.join([str(folder)] + ([old] if old else []))
-    try:
+    with env_set(ENV_PATH, os.pathsep.join([str(folder)] + ([old] if old else []))):
         yield
-    finally:
-        if old is None:
-            os.environ.pop(ENV_PATH, None)
-        else:
-            os.environ[ENV_PATH] = old
 
 
 def recipe_overrides(name: str, extra: Sequence[str]) -> List[str]:

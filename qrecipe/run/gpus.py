@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 from qrecipe import cuda
+from qrecipe.environ import restore_env
 from qrecipe.errors import QRecipeError
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,4 @@ def assigned_gpus(hw, lock_dir: Path) -> Iterator[Optional[List[str]]]:
         else:  # the next job in this process picks from the whole pool again
             lease.release()
             _PROCESS_LEASE = None
-            if before is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = before
+            restore_env("CUDA_VISIBLE_DEVICES", before)

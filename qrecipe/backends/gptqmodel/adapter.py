@@ -12,9 +12,8 @@ import logging
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 from qrecipe.backends.base import (
     BACKENDS,
@@ -31,6 +30,7 @@ from qrecipe.backends.gptqmodel.rope import per_layer_rope
 from qrecipe.backends.gptqmodel.fastloop import fast_layer_loop
 from qrecipe.backends.gptqmodel.hessian import tensor_core_hessian
 from qrecipe.backends.gptqmodel.shards import shard_writes
+from qrecipe.environ import env_set
 from qrecipe.errors import QRecipeError
 from qrecipe.record.canonical import canonicalize
 from qrecipe.telemetry import layerlog
@@ -71,19 +71,9 @@ def _speed(req: QuantizeRequest) -> Dict[str, Any]:
 NO_BLOCK_UPDATE = "GPTQMODEL_DISABLE_GPTQ_CUDA"
 
 
-@contextmanager
-def _block_update(on: bool) -> Iterator[None]:
+def _block_update(on: bool):
     """GPTQ's nvcc-built block update on or off for the block, the environment as it was after."""
-    before = os.environ.get(NO_BLOCK_UPDATE)
-    if not on:
-        os.environ[NO_BLOCK_UPDATE] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(NO_BLOCK_UPDATE, None)
-        else:
-            os.environ[NO_BLOCK_UPDATE] = before
+    return env_set(NO_BLOCK_UPDATE, None if on else "1")
 
 
 def _seed(seed: int) -> None:
