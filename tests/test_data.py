@@ -83,3 +83,40 @@ def test_token_ids_are_cached(tmp_path, tiny_model_dir):
     second = token_ids(s, tok, "tokfp", cache)
     assert torch.equal(first, second) and len(cache.hits) == 1
     assert first.numel() > 50_000
+
+
+def test_the_backend_imports_while_the_text_is_tokenized(tmp_path, tiny_model_dir):
+    """A text the cache lacks is tokenized on another thread while `meanwhile` (the runner: the
+    backend library's import) runs on this one: the tokenizer here waits for `meanwhile` to
+    start, which only overlapping calls get past. A cached text calls nothing."""
+    import threading
+
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    started, calls = threading.Event(), []
+
+    def tokenizer(text, **kw):
+        assert started.wait(10), "the tokenizer ran before meanwhile, not beside it"
+        calls.append(threading.current_thread().name)
+        return tok(text, **kw)
+
+    cache = Cache(tmp_path)
+    ids = token_ids(spec("pydoc"), tokenizer, "tokfp", cache, meanwhile=started.set)
+    assert calls == ["qrecipe-tokenize"]
+    assert torch.equal(ids, token_ids(spec("pydoc"), tok, "tokfp", Cache(tmp_path / "b")))
+    again = []
+    token_ids(spec("pydoc"), tokenizer, "tokfp", cache, meanwhile=lambda: again.append(1))
+    assert again == [] and len(calls) == 1
+
+
+def test_a_failing_tokenizer_fails_after_meanwhile(tmp_path):
+    """The tokenizing thread's error is raised in the caller, once meanwhile has returned."""
+    order = []
+
+    def tokenizer(text, **kw):
+        raise ValueError("bad tokenizer")
+
+    with pytest.raises(ValueError, match="bad tokenizer"):
+        token_ids(spec("pydoc"), tokenizer, "tokfp", Cache(tmp_path),
+                  meanwhile=lambda: order.append("meanwhile"))
+    assert order == ["meanwhile"]

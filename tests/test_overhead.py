@@ -140,3 +140,26 @@ def test_the_cuda_context_start_counts_with_the_imports(monkeypatch):
     assert b["qrecipe_own_s"] <= b["wall_s"] - b["imports_s"][overhead.CUDA_START] + 1e-3
     src = (Path(overhead.__file__).parents[1] / "run" / "resources.py").read_text()
     assert "with timed_cuda_start():" in src  # the free-memory check is the job's first call
+
+
+def test_the_library_import_counts_wherever_it_ran(monkeypatch):
+    """The runner imports the backend's library early (beside the calibration text's
+    tokenizing); run() then finds it imported and still reports the import's seconds as the
+    library's own (backend_s["import"]), not qrecipe's."""
+    import time
+
+    from qrecipe.backends.base import Backend
+
+    class Slow(Backend):
+        name = "slow"
+        loaded = False
+
+        def library_import(self):
+            if not Slow.loaded:
+                time.sleep(0.2)
+                Slow.loaded = True
+
+    early = Slow()
+    first = early.imported()
+    assert first >= 0.2 and early.imported() == pytest.approx(first, abs=0.05)
+    assert Slow().imported() < 0.05  # a later job of the process: imported already

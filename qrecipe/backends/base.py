@@ -9,6 +9,7 @@ must not import torch.
 from __future__ import annotations
 
 import importlib.util
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
@@ -29,11 +30,11 @@ __all__ = ["BACKENDS", "Backend", "MethodSupport", "QuantizeRequest", "QuantizeR
 # writer. One sha256 stream runs at ~1.1 GB/s on the H100/H200 hosts, slower than gptqmodel's write
 # (~2.6 GB/s), so what is left after the write is about the last file's hashing: the smaller the
 # files, the shorter the wait. For 3.9 GB written like a 32-layer 7B GPTQ model: one file 2.3 s,
-# 2 GiB files 1.0-1.5 s, 1 GiB files 0.4-0.5 s, 0.5 GiB files 0.3 s (docs/benchmarks.md, "GPU:
-# shard size and the sha256 wait", benchmarks/hash_follow.py). Hub checkpoints are commonly
-# sharded at 1-5 GB; a model under 1 GiB keeps one model.safetensors. gptqmodel's own default is
-# 4 GiB, transformers' 50 GB.
-SHARD_BYTES = 1 << 30
+# 2 GiB files 1.0-1.5 s, 1 GiB files 0.4-0.5 s, 0.5 GiB files 0.26-0.31 s (docs/benchmarks.md,
+# "GPU: shard size and the sha256 wait", benchmarks/hash_follow.py): 0.5 GiB, for 8 files of a 7B
+# 4-bit checkpoint (a 70B's 38 GB: 72). A model under 0.5 GiB keeps one model.safetensors.
+# gptqmodel's own default is 4 GiB, transformers' 50 GB.
+SHARD_BYTES = 1 << 29
 
 
 # Every backend loads and saves through transformers (llm-compressor 0.14.0.1 pins <=5.17).
@@ -137,6 +138,20 @@ class Backend:
     def preflight(self, method: str, bits: int, group_size: int, device: str) -> None:
         """Backend-specific limits the capability table cannot express; raise QRecipeError.
         Called by validate.py before any weight is loaded."""
+
+    def library_import(self) -> None:
+        """Import the library run() calls, with the environment it reads at import (nothing
+        here: a backend whose import is quick). Call it through imported()."""
+
+    def imported(self) -> float:
+        """The library imported (a no-op once it is); the seconds its import took in this job,
+        in this call and any earlier one: the runner imports it while the calibration text is
+        tokenized on another thread (inputs/texts.token_ids), run() reports it as the library's
+        own `import` seconds."""
+        t0 = time.perf_counter()
+        self.library_import()
+        self._import_s = getattr(self, "_import_s", 0.0) + time.perf_counter() - t0
+        return self._import_s
 
     def quantize(self, req: QuantizeRequest) -> QuantizeResult:
         """Quantize and save. validate.validate() has checked the method, the packages, their

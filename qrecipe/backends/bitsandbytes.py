@@ -33,11 +33,12 @@ class BitsAndBytesBackend(Backend):
     requires = (("bitsandbytes", "bitsandbytes==0.50.2"), ("accelerate", "accelerate"))
     support = CAPABILITIES["bitsandbytes"]
 
-    def run(self, req: QuantizeRequest) -> QuantizeResult:
-        t_import = time.perf_counter()  # 0 when already imported (a sweep's later jobs)
+    def library_import(self) -> None:
         import torch  # noqa: F401 - the libraries' import, timed
         from transformers import AutoModelForCausalLM  # noqa: F401
-        t_import = time.perf_counter() - t_import
+
+    def run(self, req: QuantizeRequest) -> QuantizeResult:
+        t_import = self.imported()  # 0 in a sweep's later jobs
         qconfig = _translate(req)
         t0 = time.perf_counter()
         model = _load(req, qconfig)  # bnb quantizes each weight as it is placed

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from qrecipe.errors import QRecipeError
 from qrecipe.inputs import texts as data
@@ -74,15 +74,23 @@ def split_counts(weights: List[float], n: int) -> List[int]:
     return counts
 
 
-def build(c, tokenizer, tok_fp: str, cache) -> Tuple[list, Dict[str, Any]]:
-    """(rows, fingerprint) of the calibration set."""
+def build(c, tokenizer, tok_fp: str, cache,
+          meanwhile: Optional[Callable[[], Any]] = None) -> Tuple[list, Dict[str, Any]]:
+    """(rows, fingerprint) of the calibration set. meanwhile: called once, beside the first
+    tokenizing of a text the cache does not hold (texts.token_ids); not at all where every
+    text is cached."""
+    pending = [meanwhile] if meanwhile is not None else []
+
+    def once():
+        if pending:
+            pending.pop()()
     pairs = specs(c)
     counts = split_counts([w for _, w in pairs], c.num_samples)
     rows: list = []
     sources = []
     bos = data.window_bos(tokenizer)  # rows start as evaluation windows do (Gemma: a BOS)
     for (spec, w), n in zip(pairs, counts):
-        ids = data.token_ids(spec, tokenizer, tok_fp, cache)
+        ids = data.token_ids(spec, tokenizer, tok_fp, cache, meanwhile=once)
         got = data.calibration_rows(ids, n, c.seq_len, c.seed,
                                      overlap=c.get("overlap", True), bos=bos)
         rows += got

@@ -15,12 +15,12 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 from qrecipe.errors import QRecipeError
 from qrecipe.paths import resolve_path
 from qrecipe.record.cache import Cache
-from qrecipe.record.fingerprint import sha256_text, sha256_tokens
+from qrecipe.record.fingerprint import Background, sha256_text, sha256_tokens
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +202,12 @@ def _hub_rows(spec: TextSpec) -> List[str]:
     return list(ds[spec.text_field])
 
 
-def token_ids(spec: TextSpec, tokenizer, tokenizer_fp: str, cache: Cache):
-    """The whole text as one 1-D LongTensor of token ids, cached by (tokenizer, text)."""
+def token_ids(spec: TextSpec, tokenizer, tokenizer_fp: str, cache: Cache,
+              meanwhile: Optional[Callable[[], Any]] = None):
+    """The whole text as one 1-D LongTensor of token ids, cached by (tokenizer, text).
+    meanwhile: called on this thread while a text not in the cache is tokenized on another (the
+    runner imports the backend's library there): a fast tokenizer's encoder releases the GIL, so
+    a 1.6 MB text's ~1 s of tokenizing and a library's import of a few seconds overlap."""
     import torch
 
     text = load_text(spec, tokenizer)
@@ -213,7 +217,11 @@ def token_ids(spec: TextSpec, tokenizer, tokenizer_fp: str, cache: Cache):
         log.info("%s: %d tokens from cache (%s)", spec.section, hit.numel(), spec.describe())
         return hit
     log.info("%s: tokenizing %s (%d chars)", spec.section, spec.describe(), len(text))
-    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    job = Background(lambda stop: tokenizer(text, add_special_tokens=False)["input_ids"],
+                     "qrecipe-tokenize")
+    if meanwhile is not None:
+        meanwhile()  # if it raises, the daemon thread ends on its own
+    ids = torch.tensor(job.result(), dtype=torch.long)
     cache.save_tensor("tokens", key, ids)
     return ids
 

@@ -249,7 +249,7 @@ def _pipeline(w: _Work) -> Dict[str, Any]:
     done = markers.finished_quantize(w.out)
     with background_builds(w.cfg, w.plan, w.dtype, done is None, jit) as builds:
         model_dir, tokenizer, tok_fp = _load(w)
-        rows = _calibrate(w, tokenizer, tok_fp)
+        rows = _calibrate(w, tokenizer, tok_fp, quantizes=done is None)
         if done is None:
             result, per_layer = _quantize(w, model_dir, rows)
             _save(w, tokenizer, result, per_layer)
@@ -276,14 +276,17 @@ def _load(w: _Work) -> Tuple[Path, Any, str]:
     return model_dir, tokenizer, tok_fp
 
 
-def _calibrate(w: _Work, tokenizer, tok_fp: str):
+def _calibrate(w: _Work, tokenizer, tok_fp: str, quantizes: bool):
     """The calibration rows (None for a method that needs none): one source or a weighted
-    mix; chat jsonl through the chat template."""
+    mix; chat jsonl through the chat template. A job that quantizes imports the backend's
+    library while a text the cache does not hold is tokenized on another thread: the import's
+    seconds stay the library's (metrics.json `overhead.backend_s`)."""
     if not w.plan.backend.reads_rows(w.cfg.method):
         return None
     with w.stages.stage("calibrate"), resources.oom_guard("calibrate", w.cfg):
-        rows, w.fps["calibration"] = build_calibration(w.cfg.calibration, tokenizer, tok_fp,
-                                                       w.cache)
+        rows, w.fps["calibration"] = build_calibration(
+            w.cfg.calibration, tokenizer, tok_fp, w.cache,
+            meanwhile=w.plan.backend.imported if quantizes else None)
     return rows
 
 

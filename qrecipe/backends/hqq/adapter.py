@@ -44,12 +44,15 @@ class HQQBackend(Backend):
     support = CAPABILITIES["hqq"]
     versions = (TRANSFORMERS, HQQ)
 
-    def run(self, req: QuantizeRequest) -> QuantizeResult:
-        t_import = time.perf_counter()  # 0 when already imported (a sweep's later jobs)
+    def library_import(self) -> None:
         import torch  # noqa: F401 - the libraries' import, timed
-        from hqq.models.hf.base import AutoHQQHFModel  # deferred: hqq (imports torch)
+        from hqq.models.hf.base import AutoHQQHFModel  # noqa: F401  deferred: hqq (imports torch)
+        from transformers import AutoModelForCausalLM  # noqa: F401
+
+    def run(self, req: QuantizeRequest) -> QuantizeResult:
+        t_import = self.imported()  # 0 in a sweep's later jobs
+        from hqq.models.hf.base import AutoHQQHFModel
         from transformers import AutoModelForCausalLM
-        t_import = time.perf_counter() - t_import
         qconfig = translate(req)
         compute = _torch_dtype(compute_dtype(req.method, req.dtype), "method.compute_dtype")
         t0 = time.perf_counter()
