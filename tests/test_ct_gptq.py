@@ -106,8 +106,11 @@ def test_scheme_accepts_int_weight_only_and_refuses_the_rest():
 
 
 def test_kernel_table_routes_compressed_tensors_through_gptq():
-    k = kernels.resolve("compressed-tensors", "cuda", "auto", True, cc=9.0, sym=False)
+    k = kernels.resolve("compressed-tensors", "cuda", "exllama_v2", True, cc=9.0, sym=False)
     assert (k.name, k.via) == ("exllama_v2", "gptq")
+    # auto: its own kernel, the fastest measured (ExLlamaV2 has no valid measurement)
+    assert kernels.resolve("compressed-tensors", "cuda", "auto", True, cc=9.0,
+                           sym=False).name == "compressed"
     # without a compile the measured default stays; Marlin takes no zero points
     assert kernels.resolve("compressed-tensors", "cuda", "auto", False, cc=9.0,
                            sym=False).name == "compressed"

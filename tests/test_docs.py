@@ -217,10 +217,12 @@ ELSEWHERE = {
     "~/.cache/qrecipe/models/a2b9550e577fad3e --out outputs/bench/heldout.json": BENCH,
     "PYTHONPATH=. python benchmarks/cpu_bf16.py --threads 1 --repeat 5 --json "
     "cpu_bf16_avx2.json": BENCH,
-    "GPTQMODEL_CPU_WORKERS=2 PYTHONPATH=. python3 benchmarks/profile_own.py OUT.prof method=gptq "
-    "model=local model.path=M4 calibration=local "
+    "python3 benchmarks/random_llama.py /tmp/sm --tokenizer TOK --shape small --layers 2": BENCH,
+    "GPTQMODEL_CPU_WORKERS=2 python3 -m qrecipe method=gptq method.backend=gptqmodel bits=w4 "
+    "bits.group_size=128 model=local model.path=/tmp/sm calibration=local "
     "calibration.path=pkg://qrecipe/texts/jargon_file_4.4.7.txt calibration.num_samples=8 "
-    "calibration.seq_len=128 eval=none cache.dir=CACHE hydra.run.dir=RUN": BENCH,
+    "calibration.seq_len=128 eval=none hydra.run.dir=RUN cache.dir=EMPTY_CACHE "
+    "recipe_name=own": BENCH,
     "PYTHONPATH=. python benchmarks/save_overhead.py /tmp/so --layers 32 --repeat 2 "
     "--json out.json": BENCH,
     "PYTHONPATH=. python3 benchmarks/hash_overhead.py /tmp/i9/small8 --run RUN_DIR": BENCH,
@@ -258,6 +260,13 @@ ELSEWHERE = {
     "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/goals --out goals32.json "
     "--layers 32 --samples 128 --seq-len 512 --budget 700 "
     "--only cold,gptq-gptqmodel,awq-llmcompressor,speed": GPU,
+    "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/goals --out fp32h.json "
+    "--layers 32 --samples 128 --seq-len 512 --budget 300 --only gptq-gptqmodel-qrecipe "
+    "--set hardware.tensor_core_hessian=false --tag fp32h": GPU,
+    "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/goals --out plain.json "
+    "--layers 32 --samples 128 --seq-len 512 --budget 300 --only gptq-gptqmodel-qrecipe "
+    "--set hardware.tensor_core_hessian=false --set hardware.fast_layer_loop=false "
+    "--tag plain": GPU,
     "python3 benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/b32 --out awq32.json --layers 32 "
     "--samples 128 --seq-len 512 --budget 500 --only awq-llmcompressor-qrecipe "
     "--set hardware.dtype=bfloat16 --tag bf16": GPU,

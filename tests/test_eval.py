@@ -96,3 +96,16 @@ def test_a_saturated_or_overflowing_perplexity_is_flagged():
     assert ppl is None and "float16's largest value" in why and f"{FP16_MAX:.0f}" in why
     assert _checked_ppl(800.0, None)[0] is None  # exp overflows float64
     assert _checked_ppl(float("nan"), None)[1].startswith("perplexity not finite")
+
+
+def test_a_graph_replay_that_is_not_the_eager_step_is_refused():
+    """speed.py's CUDA-graph decode is used only where one replayed step returns the eager
+    step's logits: a kernel launched outside the captured stream (gptqmodel 7.6's ExLlamaV2)
+    leaves the graph replaying something else (NaN logits on an H100)."""
+    from qrecipe.evaluation.speed import GRAPH_TOLERANCE, replay_differs
+    want = torch.tensor([[1.0, -4.0, 2.5]])
+    assert replay_differs(want.clone(), want) == ""
+    assert replay_differs(want + GRAPH_TOLERANCE, want) == ""  # a quarter of the tolerance
+    assert "differ from the eager step's" in replay_differs(want + 0.1, want)  # 2.5x
+    assert "a kernel ran outside the capture" in replay_differs(torch.full_like(want, float("nan")),
+                                                                want)

@@ -88,14 +88,15 @@ def test_jit_kernel_refused_without_allow_jit(gpu_model_dir, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path, backend):
+def _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path, backend, kernel="exllama_v2"):
     """A GPTQ w4 g128 job with zero points (sym false), h100_80gb (allow_jit on), eval with
-    the `auto` kernel: its output dir and metrics."""
+    `kernel`: its output dir and metrics."""
     from qrecipe.run.runner import run_job
     cfg = compose(["method=gptq", f"method.backend={backend}", "method.sym=false", "bits=w4",
                    "bits.group_size=128", "model=local", f"model.path={gpu_model_dir}",
                    "calibration=local", "calibration.num_samples=16", "calibration.seq_len=128",
                    "hardware=h100_80gb", "hardware.dtype=float16", "hardware.assign_gpus=false",
+                   f"hardware.kernel={kernel}",
                    f"cache.dir={tmp_path / 'cache'}", "eval.max_windows=2", "eval.seq_len=128",
                    "eval.stride=128", "eval.baseline=false", "eval.speed=true",
                    "eval.speed_prompt_len=16", "eval.speed_new_tokens=8"])
@@ -106,17 +107,31 @@ def _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path, backend):
 
 def test_asymmetric_gptq_reloads_with_exllama_when_jit_is_allowed(gpu_model_dir, tmp_path):
     """qrecipe's GPTQ default has zero points, which gptqmodel's GPTQ Marlin refuses (a
-    ValueError at reload, measured on the H100); `auto` with allow_jit picks ExLlamaV2."""
+    ValueError at reload, measured on the H100); ExLlamaV2 takes them. Its kernels launch on the
+    legacy default stream, outside a captured CUDA graph: the speed step checks one replayed
+    step against the eager one and reports the eager decode, with the reason."""
     out, m = _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path, "gptqmodel")
     assert m["kernel"]["resolved"] == "exllama_v2"
     assert any("ExllamaV2" in name for name in m["kernel"]["loaded_modules"])
-    assert m["eval"]["quantized"]["speed"]["decode_tokens_per_s"] > 0
+    sp = m["eval"]["quantized"]["speed"]
+    assert sp["decode_path"] == "eager" and "outside the capture" in sp["graph_error"], sp
+    assert sp["decode_tokens_per_s"] > 0
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+
+
+def test_graph_decode_is_the_eager_decode_where_it_is_used(gpu_model_dir, tmp_path):
+    """gptqmodel's torch kernel runs inside the captured graph: the graph path is used, and
+    the process's current stream is the default one after every measurement."""
+    out, m = _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path, "gptqmodel", kernel="torch")
+    sp = m["eval"]["quantized"]["speed"]
+    assert sp["decode_path"] == "graph" and "graph_error" not in sp, sp
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
 
 
 def test_compressed_tensors_on_exllama_gives_the_dense_logits(gpu_model_dir, tmp_path):
-    """llm-compressor's checkpoint (asymmetric GPTQ) under `auto` with allow_jit: rewritten into
-    the GPTQ layout and served by ExLlamaV2; its logits against the same checkpoint dequantized
-    to dense fp16 (what transformers alone gives)."""
+    """llm-compressor's checkpoint (asymmetric GPTQ) on ExLlamaV2 (allow_jit): rewritten into
+    the GPTQ layout; its logits against the same checkpoint dequantized to dense fp16 (what
+    transformers alone gives)."""
     from qrecipe.inputs import models
     out, m = _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path, "llmcompressor")
     assert m["kernel"]["resolved"] == "exllama_v2"

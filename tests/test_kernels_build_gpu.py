@@ -75,12 +75,13 @@ def _find(d, key):
 
 def _job(model_dir: Path, out: Path, env, *extra: str) -> subprocess.CompletedProcess:
     """A GPTQ w4 job on the profile, allow_jit on, in a fresh interpreter (so that nothing this
-    test process loaded counts): quantize (block update) -> save -> reload (auto: ExLlamaV2 for
-    this asymmetric checkpoint) -> perplexity."""
+    test process loaded counts): quantize (block update) -> save -> reload (ExLlamaV2, a
+    compiled kernel that takes this asymmetric checkpoint) -> perplexity."""
     overrides = ["method=gptq", "method.backend=gptqmodel", "bits=w4", "bits.group_size=128",
                  "model=local", f"model.path={model_dir}", "calibration=local",
                  "calibration.num_samples=16", "calibration.seq_len=128", "hardware=h100_80gb",
-                 "hardware.dtype=float16", "hardware.kernel=auto", "hardware.allow_jit=true",
+                 "hardware.dtype=float16", "hardware.kernel=exllama_v2",
+                 "hardware.allow_jit=true",
                  "hardware.assign_gpus=false", "eval.max_windows=2", "eval.seq_len=128",
                  "eval.stride=128", "eval.baseline=false", "eval.speed=false", *extra]
     code = textwrap.dedent(f"""

@@ -117,8 +117,8 @@ FORMAT_LABELS = {"gptq": "GPTQ (AutoGPTQ-compatible)", "awq": "AWQ (AutoAWQ-comp
 # llm-compressor, which is also AWQ's default (conf/method/awq.yaml). On a GPU 3.46 s against
 # gptqmodel's 13.54 s per 7B layer (H200, docs/benchmarks.md "GPU: quantize time against each
 # library's defaults, 1 layer"); on all 32 layers of that shape on an H100 (128 x 512 rows,
-# h100_80gb) 107-149 s against gptqmodel's 7.3 min, its checkpoint decoding at 3.10x fp16 on
-# ExLlamaV2 at batch 1 (docs/compare.md "GPU: the newer methods"). On a CPU
+# h100_80gb) 107-149 s against gptqmodel's 7.3 min (docs/compare.md "GPU: the newer methods");
+# 68.5-76.3 s with the 80 GB profiles' placement (docs/benchmarks.md). On a CPU
 # (SmolLM2, 8 x 512 rows, docs/benchmarks.md "AWQ by backend (CPU)"): in bf16 87-105 s against
 # 567 s of quantize at perplexity 37.71 against 37.24 (the recipe's tolerance is 0.5), 112.1 MB
 # both; in fp32 183 s at 37.24, the same perplexity, 169.3 MB (unquantized tensors in fp32).

@@ -10,8 +10,10 @@ Two decode paths:
   at batch 1 this is bound by Python and kernel-launch overhead (hundreds of small launches per
   token), not by reading the weights.
 - "graph": a StaticCache and the one-token step captured once in a CUDA graph and replayed: no
-  Python and no launch gaps per token. Used when the device is CUDA and the capture works (a
-  kernel that syncs with the host cannot be captured: then "eager" is reported, with the reason).
+  Python and no launch gaps per token. Used when the device is CUDA, the capture works (a
+  kernel that syncs with the host cannot be captured) and one replayed step returns the eager
+  step's logits (a kernel launched outside the captured stream is missing from the graph);
+  otherwise "eager" is reported, with the reason (`graph_error`).
 """
 from __future__ import annotations
 
@@ -102,6 +104,25 @@ def _decode_eager(model, prompt, new_tokens: int, device=None) -> float:
     return statistics.median(steps)
 
 
+# How far the replayed step's logits may be from the eager step's, relative to their largest:
+# the same kernels on the same inputs (gptqmodel's torch kernel: identical on an H100); room for
+# a kernel that reduces with atomics in another order, far below a step missing its GEMMs.
+GRAPH_TOLERANCE = 1e-2
+
+
+class GraphMismatch(RuntimeError):
+    """The captured step does not compute what the eager step does."""
+
+
+def replay_differs(got, want) -> str:
+    """Why the replayed step's logits (got) are not the eager step's (want); "" when they are."""
+    gap = float((got - want).abs().max())
+    if gap <= GRAPH_TOLERANCE * float(want.abs().max()):  # NaN is never <=
+        return ""
+    return (f"the replayed step's logits differ from the eager step's (max {gap:.3g}): a "
+            "kernel ran outside the capture")
+
+
 class _GraphDecoder:
     """StaticCache + one captured CUDA graph of the single-token step. run() prefills eagerly
     and replays the graph new_tokens times (the caller subtracts the prefill)."""
@@ -123,8 +144,32 @@ class _GraphDecoder:
                 self._step()
         torch.cuda.current_stream().wait_stream(s)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = self._step()
+        prev = torch.cuda.current_stream()
+        try:
+            with torch.cuda.graph(self.graph):
+                self.logits = self._step()
+        finally:
+            # A failed capture leaves torch.cuda.graph's side stream current (its __exit__ skips
+            # the restore when capture_end raises; seen on an H100): every later op of the
+            # process then runs there, racing kernels that launch on the legacy default stream.
+            torch.cuda.set_stream(prev)
+        self._check()
+
+    def _check(self) -> None:
+        """The replayed step against the same step run eagerly. A kernel launched outside the
+        captured stream is left out of the graph, whose replays then return and time something
+        else: gptqmodel 7.6's ExLlamaV2 launches on the legacy default stream, and its replayed
+        step gave NaN logits, its replays 1.4x the torch kernel's real graph (an H100, a 2-layer
+        model)."""
+        import torch
+        self._prefill()
+        self.graph.replay()
+        got = self.logits.float().clone()
+        self._prefill()
+        why = replay_differs(got, self._step().float())
+        if why:
+            raise GraphMismatch(why)
+        torch.cuda.synchronize()
 
     def _step(self):
         o = self.model(self.tok, past_key_values=self.cache, cache_position=self.pos,

@@ -5,8 +5,9 @@ The figures live in kernels/measured.json, written by benchmarks/kernel_speed.py
 measurement's command, date, GPU, dtype and versions are inside): one row per (GPU, model dtype,
 checkpoint format, symmetry, kernel) with decode tokens/s at batch 1 and 8 against the fp model
 in the same dtype. Why measure rather than rank by reputation: on the 32-layer Llama-2-7B shape
-on an H100 in float16, gptqmodel's ExLlamaV2 decoded a symmetric GPTQ checkpoint at 3.04x fp16
-and Marlin at 1.52x, although Marlin is the kernel usually preferred on cc >= 8.0.
+on an H100 in float16 a compressed-tensors int4 checkpoint decodes fastest dense (1.00x fp16)
+and an asymmetric GPTQ one on the torch kernel (0.45x). Only measurements the speed step checked
+belong here: ExLlamaV2's graph-timed rows were dropped (the table's `left_out` says why).
 
 `ranked` orders the kernels `auto` may try: the ones measured for this format and symmetry on
 the nearest measured GPU (the same compute capability first) in the job's dtype (float16's

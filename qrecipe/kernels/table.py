@@ -177,10 +177,10 @@ _AUTO_CPU = {True: {"gptq": ("torch_aten", "dequantized"), "awq": ("dequantized"
 # model's time with hqq's kernel, the same machine and load, 2026-12-06).
 _AUTO_CPU[True]["hqq"] = _AUTO_CPU[False]["hqq"] = ("dequantized",)
 # `auto` on CUDA when allow_jit: the compiled GEMV/GEMM kernels, built once into the cache, in
-# order. gptqmodel's GPTQ Marlin refuses zero points (SUPPORTS_SYM = [True]), so an asymmetric
-# GPTQ checkpoint (qrecipe's default, sym: false) gets ExLlamaV2, which takes both.
-# compressed-tensors: its int weights in the GPTQ layout on ExLlamaV2 (GPTQ's ExLlamaV2 decoded
-# 1.6x fp16 at batch 1 where AWQ's Marlin gave 1.14x, same H200 and shape), Marlin second.
+# order, where nothing is measured (kernels/measured.py ranks them first where something is).
+# gptqmodel's GPTQ Marlin refuses zero points (SUPPORTS_SYM = [True]), so an asymmetric GPTQ
+# checkpoint (qrecipe's default, sym: false) tries ExLlamaV2, which takes both. compressed-tensors:
+# its int weights in the GPTQ layout on ExLlamaV2, Marlin second.
 _AUTO_JIT = {"gptq": ("marlin", "exllama_v2"), "awq": ("marlin",),
              "compressed-tensors": ("exllama_v2", "marlin")}
 
