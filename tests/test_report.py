@@ -224,3 +224,19 @@ def test_comparison_columns_family_pareto_where_and_order(tmp_path):
     assert by["3_gptq_w8"]["measured_on"] == "NVIDIA H100 80GB HBM3"
     md = (root / "summary.md").read_text()
     assert "| family |" in md and "| pareto | measured_on |" in md
+
+
+def test_report_says_which_decode_was_timed_without_its_graph(tmp_path):
+    """A quantized model whose CUDA graph the speed step refused (ExLlamaV2's kernels run
+    outside the capture) is timed eagerly; the report says so beside the fp model's graph."""
+    from qrecipe.report.run import write_run_report
+    m = _metrics(q_speed=39.5)
+    m["eval"]["quantized"]["speed"].update(
+        decode_path="eager", graph_error="GraphMismatch: the replayed step's logits differ")
+    write_run_report(tmp_path, m, {})
+    md = (tmp_path / "report.md").read_text()
+    assert "The quantized model's decode was timed eagerly, one step at a time (no CUDA " \
+           "graph: GraphMismatch: the replayed step's logits differ)" in md
+    assert "The fp model's decode" not in md
+    write_run_report(tmp_path, _metrics(), {})
+    assert "timed eagerly" not in (tmp_path / "report.md").read_text()

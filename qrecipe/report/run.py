@@ -70,6 +70,7 @@ def _quality(metrics: Dict[str, Any]) -> List[str]:
                          f"{_mb(r.get('footprint_bytes') or size.get('footprint_bytes'))} | "
                          f"{_r(s.get('prefill_tokens_per_s'), 1)} | "
                          f"{_r(s.get('decode_tokens_per_s'), 1)} |")
+    lines += _eager_decodes(fp, q)
     if "delta_ppl" in ev:
         d = ev["delta_ppl"]
         lines += ["", f"Δppl vs fp: **{d:+.4f}**" if d is not None else
@@ -79,6 +80,19 @@ def _quality(metrics: Dict[str, Any]) -> List[str]:
     if ev.get("tasks"):
         lines += task_lines(ev["tasks"])
     return lines
+
+
+def _eager_decodes(fp: Dict[str, Any], q: Dict[str, Any]) -> List[str]:
+    """A line per model whose GPU decode was timed eagerly because its CUDA graph was refused
+    (evaluation/speed.py `graph_error`): its figure is then not comparable with a graph's."""
+    out = []
+    for label, r in (("fp", fp), ("quantized", q)):
+        s = (r or {}).get("speed") or {}
+        if s.get("graph_error"):
+            out.append(f"The {label} model's decode was timed eagerly, one step at a time "
+                       f"(no CUDA graph: {s['graph_error']}); an eager step at batch 1 is "
+                       "bound by Python and kernel launches.")
+    return [""] + out if out else []
 
 
 def _load_snippet(metrics: Dict[str, Any]) -> List[str]:
