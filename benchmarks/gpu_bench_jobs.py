@@ -225,6 +225,9 @@ def job_speed(spec) -> dict:
 
     rows = torch.load(spec["rows"])
     ids = rows[0]
+    if spec.get("exllama_stream"):  # kernel_speed.py --exllama-current-stream
+        from exllama_stream import use_patched
+        use_patched(Path(spec["exllama_stream"]))
     results = []
     for method, kernel, d in spec["targets"]:
         res = {"method": method, "kernel": kernel}

@@ -15,7 +15,11 @@ every model loaded in --dtype (the fp baseline too; a kernel that computes in fl
 bfloat16 model's activations).
 --phase splits the work over two device commands on the same machine (checkpoints, then speed).
 --write-table also writes its rows into qrecipe/kernels/measured.json, replacing the rows of the
-same GPU and dtype and keeping the others. Prints a markdown table.
+same GPU and dtype and keeping the others. Prints a markdown table. Each row says how its decode
+was timed (`decode_path`: a CUDA graph whose replayed step matched the eager one, or eager).
+--exllama-current-stream measures ExLlamaV2 built from a copy of its sources whose kernels launch
+on the current stream (benchmarks/exllama_stream.py); not a kernel qrecipe ships, so it writes
+no table.
 """
 from __future__ import annotations
 
@@ -97,7 +101,11 @@ def main() -> None:
     ap.add_argument("--write-table", action="store_true")
     ap.add_argument("--dtype", choices=("float16", "bfloat16"), default=REFERENCE_DTYPE,
                     help="the dtype every model is loaded and measured in")
+    ap.add_argument("--exllama-current-stream", action="store_true",
+                    help="ExLlamaV2 from sources that launch on the current stream")
     a = ap.parse_args()
+    if a.exllama_current_stream and a.write_table:
+        ap.error("--exllama-current-stream measures a build qrecipe does not ship: no table")
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     model_dir, rows = work / "fp16", work / "rows.pt"
@@ -114,8 +122,10 @@ def main() -> None:
             return
     made = json.loads((work / "checkpoints.json").read_text())
     doc["dtype"] = a.dtype
+    patched = str(work / "exllama_stream") if a.exllama_current_stream else None
+    doc["exllama_sources"] = "patched: launches on the current stream" if patched else "gptqmodel's"
     proc, t0 = start_child({"name": "speed", "runner": "speed", "rows": str(rows),
-                            "dtype": a.dtype,
+                            "dtype": a.dtype, "exllama_stream": patched,
                             "targets": targets(made, model_dir, doc["device_cc"])},
                            work, job_env(work))
     r = finish_child("speed", proc, t0, work, 580)
@@ -143,6 +153,7 @@ def table_rows(doc: dict) -> list:
                      "bits": BITS,
                      "checkpoint": s["method"], "kernel": s["kernel"],
                      "loaded_as": s.get("loaded_modules"),
+                     "decode_path": s["b1"].get("decode_path"),
                      "b1_tok_s": round(b1, 1), "b8_tok_s": round(b8, 1),
                      "b1_vs_fp16": round(b1 / fp["b1"]["decode_tokens_per_s"], 3),
                      "b8_vs_fp16": round(b8 / fp["b8"]["decode_tokens_per_s"], 3)})
