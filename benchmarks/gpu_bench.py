@@ -23,7 +23,7 @@ image step COLD_DOC names):
 
 the cold GPTQ job first (`cold`, opt-in: the default set leaves it out), GPTQ against
 GPTQModel's defaults, AWQ through llm-compressor against its defaults, the reload and decode of
-qrecipe's checkpoints. On an H100 it took 434-440 s in all (docs/benchmarks.md, "the 32-layer 7B
+qrecipe's checkpoints. On H100s it took 434-550 s in all (docs/benchmarks.md, "the 32-layer 7B
 shape in one run"), model writing and the JIT builds included.
 
 --set adds an override to every qrecipe job of the invocation (e.g. hardware.dtype=bfloat16:

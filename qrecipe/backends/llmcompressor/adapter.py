@@ -163,8 +163,8 @@ def _save(job: _Job, model) -> None:
 def _shard_size(model) -> Optional[int]:
     """base.SHARD_BYTES where the model's load converted no weights, else None (llm-compressor's
     own 20 GB). The sha256 of a shard is one sequential stream, so one 4.2 GB file left 3.3 s of
-    hashing after an H100 AWQ job's write, where 1 GiB shards leave 0.4-0.5 s (docs/benchmarks.md,
-    "shard size and the sha256 wait"). Why not always: transformers (5.17) reverses its load-time
+    hashing after an H100 AWQ job's write, where 0.5 GiB shards left 0.41 s (docs/benchmarks.md,
+    "the 32-layer 7B shape in one run"). Why not always: transformers (5.17) reverses its load-time
     weight conversions shard by shard for a model it counts as offloaded, which fails for a
     many-to-one conversion (fused experts) whose parts land in different shards. A model from
     from_pretrained records them in `_weight_conversions` (Llama, Gemma 3: none); where that is
