@@ -47,7 +47,8 @@ qrecipe's own sampler, queues the one-time gptqmodel JIT builds in a background 
 timed: the "cold" cost), and runs every job in a fresh process (gpu_bench_jobs.py) once the builds
 it uses are done (so its time is the warm one; cold = warm + its builds). Jobs that need no build
 run first, while the builds compile. Reload + speed of every checkpoint runs in one process at the
-end. Jobs past --budget seconds are skipped (recorded). Prints markdown tables and writes JSON;
+end, beside the fp16 model with and without its GEMMs (the floor of a decode step, from which
+the goal table gives each decode's ceiling: gpu_bench_table.decode_floor). Jobs past --budget seconds are skipped (recorded). Prints markdown tables and writes JSON;
 `python benchmarks/gpu_bench_table.py FILE.json` prints them again. Definitions: gpu_bench_table.py.
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from gpu_bench_jobs import TEXT
+from gpu_bench_jobs import NO_GEMM, TEXT
 from gpu_bench_table import ckpt_label, derive, markdown
 
 # (method, backend, runner, JIT builds it waits for); the order puts build-free jobs first, but
@@ -396,11 +397,11 @@ def speed(checkpoints, model_dir, rows_path, work, env, timeout, cc) -> list:
 
 
 def speed_targets(checkpoints, model_dir, cc) -> list:
-    """fp16, then every checkpoint with the kernel qrecipe's `auto` picks (the reload column:
+    """fp16, fp16 without its GEMMs (the floor of a decode step), then every checkpoint with the kernel qrecipe's `auto` picks (the reload column:
     a time limit cuts the extra kernels first), then transformers' FP8 kernel (the Hopper
     speed an FP8 checkpoint can have), then its other kernels. checkpoints: (label, FORMAT
     value, directory)."""
-    targets, extra = [("fp16", "fp16", str(model_dir))], []
+    targets, extra = [("fp16", "fp16", str(model_dir)), ("fp16", NO_GEMM, str(model_dir))], []
     for m, kind, d in checkpoints:
         auto = auto_kernel(kind, d, cc)
         targets.append((m, auto, d))

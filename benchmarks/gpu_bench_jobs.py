@@ -281,9 +281,48 @@ def load_for_speed(kernel: str, d, device: str, dtype=None):
     cc >= 8.9; elsewhere transformers warns and takes compressed-tensors' own route, which
     loaded_modules then shows)."""
     from qrecipe.inputs import models
-    if kernel == "fp16":
-        return models.load_causal_lm(Path(d), dtype or "float16", device)
+    if kernel in ("fp16", NO_GEMM):
+        model = models.load_causal_lm(Path(d), dtype or "float16", device)
+        return strip_gemms(model) if kernel == NO_GEMM else model
     return models.load_causal_lm(Path(d), dtype or "auto", device, kernel=kernel, allow_jit=True)
+
+
+# The dense model with its decoder layers' projections made free (kernel_speed.py): what the rest
+# of a decode step costs (norms, rotary, attention over the cache, residuals, lm_head, launches),
+# which no GEMM kernel can remove
+NO_GEMM = "no-gemm"
+
+
+def strip_gemms(model):
+    """Every Linear inside model.model.layers replaced by one that returns a view of a zero
+    buffer it never writes: no kernel runs and no weight is read, so a decode step of this model
+    times everything of the step but those GEMMs. The buffer is shared per width and grows to the
+    largest input seen; nothing downstream writes its input in place (the graph check would show
+    it as a replay that differs from the eager step)."""
+    import torch
+
+    bufs: dict = {}
+
+    class Free(torch.nn.Module):
+        def __init__(self, out_features: int, dtype, device):
+            super().__init__()
+            self.out_features, self.dtype, self.device = out_features, dtype, device
+
+        def forward(self, x):
+            n = x.numel() // x.shape[-1]
+            key = self.out_features
+            if key not in bufs or bufs[key].shape[0] < n:
+                bufs[key] = torch.zeros(max(n, 1024), key, dtype=self.dtype, device=self.device)
+            return bufs[key][:n].view(*x.shape[:-1], key)
+
+    for layer in model.model.layers:
+        for name, mod in list(layer.named_modules()):
+            if isinstance(mod, torch.nn.Linear):
+                parent = layer.get_submodule(name.rpartition(".")[0]) if "." in name else layer
+                setattr(parent, name.rpartition(".")[2],
+                        Free(mod.out_features, mod.weight.dtype, mod.weight.device))
+    torch.cuda.empty_cache()
+    return model
 
 
 def linear_weight_dtypes(model) -> dict:

@@ -31,6 +31,11 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_bench_jobs import NO_GEMM  # noqa: E402
 
 # gptqmodel JIT extensions each job builds on a fresh machine (gptqmodel 7.6 sources; the packer
 # is the C++ one of pack_impl="cpu", its default; qrecipe packs on the GPU in torch)
@@ -140,6 +145,54 @@ def _f(v, fmt="{:.2f}"):
     return "" if v is None else fmt.format(v)
 
 
+def decode_floor(speed: list) -> dict:
+    """Where a batch-1 decode step's time goes: fp16's step, the step without its decoder
+    layers' GEMMs (gpu_bench_jobs.NO_GEMM: the floor no weight format removes), and per quantized
+    row its GEMMs' share. A row's ceiling: fp16's step over (floor + fp16's GEMM time scaled by
+    the row's GEMM weight bytes), the speed its format reaches at fp16's GEMM bandwidth."""
+    sp = {(s["method"], s["kernel"]): s for s in speed if "b1" in s}
+    fp, free = sp.get(("fp16", "fp16")), sp.get(("fp16", NO_GEMM))
+    if not fp or not free:
+        return {}
+    ms = {k: 1000 / s["b1"]["decode_tokens_per_s"] for k, s in sp.items()}
+    fp_ms, floor_ms = ms[("fp16", "fp16")], ms[("fp16", NO_GEMM)]
+    gemm_ms = fp_ms - floor_ms
+    dense, kept = fp.get("weights_bytes"), free.get("weights_bytes")
+    out = {"fp16_step_ms": round(fp_ms, 3), "floor_step_ms": round(floor_ms, 3),
+           "floor_decode_path": free["b1"].get("decode_path"),
+           "fp16_gemm_ms": round(gemm_ms, 3), "rows": {}}
+    for (method, kernel), s in sp.items():
+        if method == "fp16":
+            continue
+        q_bytes = s.get("weights_bytes")
+        row = {"step_ms": round(ms[(method, kernel)], 3),
+               "gemm_ms": round(ms[(method, kernel)] - floor_ms, 3)}
+        if dense and kept and q_bytes and dense > kept:
+            # the GEMM weights alone: the total less what the floor model keeps (embeddings,
+            # norms, lm_head)
+            ratio = (q_bytes - kept) / (dense - kept)
+            row["gemm_bytes_vs_fp16"] = round(ratio, 3)
+            row["ceiling_vs_fp16"] = round(fp_ms / (floor_ms + gemm_ms * ratio), 3)
+        out["rows"][f"{method}/{kernel}"] = row
+    return out
+
+
+def floor_lines(doc) -> list:
+    """The decode floor as a markdown table (empty without a no-GEMM measurement)."""
+    f = decode_floor(doc.get("speed", []))
+    if not f:
+        return []
+    lines = ["", f"fp16 step {f['fp16_step_ms']:.2f} ms at batch 1: GEMMs "
+             f"{f['fp16_gemm_ms']:.2f} ms, the rest (floor, {f['floor_decode_path']}) "
+             f"{f['floor_step_ms']:.2f} ms", "",
+             "| checkpoint/kernel | step ms | GEMMs ms | GEMM bytes / fp16's | ceiling vs fp16 |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {k} | {r['step_ms']:.2f} | {r['gemm_ms']:.2f} | "
+              f"{_f(r.get('gemm_bytes_vs_fp16'), '{:.3f}')} | "
+              f"{_f(r.get('ceiling_vs_fp16'), '{:.2f}')} |" for k, r in f["rows"].items()]
+    return lines
+
+
 def markdown(doc) -> str:
     head = ("| method | backend | runner | per layer s | lib s (load/quantize/save) | process s "
             "| own s (of it imports) | cold process s (builds) | peak GPU GiB | disk MB "
@@ -185,6 +238,7 @@ def markdown(doc) -> str:
         lines.append(f"| {s['method']} | {s['kernel']} | {mods} | {s['load_s']:.1f} | "
                      + " | ".join(cells) + " | "
                      + ("" if gap is None else f"{gap[1]:+.3%} ({gap[0]})") + " |")
+    lines += floor_lines(doc)
     lines += ["", *summary(doc)]
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in doc.get("ratios", {}).items()]
@@ -199,6 +253,8 @@ GOALS = {"awq_quantize_s": ("AWQ via llm-compressor: quantize s of the 32 layers
                             0.35, True),
          "cold_wall_s": ("the cold GPTQ job: wall s, kernels prebuilt", 60, True),
          "decode_b1": ("decode at batch 1 / fp16, the kernel `auto` picks", 2.5, False),
+         "decode_ceiling": ("its ceiling on this stack: fp16's step / (the step without GEMMs "
+                            "+ fp16's GEMM time x the 4-bit GEMM bytes)", 2.5, False),
          "own_share": ("qrecipe's own share of the job (metrics.json)", 0.03, True)}
 
 
@@ -224,13 +280,18 @@ def goals(doc) -> list:
     if cold:
         add("cold_wall_s", cold.get("process_s"))
     fp = next((s for s in doc.get("speed", []) if s["kernel"] == "fp16" and "b1" in s), None)
+    ceilings = decode_floor(doc.get("speed", [])).get("rows", {})
     for r in rows:
         if r["runner"] == "qrecipe" and "error" not in r and fp and r.get("kernel"):
             s = next((s for s in doc["speed"] if s["method"] == ckpt_label(r["method"],
                      r["backend"]) and s["kernel"] == r["kernel"] and "b1" in s), None)
             if s:
+                who = f"{ckpt_label(r['method'], r['backend'])} on {r['kernel']}"
                 add("decode_b1", s["b1"]["decode_tokens_per_s"] / fp["b1"]["decode_tokens_per_s"],
-                    f"{ckpt_label(r['method'], r['backend'])} on {r['kernel']}")
+                    who)
+                row = ceilings.get(f"{s['method']}/{s['kernel']}", {})
+                if "ceiling_vs_fp16" in row:
+                    add("decode_ceiling", row["ceiling_vs_fp16"], who)
     for r in rows:
         share = (r.get("qrecipe_overhead") or r.get("overhead") or {}).get("qrecipe_own_share")
         if r["runner"] in ("qrecipe", "cli") and share is not None:

@@ -19,7 +19,11 @@ same GPU and dtype and keeping the others. Prints a markdown table. Each row say
 was timed (`decode_path`: a CUDA graph whose replayed step matched the eager one, or eager).
 --exllama-current-stream measures ExLlamaV2 built from a copy of its sources whose kernels launch
 on the current stream (benchmarks/exllama_stream.py); not a kernel qrecipe ships, so it writes
-no table.
+no table. --kernels measures a subset (no table either).
+The fp16 model is also measured without its decoder layers' GEMMs (`no-gemm`,
+gpu_bench_jobs.strip_gemms): the rest of a step, which no weight format removes. The JSON's
+`floor` (gpu_bench_table.decode_floor) splits each row's batch-1 step into that floor and its GEMMs, and gives the ceiling of a
+4-bit decode: fp16's step over (floor + fp16's GEMM time scaled by the weight bytes).
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from gpu_bench_jobs import DEFAULT_BITS  # noqa: E402
+from gpu_bench_jobs import DEFAULT_BITS, NO_GEMM  # noqa: E402
+from gpu_bench_table import decode_floor  # noqa: E402
 from qrecipe.kernels.measured import REFERENCE_DTYPE  # noqa: E402
 from gpu_bench import (  # noqa: E402
     KERNEL_BUILD,
@@ -78,14 +83,16 @@ def checkpoints(a, work: Path, model_dir: Path, rows: Path) -> dict:
     return made
 
 
-def targets(made: dict, model_dir: Path, cc: float) -> list:
+def targets(made: dict, model_dir: Path, cc: float, only=None) -> list:
+    """fp16, the fp16 model without its GEMMs (the floor of a step), then every kernel that fits
+    every checkpoint; `only`: the kernel names to keep (fp16 is always kept)."""
     from qrecipe.kernels import table as kernels
-    out = [("fp16", "fp16", str(model_dir))]
+    out = [("fp16", "fp16", str(model_dir)), ("fp16", NO_GEMM, str(model_dir))]
     for label, d in made.items():
         fmt = CHECKPOINTS[label][3]
         out += [(label, k.name, d) for k in kernels.KERNELS[fmt]
                 if "cuda" in k.devices and not k.download and fits(fmt, k.name, d, cc)]
-    return out
+    return [t for t in out if not only or t[1] in only or t[1] == "fp16"]
 
 
 def main() -> None:
@@ -103,9 +110,14 @@ def main() -> None:
                     help="the dtype every model is loaded and measured in")
     ap.add_argument("--exllama-current-stream", action="store_true",
                     help="ExLlamaV2 from sources that launch on the current stream")
+    ap.add_argument("--kernels", default="",
+                    help=f"comma-separated kernels to measure (fp16 always; {NO_GEMM}: fp16 "
+                         "without its GEMMs); default: all")
     a = ap.parse_args()
     if a.exllama_current_stream and a.write_table:
         ap.error("--exllama-current-stream measures a build qrecipe does not ship: no table")
+    if a.kernels and a.write_table:
+        ap.error("--kernels measures a subset: the table keeps every kernel's row")
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     model_dir, rows = work / "fp16", work / "rows.pt"
@@ -126,14 +138,17 @@ def main() -> None:
     doc["exllama_sources"] = "patched: launches on the current stream" if patched else "gptqmodel's"
     proc, t0 = start_child({"name": "speed", "runner": "speed", "rows": str(rows),
                             "dtype": a.dtype, "exllama_stream": patched,
-                            "targets": targets(made, model_dir, doc["device_cc"])},
+                            "targets": targets(made, model_dir, doc["device_cc"],
+                                               set(filter(None, a.kernels.split(","))))},
                            work, job_env(work))
     r = finish_child("speed", proc, t0, work, 580)
     doc["speed"] = r.get("targets") or json.loads(
         (work / "speed.result.json.partial").read_text() or "[]")
     doc["table"] = table_rows(doc)
+    doc["floor"] = decode_floor(doc["speed"])
     Path(a.out).write_text(json.dumps(doc, indent=1, default=str))
     print(markdown(doc["table"]))
+    print(json.dumps(doc["floor"], indent=1))
     if a.write_table:
         write_table(doc)
 
@@ -141,7 +156,7 @@ def main() -> None:
 def table_rows(doc: dict) -> list:
     """One row per (checkpoint, kernel): decode tok/s at batch 1 and 8 against fp16's."""
     sp = doc["speed"]
-    fp = next((s for s in sp if s["method"] == "fp16" and "b1" in s), None)
+    fp = next((s for s in sp if s["kernel"] == "fp16" and "b1" in s), None)
     rows = []
     for s in sp:
         if s["method"] == "fp16" or "b1" not in s or not fp:

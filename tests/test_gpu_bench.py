@@ -29,7 +29,8 @@ def test_every_checkpoints_reload_kernel_runs_before_the_extra_kernels(tmp_path)
              ("awq-llmc", "compressed-tensors", _ckpt(tmp_path, "c", _CT_W4_ASYM)),
              ("fp8-llmc", "compressed-tensors", _ckpt(tmp_path, "f", {}))]
     t = [(m, k) for m, k, _ in gpu_bench.speed_targets(ckpts, tmp_path / "fp16", cc=9.0)]
-    assert t[0] == ("fp16", "fp16")
+    assert t[0] == ("fp16", "fp16") and t[1] == ("fp16", gpu_bench.NO_GEMM)  # the step's floor
+    t = t[1:]
     # Hopper, allow_jit, the shipped measurements: asymmetric gptq cannot use Marlin and
     # ExLlamaV2 has no valid figure, so the torch kernel; compressed-tensors int4: its own
     # kernel, measured fastest; ExLlamaV2 among the extra kernels, measured again
@@ -42,7 +43,8 @@ def test_every_checkpoints_reload_kernel_runs_before_the_extra_kernels(tmp_path)
 def test_below_ampere_the_reload_kernel_is_the_no_build_one(tmp_path):
     ckpts = [("gptq", "gptq", _ckpt(tmp_path, "g", {"sym": True}))]
     t = [(m, k) for m, k, _ in gpu_bench.speed_targets(ckpts, tmp_path / "fp16", cc=7.5)]
-    assert t == [("fp16", "fp16"), ("gptq", "torch"), ("gptq", "exllama_v2")]
+    assert t == [("fp16", "fp16"), ("fp16", gpu_bench.NO_GEMM), ("gptq", "torch"),
+                 ("gptq", "exllama_v2")]
 
 
 def test_only_selects_jobs_and_their_builds():
@@ -196,3 +198,24 @@ def test_the_goal_table_reads_each_goal_off_the_rows():
     doc4 = _goal_doc(4)
     gpu_bench_table.derive(doc4)
     assert {m for *_, m in gpu_bench_table.goals(doc4)} == {"n/a (4 layers)"}
+
+
+def test_the_goal_table_gives_the_decode_ceiling_where_the_floor_was_measured():
+    """With the fp16 model also timed without its GEMMs, each decode goal row has a ceiling
+    row: fp16's 10 ms step, 4 ms of it not GEMMs, 4-bit GEMM weights a quarter of fp16's:
+    10 / (4 + 6 / 4) = 1.82x, under 2.5x whatever the kernel."""
+    import gpu_bench_table
+    doc = _goal_doc(32)
+    for s in doc["speed"]:
+        s["weights_bytes"] = 11e9 if s["kernel"] == "fp16" else 3.5e9
+    free = {**doc["speed"][0], "kernel": gpu_bench.NO_GEMM, "weights_bytes": 1e9}
+    free["b1"] = {**free["b1"], "decode_tokens_per_s": 250.0}
+    doc["speed"].insert(1, free)
+    gpu_bench_table.derive(doc)
+    by = {what: (v, met) for what, v, _, met in gpu_bench_table.goals(doc)}
+    ceiling = [(k, v) for k, v in by.items() if k.startswith("its ceiling")]
+    assert [k.rsplit("(", 1)[1] for k, _ in ceiling] == ["gptq on exllama_v2)",
+                                                       "awq-llmc on exllama_v2)"]
+    assert {v for _, v in ceiling} == {(1.818, "no")}
+    md = gpu_bench_table.markdown(doc)
+    assert "the rest (floor, graph) 4.00 ms" in md and "| gptq/exllama_v2 | 3.33 |" in md
