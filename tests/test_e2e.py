@@ -20,7 +20,9 @@ pytestmark = pytest.mark.e2e
 # protocol are in docs/benchmarks.md.
 FAST = ["eval.max_windows=4", "eval.speed=false"]
 RUNS = {
-    "gptq": (["+recipe=smollm2_gptq_w4", "calibration.num_samples=32"], "gptq"),
+    # 16 x 512 rows: 91 s of quantize on 2 cores against 164 s at 32, perplexity 37.93 against
+    # 37.96 on the 4 windows (RTN 41.18): the CI budget, and GPTQ still beats RTN
+    "gptq": (["+recipe=smollm2_gptq_w4", "calibration.num_samples=16"], "gptq"),
     "rtn": (["+recipe=smollm2_rtn_w4"], "gptq"),
     "nf4": (["+recipe=smollm2_nf4"], "bitsandbytes"),
     "int8": (["+recipe=smollm2_int8"], "bitsandbytes"),
@@ -156,7 +158,8 @@ def test_plan_predicts_what_the_run_measures(key, fmt, fp_fmt, tmp_path_factory)
     assert q == pytest.approx(q_meas, rel=0.10)
     assert disk == pytest.approx(disk_meas, rel=0.10)
     # GPTQ: gptqmodel's 2 CPU workers overlap modules as timing allows, which the plan does
-    # not model: the same job's peak measured 1.00-1.26 GB across suite runs (plan 0.90 GB)
+    # not model: at 32 x 512 rows its peak measured 1.00-1.26 GB across suite runs (plan
+    # 0.90 GB); at 16 x 512, 0.98 GB alone (plan 0.88 GB)
     assert peak == pytest.approx(peak_meas, rel=0.35 if key == "gptq" else 0.25)
     # The same comparison is a section of the run's report.md.
     report = (out / "report.md").read_text()
