@@ -48,7 +48,8 @@ timed: the "cold" cost), and runs every job in a fresh process (gpu_bench_jobs.p
 it uses are done (so its time is the warm one; cold = warm + its builds). Jobs that need no build
 run first, while the builds compile. Reload + speed of every checkpoint runs in one process at the
 end, beside the fp16 model with and without its GEMMs (the floor of a decode step, from which
-the goal table gives each decode's ceiling: gpu_bench_table.decode_floor). Jobs past --budget seconds are skipped (recorded). Prints markdown tables and writes JSON;
+the goal table gives each decode's ceiling: gpu_bench_table.decode_floor). Jobs past --budget
+seconds are skipped (recorded). Prints markdown tables and writes JSON;
 `python benchmarks/gpu_bench_table.py FILE.json` prints them again. Definitions: gpu_bench_table.py.
 """
 from __future__ import annotations
@@ -115,9 +116,10 @@ PREBUILD = ("gptq_block", "pack_block_cpu", "awq", "exllamav2", "marlin_fp16")  
 # only (never on the int kernels, so they wait for no build) and FP8 on transformers' own kernel
 EMULATED = "compressed-tensors/emulated"
 # Kernels whose reload + speed is measured, per checkpoint format or kind (qrecipe/kernels/table.py
-# names). gptq: qrecipe's default is asymmetric, which gptqmodel's GPTQ Marlin refuses
-SPEED_KERNELS = {"gptq": ("torch", "exllama_v2"), "awq": ("torch", "marlin"),
-                 "compressed-tensors": ("compressed", "dequantized", "exllama_v2"),
+# names). gptq: qrecipe's default is asymmetric, which gptqmodel's GPTQ Marlin refuses and AWQ
+# Marlin runs once the checkpoint is rewritten into the AWQ layout (awq_marlin)
+SPEED_KERNELS = {"gptq": ("torch", "awq_marlin", "exllama_v2"), "awq": ("torch", "marlin"),
+                 "compressed-tensors": ("compressed", "dequantized", "awq_marlin", "exllama_v2"),
                  "bitsandbytes": ("bitsandbytes",), "hqq": ("torch", "dequantized"),
                  EMULATED: ("emulated", "fp8")}
 # (method, backend) -> the checkpoint format (qrecipe/kernels/table.py FORMATS) or kind written
@@ -172,7 +174,7 @@ def _cold_builds(jobs) -> tuple:
 
 
 # the JIT build each compiled reload kernel needs (gptqmodel extension names)
-KERNEL_BUILD = {"marlin": "marlin_fp16", "exllama_v2": "exllamav2"}
+KERNEL_BUILD = {"marlin": "marlin_fp16", "awq_marlin": "marlin_fp16", "exllama_v2": "exllamav2"}
 
 
 def speed_builds(jobs) -> tuple:
@@ -397,10 +399,10 @@ def speed(checkpoints, model_dir, rows_path, work, env, timeout, cc) -> list:
 
 
 def speed_targets(checkpoints, model_dir, cc) -> list:
-    """fp16, fp16 without its GEMMs (the floor of a decode step), then every checkpoint with the kernel qrecipe's `auto` picks (the reload column:
-    a time limit cuts the extra kernels first), then transformers' FP8 kernel (the Hopper
-    speed an FP8 checkpoint can have), then its other kernels. checkpoints: (label, FORMAT
-    value, directory)."""
+    """fp16, fp16 without its GEMMs (the floor of a decode step), then every checkpoint with
+    the kernel qrecipe's `auto` picks (the reload column: a time limit cuts the extra kernels
+    first), then transformers' FP8 kernel (the Hopper speed an FP8 checkpoint can have), then
+    its other kernels. checkpoints: (label, FORMAT value, directory)."""
     targets, extra = [("fp16", "fp16", str(model_dir)), ("fp16", NO_GEMM, str(model_dir))], []
     for m, kind, d in checkpoints:
         auto = auto_kernel(kind, d, cc)

@@ -22,8 +22,9 @@ on the current stream (benchmarks/exllama_stream.py); not a kernel qrecipe ships
 no table. --kernels measures a subset (no table either).
 The fp16 model is also measured without its decoder layers' GEMMs (`no-gemm`,
 gpu_bench_jobs.strip_gemms): the rest of a step, which no weight format removes. The JSON's
-`floor` (gpu_bench_table.decode_floor) splits each row's batch-1 step into that floor and its GEMMs, and gives the ceiling of a
-4-bit decode: fp16's step over (floor + fp16's GEMM time scaled by the weight bytes).
+`floor` (gpu_bench_table.decode_floor) splits each row's batch-1 step into that floor and its
+GEMMs, and gives the ceiling of a 4-bit decode: fp16's step over (floor + fp16's GEMM time
+scaled by the weight bytes).
 """
 from __future__ import annotations
 

@@ -191,3 +191,20 @@ def test_three_dimensional_weights_are_refused():
     ct["weight_shape"] = torch.tensor([2, 32, 256])
     with pytest.raises(QRecipeError, match="2x32x256"):
         ct_gptq.convert_module(ct, s)
+
+
+def test_the_awq_layout_of_it_gives_the_gptq_layouts_logits(ct_checkpoint, tmp_path):
+    """compressed-tensors -> GPTQ (v2) -> AWQ (kernels/gptq_awq.py), the layout AWQ Marlin
+    serves on CUDA: on the CPU, AWQ's torch kernel gives the GPTQ torch kernel's logits bit for
+    bit (float16)."""
+    from qrecipe.inputs import models
+    from qrecipe.kernels import gptq_awq
+    dst = gptq_awq.convert(ct_checkpoint, tmp_path / "awq")
+    assert json.loads((dst / "config.json").read_text())["quantization_config"]["group_size"] \
+        == 32
+    ref = models.load_causal_lm(ct_checkpoint, "float16", "cpu", kernel="torch")
+    got = models.load_causal_lm(dst, "float16", "cpu", kernel="torch")
+    assert kernels.loaded_kernels(got) == {"AwqTorchLinear": 14}
+    ids = torch.arange(1, 33).unsqueeze(0)
+    with torch.no_grad():
+        assert torch.equal(got(ids).logits, ref(ids).logits)

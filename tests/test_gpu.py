@@ -128,6 +128,31 @@ def test_graph_decode_is_the_eager_decode_where_it_is_used(gpu_model_dir, tmp_pa
     assert torch.cuda.current_stream() == torch.cuda.default_stream()
 
 
+def test_asymmetric_gptq_on_awq_marlin_gives_the_torch_kernels_logits(gpu_model_dir, tmp_path):
+    """qrecipe's GPTQ default (zero points) on AWQ Marlin: rewritten into the AWQ layout at load
+    (kernels/gptq_awq.py), decoded inside a captured graph, its logits against the same
+    checkpoint on gptqmodel's torch kernel. The compressed-tensors checkpoint of the same model
+    takes the same route."""
+    from qrecipe.inputs import models
+    out, m = _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path, "gptqmodel", kernel="awq_marlin")
+    assert m["kernel"]["resolved"] == "awq_marlin"
+    assert m["kernel"]["loaded_modules"] == {"AwqMarlinLinear": 14}
+    sp = m["eval"]["quantized"]["speed"]
+    assert sp["decode_path"] == "graph" and "graph_error" not in sp, sp
+    assert 'kernel="awq_marlin", allow_jit=True)' in (out / "report.md").read_text()
+    fast = models.load_causal_lm(out / "model", "float16", "cuda", kernel="awq_marlin",
+                                 allow_jit=True)
+    ref = models.load_causal_lm(out / "model", "float16", "cuda", kernel="torch")
+    for n in (16, 64):
+        ids = torch.arange(1, n + 1, device="cuda").unsqueeze(0)
+        with torch.no_grad():
+            a, b = fast(ids).logits.float(), ref(ids).logits.float()
+        assert (a - b).abs().max() < 0.02 * b.abs().max(), (n, float((a - b).abs().max()))
+    ct, mc = _asymmetric_gptq_with_jit(gpu_model_dir, tmp_path / "ct", "llmcompressor",
+                                       kernel="awq_marlin")
+    assert mc["kernel"]["loaded_modules"] == {"AwqMarlinLinear": 14}
+
+
 def test_compressed_tensors_on_exllama_gives_the_dense_logits(gpu_model_dir, tmp_path):
     """llm-compressor's checkpoint (asymmetric GPTQ) on ExLlamaV2 (allow_jit): rewritten into
     the GPTQ layout; its logits against the same checkpoint dequantized to dense fp16 (what

@@ -33,10 +33,12 @@ def test_every_checkpoints_reload_kernel_runs_before_the_extra_kernels(tmp_path)
     t = t[1:]
     # Hopper, allow_jit, the shipped measurements: asymmetric gptq cannot use Marlin and
     # ExLlamaV2 has no valid figure, so the torch kernel; compressed-tensors int4: its own
-    # kernel, measured fastest; ExLlamaV2 among the extra kernels, measured again
+    # kernel, measured fastest; AWQ Marlin on the rewritten layout (not yet measured) and
+    # ExLlamaV2 among the extra kernels
     assert t[1:6] == [("gptq", "torch"), ("awq", "marlin"), ("rtn", "torch"),
                       ("awq-llmc", "compressed"), ("fp8-llmc", "compressed")]
-    assert t[6:] == [("gptq", "exllama_v2"), ("awq", "torch"), ("awq-llmc", "dequantized"),
+    assert t[6:] == [("gptq", "awq_marlin"), ("gptq", "exllama_v2"), ("awq", "torch"),
+                     ("awq-llmc", "dequantized"), ("awq-llmc", "awq_marlin"),
                      ("awq-llmc", "exllama_v2"), ("fp8-llmc", "dequantized")]
 
 

@@ -179,7 +179,7 @@ def test_the_new_checkpoints_reload_with_qrecipe_s_kernel_then_the_fp8_one(tmp_p
     # then FP8's emulation, for the ratio (a time limit cuts from the end)
     assert t[7] == ("fp8-llmc", "emulated")
     assert t[8:] == [("autoround-llmc", "compressed"), ("autoround-llmc", "dequantized"),
-                     ("hqq", "dequantized")]
+                     ("autoround-llmc", "awq_marlin"), ("hqq", "dequantized")]
     # an A100 (cc 8.0) has no FP8 matmul: no such target
     a100 = [k for _, k, _ in gpu_bench.speed_targets(ckpts, tmp_path / "fp16", cc=8.0)]
     assert "fp8" not in a100

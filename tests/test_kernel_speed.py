@@ -1,6 +1,7 @@
 """The floor of a decode step (kernel_speed.py and gpu_bench.py's speed step): the fp16 model
 without its decoder layers' GEMMs (gpu_bench_jobs.strip_gemms) and the split of each row's step
-into that floor and its GEMMs (gpu_bench_table.decode_floor). The timing itself runs on a GPU (docs/benchmarks.md)."""
+into that floor and its GEMMs (gpu_bench_table.decode_floor). The timing itself runs on a GPU
+(docs/benchmarks.md)."""
 from __future__ import annotations
 
 import sys

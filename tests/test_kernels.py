@@ -108,7 +108,8 @@ def test_hf_backend_names_are_transformers_values():
         "torch_awq", "gemm_triton", "marlin", "gemm", "torch_awq"]
     assert [k.hf_backend for k in kernels.KERNELS["gptq"]] == [
         "torch", "triton", "marlin", "exllama_v2", "machete", "gptq_torch_aten", "torch_int8",
-        "torch"]
+        "torch", "marlin"]  # the last: awq_marlin, AwqConfig's value (the AWQ layout loads)
+    assert kernels.loads_as("gptq", kernels.get("gptq", "awq_marlin"))[0] == "awq"
     from gptqmodel.utils.backend import normalize_backend
     for k in kernels.KERNELS["gptq"]:
         assert normalize_backend(k.hf_backend, quant_method="gptq") is not None
@@ -155,7 +156,7 @@ def test_a_kernel_refuses_widths_it_does_not_run():
     with pytest.raises(QRecipeError, match="runs 4-bit weights only"):
         kernels.resolve("gptq", "cuda", "exllama_v2", True, cc=9.0, bits=8)
     assert kernels.saved_facts("gptq", {"bits": 8, "sym": True, "group_size": 128}) == \
-        {"sym": True, "bits": 8, "group_size": 128}
+        {"sym": True, "bits": 8, "group_size": 128, "convertible": True}  # no act-order
     # ExLlamaV2 and Marlin take groups of -1/32/64/128 (SUPPORTS_GROUP_SIZE): g256 under auto
     # keeps the torch kernel, and a request by name stops at validation time
     assert kernels.resolve("gptq", "cuda", "auto", True, cc=9.0, sym=False, bits=4,

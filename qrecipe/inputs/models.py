@@ -31,7 +31,7 @@ from qrecipe.inputs.shapes import (  # noqa: F401 (describe, ModelInfo: validate
     model_file,
 )
 from qrecipe.inputs.weights import PICKLE_SUFFIXES, check_model_dir, trusts_code
-from qrecipe.kernels import ct_gptq
+from qrecipe.kernels import ct_gptq, gptq_awq
 from qrecipe.kernels import hf_config as kernel_config
 from qrecipe.kernels import table as kernels
 from qrecipe.kernels.hqq import FORMAT as HQQ_FORMAT
@@ -200,29 +200,35 @@ def _kernel(path: Path, device: str, kernel: str, allow_jit: bool, temp: context
     # measurements rank
     k = kernels.resolve(fmt, device, kernel, allow_jit, cc=cc, dtype=dtype, **facts)
     alternatives = kernels.measured_alternatives(fmt, device, cc, dtype, facts)
+    runs = k
     if k.via:
         try:
             tmp = Path(temp.enter_context(tempfile.TemporaryDirectory(prefix="qrecipe-rewrite-")))
-            path, fmt = _rewrite(path, k.via, tmp), k.via
+            path = _rewrite(path, fmt, k.via, tmp, device)
+            fmt, runs = kernels.loads_as(fmt, k)
             saved = json.loads((path / "config.json").read_text())["quantization_config"]
         except QRecipeError as e:
             if kernel != "auto":
                 raise
             # what only the tensors show (3-D experts, odd shapes): the no-build kernel
-            k = kernels.fallback(fmt)
+            k = runs = kernels.fallback(fmt)
             log.warning("reload: %s; using kernel %s", e, k.name)
     log.info("reload: %s checkpoint with kernel %s (%s)", fmt, k.name, k.note)
-    return path, k, kernel_config.quantization_config(fmt, kernels.get(fmt, k.name), saved), \
-        alternatives
+    return path, k, kernel_config.quantization_config(fmt, runs, saved), alternatives
 
 
-def _rewrite(src: Path, fmt: str, tmp: Path) -> Path:
-    """src in the layout of `fmt`, written under tmp (qrecipe/kernels/ct_gptq.py: the only
-    rewrite)."""
+def _rewrite(src: Path, fmt: str, via: str, tmp: Path, device: str) -> Path:
+    """src (a `fmt` checkpoint) in the layout of `via`, written under tmp: compressed-tensors
+    into GPTQ's (qrecipe/kernels/ct_gptq.py), GPTQ or compressed-tensors into AWQ's
+    (qrecipe/kernels/gptq_awq.py, repacked on the load's device)."""
     t0 = time.perf_counter()
-    dst = ct_gptq.convert(src, tmp / "model")
-    log.info("reload: rewrote %s into the %s layout in %.1fs (lossless)", src, fmt,
-             time.perf_counter() - t0)
+    if via == "awq":
+        on = "cuda" if str(device).startswith("cuda") else "cpu"
+        dst = gptq_awq.convert(src, tmp / "model", on)
+    else:
+        dst = ct_gptq.convert(src, tmp / "model")
+    log.info("reload: rewrote the %s checkpoint %s into the %s layout in %.1fs (lossless)", fmt,
+             src, via, time.perf_counter() - t0)
     return dst
 
 

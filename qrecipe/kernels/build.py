@@ -69,8 +69,8 @@ EXTENSIONS: Tuple[Extension, ...] = (
 )
 BY_NAME: Dict[str, Extension] = {e.name: e for e in EXTENSIONS}
 _MARLIN = ("marlin_fp16", "marlin_bf16")
-# (format, qrecipe kernel) -> the extensions its QuantLinear loads; a `via` kernel (a
-# compressed-tensors checkpoint rewritten at load) loads those of (via, name).
+# (format, qrecipe kernel) -> the extensions its QuantLinear loads; a `via` kernel (a checkpoint
+# rewritten at load) loads those of (via, via_kernel or name).
 RELOAD: Dict[Tuple[str, str], Tuple[str, ...]] = {
     ("gptq", "marlin"): _MARLIN, ("gptq", "exllama_v2"): ("exllamav2",),
     ("gptq", "machete"): ("machete",), ("awq", "marlin"): _MARLIN, ("awq", "gemm"): ("awq",)}
@@ -91,7 +91,7 @@ def extensions_of(fmt: str, kernel: str) -> Tuple[Extension, ...]:
     k = get(fmt, kernel)
     if not k.jit:
         return ()
-    return tuple(BY_NAME[n] for n in RELOAD[(k.via or fmt, kernel)])
+    return tuple(BY_NAME[n] for n in RELOAD[(k.via or fmt, k.via_kernel or kernel)])
 
 
 @dataclass(frozen=True)

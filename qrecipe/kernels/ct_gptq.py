@@ -127,7 +127,8 @@ def gptq_config(s: Scheme, in_block: Optional[List[List[str]]]) -> dict:
             "converted_from": "compressed-tensors pack-quantized (qrecipe/kernels/ct_gptq.py)"}
 
 
-def _read_tensors(src: Path) -> Dict[str, Any]:
+def read_tensors(src: Path) -> Dict[str, Any]:
+    """Every tensor of a checkpoint folder (one file or an index's shards), on the CPU."""
     from safetensors.torch import load_file
     index = src / _FILES[1]
     if index.is_file():
@@ -147,7 +148,7 @@ def convert(src: Path, dst: Path) -> Path:
     src, dst = Path(src), Path(dst)
     conf = json.loads((src / "config.json").read_text())
     s = scheme(conf.get("quantization_config") or {})
-    tensors = _read_tensors(src)
+    tensors = read_tensors(src)
     prefixes = sorted(n[: -len(".weight_packed")] for n in tensors if n.endswith(".weight_packed"))
     out = {n: v for n, v in tensors.items()
            if not any(n.startswith(p + ".weight_") for p in prefixes)}

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from qrecipe.errors import QRecipeError
-from qrecipe.kernels import ct_gptq, measured
+from qrecipe.kernels import ct_gptq, gptq_awq, measured
 from qrecipe.kernels.cpu import cpu_fast_bf16
 from qrecipe.kernels.ct_gptq import (
     BITS as REWRITE_BITS,  # the widths compressed-tensors' rewrite takes
@@ -43,8 +43,10 @@ class Kernel:
     group_sizes: Tuple[int, ...] = ()  # its SUPPORTS_GROUP_SIZE; () = not checked here
     note: str = ""
     # the checkpoint is rewritten at load into this format (qrecipe/kernels/ct_gptq.py,
-    # lossless) and runs on that format's kernel of the same name
+    # gptq_awq.py; lossless) and runs on that format's kernel `via_kernel` (None: of the same
+    # name)
     via: Optional[str] = None
+    via_kernel: Optional[str] = None
     # why it decodes slower than the original model at batch 1, where it does (report.md)
     slower: str = ""
     # runs only checkpoints whose scheme quantizes activations or has float weights (FP8, W8A8,
@@ -69,6 +71,25 @@ _SLOW_TORCH = ("its torch kernel dequantizes every weight on every forward, whic
                "costs more than the smaller weights save")
 _SLOW_DENSE = ("its weights are dense at load, as the original's: the same matmuls, so the gap "
                "is measurement noise")
+_AWQ = (
+    _k("torch", "torch_awq", ("cpu", "cuda"), note="AwqTorchLinear: dequantize + matmul",
+       slower=_SLOW_TORCH),
+    _k("triton", "gemm_triton", dtypes=("float16",),
+       note="AwqGEMMTritonLinear: Triton JIT, float16 only"),
+    _k("marlin", "marlin", jit=True, min_cc=8.0, group_sizes=_G_TILED,
+       note="AwqMarlinLinear: nvcc-built (~2 min)"),
+    _k("gemm", "gemm", jit=True, note="AwqGEMMLinear: nvcc-built (~1 min once)"),
+    _k("dequantized", "torch_awq", ("cpu",), note="weights dequantized to dense at load "
+       "(qrecipe/kernels/dense.py): the original's speed and memory", slower=_SLOW_DENSE),
+)
+# AWQ Marlin on a 4-bit GPTQ or compressed-tensors checkpoint rewritten into the AWQ layout at
+# load (qrecipe/kernels/gptq_awq.py, lossless): the Marlin that takes zero points, which GPTQ's
+# does not (an asymmetric checkpoint otherwise decodes on the torch kernel or dense)
+AWQ_MARLIN = replace(
+    next(k for k in _AWQ if k.name == "marlin"), name="awq_marlin", via="awq",
+    via_kernel="marlin", bits=(gptq_awq.BITS,),
+    note="AwqMarlinLinear on the AWQ layout (rewritten at load, lossless): takes zero points")
+
 _GPTQ = (
     _k("torch", "torch", ("cpu", "cuda"),
        note="TorchLinear: dequantize + matmul, plain torch; no build", slower=_SLOW_TORCH),
@@ -95,6 +116,7 @@ _GPTQ = (
        note="weights dequantized to dense at load (qrecipe/kernels/dense.py): the original's "
             "speed and memory, the torch kernel's logits",
        slower=_SLOW_DENSE),
+    AWQ_MARLIN,
 )
 
 
@@ -108,17 +130,7 @@ def _rewritten(k: Kernel) -> Kernel:
 
 KERNELS: Dict[str, Tuple[Kernel, ...]] = {
     "gptq": _GPTQ,
-    "awq": (
-        _k("torch", "torch_awq", ("cpu", "cuda"), note="AwqTorchLinear: dequantize + matmul",
-           slower=_SLOW_TORCH),
-        _k("triton", "gemm_triton", dtypes=("float16",),
-           note="AwqGEMMTritonLinear: Triton JIT, float16 only"),
-        _k("marlin", "marlin", jit=True, min_cc=8.0, group_sizes=_G_TILED,
-           note="AwqMarlinLinear: nvcc-built (~2 min)"),
-        _k("gemm", "gemm", jit=True, note="AwqGEMMLinear: nvcc-built (~1 min once)"),
-        _k("dequantized", "torch_awq", ("cpu",), note="weights dequantized to dense at load "
-           "(qrecipe/kernels/dense.py): the original's speed and memory", slower=_SLOW_DENSE),
-    ),
+    "awq": _AWQ,
     "compressed-tensors": (
         _k("compressed", None, ("cpu", "cuda"),
            note="compressed-tensors keeps packed int weights and dequantizes in forward"),
@@ -140,6 +152,7 @@ KERNELS: Dict[str, Tuple[Kernel, ...]] = {
                 "(transformers' CompressedTensorsFP8Linear)"),
         # int weight-only schemes rewritten into the GPTQ layout at load
         *(_rewritten(k) for k in _GPTQ if k.name in ("torch", "triton", "exllama_v2", "marlin")),
+        AWQ_MARLIN,  # ... or into the AWQ layout
     ),
     "bitsandbytes": (
         _k("bitsandbytes", None, ("cpu", "cuda"),
@@ -204,6 +217,14 @@ def get(fmt: str, name: str) -> Kernel:
         if k.name == name:
             return k
     raise KeyError(name)
+
+
+def loads_as(fmt: str, k: Kernel) -> Tuple[str, Kernel]:
+    """The format a checkpoint of fmt is loaded in with kernel k, and the kernel of that format
+    that runs it: (fmt, k) itself, or for a `via` kernel the rewritten layout's."""
+    if not k.via:
+        return fmt, k
+    return k.via, get(k.via, k.via_kernel or k.name)
 
 
 def _ranked_by_measurement(device: str, emulated: Optional[bool], fp8: Optional[bool]) -> bool:
@@ -373,7 +394,9 @@ def saved_facts(fmt: str, saved: Dict[str, Any]) -> Dict[str, Any]:
         return {"sym": s.sym, "bits": s.bits, "group_size": s.group_size, **emulated}
     bits, group = saved.get("bits"), saved.get("group_size")
     return {"sym": saved.get("sym"), "bits": int(bits) if bits is not None else None,
-            "group_size": int(group) if group is not None else None}
+            "group_size": int(group) if group is not None else None,
+            # the AWQ layout has no act-order (kernels/gptq_awq.py): only GPTQ has a `via` kernel
+            **({"convertible": not saved.get("desc_act")} if fmt == "gptq" else {})}
 
 
 # compressed-tensors' formats of float weights (FP8; NVFP4 and MXFP4 packed two per byte)

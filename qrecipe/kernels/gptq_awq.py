@@ -1,0 +1,190 @@
+"""4-bit GPTQ checkpoints (and compressed-tensors ones, through ct_gptq) rewritten into AWQ's GEMM
+layout at load, so gptqmodel's AWQ Marlin kernel serves them.
+
+Why: gptqmodel's GPTQ Marlin takes no zero points, so an asymmetric GPTQ checkpoint (qrecipe's
+default) decodes on the torch kernel at batch 1 (0.45x fp16 on an H100: docs/benchmarks.md), and
+a compressed-tensors int4 one dense (1.00x). AWQ Marlin takes zero points (1.48x on an AWQ
+checkpoint of the same shape). Both formats mean the same weights, w = (q - z) * s per group of
+input columns, so the rewrite moves integers and copies scales: no value is requantized.
+
+    GPTQ (4 bits)                                 AWQ GEMM (4 bits)
+    qweight [in/8, out] int32, 8 rows a word  ->  qweight [in, out/8], 8 columns a word,
+                                                  column 8j + AWQ_ORDER[k] in nibble k
+    qzeros [groups, out/8], natural order     ->  qzeros [groups, out/8], AWQ_ORDER
+           (v1 files store z - 1, packed)
+    scales [groups, out]                      ->  scales [groups, out] (the same tensor)
+    g_idx [in] = i // group_size              ->  none: AWQ groups are in column order
+Act-order checkpoints (desc_act, or a g_idx out of column order) are refused: AWQ has no g_idx.
+
+gptqmodel's v1 format (`checkpoint_format: gptq`) stores every zero point minus one, subtracted
+from the packed int32 word (a zero point of 0 borrows from its neighbour); adding 0x11111111 to
+the word undoes exactly that (gptqmodel's own convert_gptq_v1_to_v2_format does the same).
+
+Importing this module imports neither torch nor safetensors: scheme() reads config.json only.
+convert() repacks one module at a time on `device` (the GPU the model loads onto: the unpacking
+of a 7B model's 6.7 G nibbles takes seconds there, minutes on a CPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from qrecipe.errors import QRecipeError
+from qrecipe.kernels import ct_gptq
+
+BITS = 4  # AWQ Marlin's one width in gptqmodel 7.6 for zero-point checkpoints
+# gptqmodel's AWQ packing order of 8 nibbles (quantization/awq/utils/packing_utils.py AWQ_ORDER)
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+_V1_OFFSET = 0x11111111  # one added to each of a word's 8 zero points (v1 -> v2)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    group_size: int  # -1: one group per row
+    sym: bool
+    v1: bool  # zero points stored minus one (gptqmodel's v1 / `gptq` checkpoint format)
+
+
+def _unfit(why: str, value: Any = "awq layout") -> QRecipeError:
+    return QRecipeError(f"this checkpoint cannot run on an AWQ kernel: {why}",
+                        key="hardware.kernel", value=value,
+                        hint="use hardware.kernel=auto or a kernel of the checkpoint's own format")
+
+
+def scheme(saved: Dict[str, Any]) -> Scheme:
+    """The scheme of a saved GPTQ or compressed-tensors quantization_config, or a QRecipeError
+    saying why an AWQ kernel cannot serve it."""
+    if str(saved.get("quant_method", "")).lower() == "compressed-tensors":
+        s = ct_gptq.scheme(saved)  # its own refusals: activations, act-order, sparsity...
+        if s.bits != BITS:
+            raise _unfit(f"{s.bits}-bit weights ({BITS} are rewritten)", s.bits)
+        return Scheme(group_size=s.group_size, sym=s.sym, v1=False)  # ct_gptq writes v2
+    bits = int(saved.get("bits", 0))
+    if bits != BITS:
+        raise _unfit(f"{bits}-bit weights ({BITS} are rewritten)", bits)
+    if saved.get("desc_act"):
+        raise _unfit("act-order (desc_act: true): AWQ groups are in column order", "desc_act")
+    fmt = saved.get("checkpoint_format") or saved.get("format") or "gptq"
+    if fmt not in ("gptq", "gptq_v2"):
+        raise _unfit(f"checkpoint format {fmt} (gptq and gptq_v2 are rewritten)", fmt)
+    return Scheme(group_size=int(saved.get("group_size", -1)), sym=bool(saved.get("sym", True)),
+                  v1=fmt == "gptq")
+
+
+def _shifts(device):
+    import torch
+    return torch.arange(0, 32, 4, dtype=torch.int32, device=device)
+
+
+def _unpack_rows(qweight):
+    """GPTQ's qweight [in/8, out] -> [in, out] values: row 8r + k is nibble k of word row r."""
+    vals = _low4(qweight.unsqueeze(1) >> _shifts(qweight.device).view(1, 8, 1))
+    return vals.reshape(qweight.shape[0] * 8, qweight.shape[1])
+
+
+def _unpack_cols(qzeros):
+    """GPTQ's qzeros [groups, out/8] -> [groups, out] values: column 8j + k is nibble k."""
+    vals = _low4(qzeros.unsqueeze(2) >> _shifts(qzeros.device).view(1, 1, 8))
+    return vals.reshape(qzeros.shape[0], qzeros.shape[1] * 8)
+
+
+def _low4(x):
+    return x & 15  # an arithmetic shift of a negative word brings ones in: the mask drops them
+
+
+def _pack_awq(vals):
+    """[rows, cols] values in 0..15 -> [rows, cols/8] int32 words in AWQ's order (nibble k of
+    word j: column 8j + AWQ_ORDER[k])."""
+    import torch
+    rows, cols = vals.shape
+    v = vals.reshape(rows, cols // 8, 8)[..., list(AWQ_ORDER)].to(torch.int64)
+    words = (v << _shifts(vals.device).to(torch.int64)).sum(dim=-1)  # < 2**32: no overlap
+    return (words - ((words >> 31) << 32)).to(torch.int32)  # the same 32 bits, signed
+
+
+def convert_module(t: Dict[str, Any], s: Scheme, device: str = "cpu") -> Dict[str, Any]:
+    """One quantized Linear's GPTQ tensors (qweight, qzeros, scales, g_idx) -> its AWQ GEMM
+    tensors (qweight, qzeros, scales), computed on `device`, returned on the CPU."""
+    import torch
+    qweight, qzeros, scales = (t[n].to(device) for n in ("qweight", "qzeros", "scales"))
+    in_f, out_f = qweight.shape[0] * 8, qweight.shape[1]
+    if out_f % 8 or qzeros.shape != (scales.shape[0], out_f // 8):
+        raise _unfit(f"a {in_f}x{out_f} layer does not map onto whole AWQ words")
+    g_idx = t.get("g_idx")
+    if g_idx is not None:
+        size = in_f if s.group_size == -1 else s.group_size
+        want = torch.arange(in_f, dtype=torch.int32) // size
+        if not torch.equal(g_idx.to(torch.int32).cpu(), want):
+            raise _unfit("a layer's groups are not in column order (act-order g_idx)")
+    if s.v1:  # the packed "minus one" undone word by word (see the module docstring)
+        qzeros = qzeros + _V1_OFFSET  # int32 wraps: exactly the inverse of v1's subtraction
+    weights, zeros = _unpack_rows(qweight), _unpack_cols(qzeros)  # [in, out], [groups, out]
+    return {"qweight": _pack_awq(weights).cpu(), "qzeros": _pack_awq(zeros).cpu(),
+            "scales": scales.cpu().contiguous()}
+
+
+def awq_config(s: Scheme, keep: List[str]) -> dict:
+    """config.json's quantization_config of the rewritten checkpoint; keep: the 2-D weights of
+    the decoder blocks left unquantized, which the AWQ loader must not replace."""
+    return {"quant_method": "awq", "bits": BITS, "group_size": s.group_size,
+            "zero_point": True, "version": "gemm", "modules_to_not_convert": keep or None,
+            "converted_from": "gptq (qrecipe/kernels/gptq_awq.py)"}
+
+
+def convert(src: Path, dst: Path, device: str = "cpu") -> Path:
+    """Write the AWQ GEMM form of the GPTQ or compressed-tensors checkpoint in src into dst (one
+    model.safetensors, config.json, and links to every other file). Returns dst."""
+    src, dst = Path(src), Path(dst)
+    conf = json.loads((src / "config.json").read_text())
+    saved = conf.get("quantization_config") or {}
+    s = scheme(saved)
+    tensors = ct_gptq.read_tensors(src)
+    if str(saved.get("quant_method", "")).lower() == "compressed-tensors":
+        tensors = _ct_to_gptq(tensors, ct_gptq.scheme(saved))
+    prefixes = sorted(n[: -len(".qweight")] for n in tensors if n.endswith(".qweight"))
+    drop = (".qweight", ".qzeros", ".scales", ".g_idx")
+    out = {n: v for n, v in tensors.items()
+           if not any(n == p + d for p in prefixes for d in drop)}
+    for p in prefixes:
+        mod = {d[1:]: tensors[p + d] for d in drop if p + d in tensors}
+        out.update({f"{p}.{n}": v for n, v in convert_module(mod, s, device).items()})
+    dst.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file
+    save_file(out, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    conf["quantization_config"] = awq_config(s, _unquantized(out, prefixes))
+    (dst / "config.json").write_text(json.dumps(conf, indent=2))
+    for f in src.iterdir():
+        if f.name not in ("config.json", "model.safetensors.index.json") \
+                and not f.name.endswith(".safetensors"):
+            os.symlink(f.resolve(), dst / f.name)
+    return dst
+
+
+def _ct_to_gptq(tensors: Dict[str, Any], s: "ct_gptq.Scheme") -> Dict[str, Any]:
+    """compressed-tensors tensors with each quantized module in the GPTQ (v2) layout."""
+    prefixes = sorted(n[: -len(".weight_packed")] for n in tensors if n.endswith(".weight_packed"))
+    out = {n: v for n, v in tensors.items()
+           if not any(n.startswith(p + ".weight_") for p in prefixes)}
+    for p in prefixes:
+        mod = {n[len(p) + 1:]: v for n, v in tensors.items() if n.startswith(p + ".weight_")}
+        out.update({f"{p}.{n}": v for n, v in ct_gptq.convert_module(mod, s).items()})
+    return out
+
+
+def _unquantized(tensors: Dict[str, Any], prefixes: List[str]) -> Optional[List[str]]:
+    """The modules inside the decoder blocks with a dense 2-D weight (a Linear left unquantized),
+    which AWQ's loader would otherwise replace (it skips the lm_head by itself); None: none."""
+    blocks = {_block(p) for p in prefixes}
+    keep = [n[: -len(".weight")] for n, v in tensors.items()
+            if n.endswith(".weight") and v.dim() == 2 and _block(n) in blocks]
+    return sorted(keep) or None
+
+
+def _block(name: str) -> Optional[str]:
+    """model.layers.3.mlp.up_proj -> model.layers.3 (None outside a numbered block)."""
+    parts = name.split(".")
+    i = next((j for j in range(len(parts)) if parts[j].isdigit()), None)
+    return None if i is None else ".".join(parts[: i + 1])
