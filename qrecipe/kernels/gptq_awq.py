@@ -21,8 +21,8 @@ from the packed int32 word (a zero point of 0 borrows from its neighbour); addin
 the word undoes exactly that (gptqmodel's own convert_gptq_v1_to_v2_format does the same).
 
 Importing this module imports neither torch nor safetensors: scheme() reads config.json only.
-convert() repacks one module at a time on `device` (the GPU the model loads onto: the unpacking
-of a 7B model's 6.7 G nibbles takes seconds there, minutes on a CPU).
+convert() holds the checkpoint's tensors in RAM (as ct_gptq does) and repacks one module at a
+time on `device`, the one the model loads onto.
 """
 from __future__ import annotations
 
