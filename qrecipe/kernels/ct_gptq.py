@@ -28,17 +28,16 @@ tensors in RAM while it writes the rewritten file (the quantized size: ~3.9 GB f
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from qrecipe.errors import QRecipeError
+from qrecipe.kernels import checkpoint_files as files
 
 # Widths whose values never straddle an int32 in either layout (3, 5, 6, 7 bits do in
 # compressed-tensors' dense packing, and GPTQ's 3-bit layout is another one).
 BITS = (2, 4, 8)
-_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
 @dataclass(frozen=True)
@@ -127,18 +126,21 @@ def gptq_config(s: Scheme, in_block: Optional[List[List[str]]]) -> dict:
             "converted_from": "compressed-tensors pack-quantized (qrecipe/kernels/ct_gptq.py)"}
 
 
-def read_tensors(src: Path) -> Dict[str, Any]:
-    """Every tensor of a checkpoint folder (one file or an index's shards), on the CPU."""
-    from safetensors.torch import load_file
-    index = src / _FILES[1]
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    else:
-        files = [_FILES[0]]
-    out: Dict[str, Any] = {}
-    for f in files:
-        out.update(load_file(str(src / f)))
+def to_gptq(tensors: Dict[str, Any], s: Scheme) -> Dict[str, Any]:
+    """A compressed-tensors checkpoint's tensors with every quantized module in the GPTQ (v2)
+    layout; the others as they are."""
+    prefixes = sorted(n[: -len(".weight_packed")] for n in tensors if n.endswith(".weight_packed"))
+    out = {n: v for n, v in tensors.items()
+           if not any(n.startswith(p + ".weight_") for p in prefixes)}
+    for p in prefixes:
+        mod = {n[len(p) + 1:]: v for n, v in tensors.items() if n.startswith(p + ".weight_")}
+        out.update({f"{p}.{n}": v for n, v in convert_module(mod, s).items()})
     return out
+
+
+def quantized(tensors: Dict[str, Any]) -> List[str]:
+    """The modules a GPTQ-layout checkpoint quantizes (those with a qweight), sorted."""
+    return sorted(n[: -len(".qweight")] for n in tensors if n.endswith(".qweight"))
 
 
 def convert(src: Path, dst: Path) -> Path:
@@ -148,22 +150,9 @@ def convert(src: Path, dst: Path) -> Path:
     src, dst = Path(src), Path(dst)
     conf = json.loads((src / "config.json").read_text())
     s = scheme(conf.get("quantization_config") or {})
-    tensors = read_tensors(src)
-    prefixes = sorted(n[: -len(".weight_packed")] for n in tensors if n.endswith(".weight_packed"))
-    out = {n: v for n, v in tensors.items()
-           if not any(n.startswith(p + ".weight_") for p in prefixes)}
-    for p in prefixes:
-        mod = {n[len(p) + 1:]: v for n, v in tensors.items() if n.startswith(p + ".weight_")}
-        out.update({f"{p}.{n}": v for n, v in convert_module(mod, s).items()})
-    dst.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
-    save_file(out, str(dst / _FILES[0]), metadata={"format": "pt"})
-    conf["quantization_config"] = gptq_config(s, _in_block(prefixes))
-    (dst / "config.json").write_text(json.dumps(conf, indent=2))
-    for f in src.iterdir():
-        if f.name not in ("config.json",) + _FILES and not f.name.endswith(".safetensors"):
-            os.symlink(f.resolve(), dst / f.name)
-    return dst
+    out = to_gptq(files.read_tensors(src), s)
+    conf["quantization_config"] = gptq_config(s, _in_block(quantized(out)))
+    return files.write(src, dst, out, conf)
 
 
 def _in_block(prefixes: List[str]) -> Optional[List[List[str]]]:
@@ -172,11 +161,10 @@ def _in_block(prefixes: List[str]) -> Optional[List[List[str]]]:
     loader's default, every Linear in every block."""
     per_block: Dict[str, set] = {}
     for p in prefixes:
-        parts = p.split(".")
-        i = next((j for j in range(len(parts) - 1) if parts[j + 1].isdigit()), None)
-        if i is None:
+        where = files.block_of(p)
+        if where is None:
             raise _unfit(f"quantized module {p} sits outside the decoder blocks")
-        per_block.setdefault(".".join(parts[: i + 2]), set()).add(".".join(parts[i + 2:]))
+        per_block.setdefault(where[0], set()).add(where[1])
     sets = {frozenset(v) for v in per_block.values()}
     if len(sets) != 1:
         raise _unfit("decoder blocks quantize different modules")

@@ -27,12 +27,12 @@ time on `device`, the one the model loads onto.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from qrecipe.errors import QRecipeError
+from qrecipe.kernels import checkpoint_files as files
 from qrecipe.kernels import ct_gptq
 
 BITS = 4  # AWQ Marlin's one width in gptqmodel 7.6 for zero-point checkpoints
@@ -141,50 +141,29 @@ def convert(src: Path, dst: Path, device: str = "cpu") -> Path:
     conf = json.loads((src / "config.json").read_text())
     saved = conf.get("quantization_config") or {}
     s = scheme(saved)
-    tensors = ct_gptq.read_tensors(src)
+    tensors = files.read_tensors(src)
     if str(saved.get("quant_method", "")).lower() == "compressed-tensors":
-        tensors = _ct_to_gptq(tensors, ct_gptq.scheme(saved))
-    prefixes = sorted(n[: -len(".qweight")] for n in tensors if n.endswith(".qweight"))
-    drop = (".qweight", ".qzeros", ".scales", ".g_idx")
-    out = {n: v for n, v in tensors.items()
-           if not any(n == p + d for p in prefixes for d in drop)}
+        tensors = ct_gptq.to_gptq(tensors, ct_gptq.scheme(saved))
+    prefixes = ct_gptq.quantized(tensors)
+    parts = (".qweight", ".qzeros", ".scales", ".g_idx")
+    gptq = {p + d for p in prefixes for d in parts}
+    out = {n: v for n, v in tensors.items() if n not in gptq}
     for p in prefixes:
-        mod = {d[1:]: tensors[p + d] for d in drop if p + d in tensors}
+        mod = {d[1:]: tensors[p + d] for d in parts if p + d in tensors}
         out.update({f"{p}.{n}": v for n, v in convert_module(mod, s, device).items()})
-    dst.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
-    save_file(out, str(dst / "model.safetensors"), metadata={"format": "pt"})
     conf["quantization_config"] = awq_config(s, _unquantized(out, prefixes))
-    (dst / "config.json").write_text(json.dumps(conf, indent=2))
-    for f in src.iterdir():
-        if f.name not in ("config.json", "model.safetensors.index.json") \
-                and not f.name.endswith(".safetensors"):
-            os.symlink(f.resolve(), dst / f.name)
-    return dst
-
-
-def _ct_to_gptq(tensors: Dict[str, Any], s: "ct_gptq.Scheme") -> Dict[str, Any]:
-    """compressed-tensors tensors with each quantized module in the GPTQ (v2) layout."""
-    prefixes = sorted(n[: -len(".weight_packed")] for n in tensors if n.endswith(".weight_packed"))
-    out = {n: v for n, v in tensors.items()
-           if not any(n.startswith(p + ".weight_") for p in prefixes)}
-    for p in prefixes:
-        mod = {n[len(p) + 1:]: v for n, v in tensors.items() if n.startswith(p + ".weight_")}
-        out.update({f"{p}.{n}": v for n, v in ct_gptq.convert_module(mod, s).items()})
-    return out
+    return files.write(src, dst, out, conf)
 
 
 def _unquantized(tensors: Dict[str, Any], prefixes: List[str]) -> Optional[List[str]]:
     """The modules inside the decoder blocks with a dense 2-D weight (a Linear left unquantized),
     which AWQ's loader would otherwise replace (it skips the lm_head by itself); None: none."""
-    blocks = {_block(p) for p in prefixes}
+    blocks = {_block(p) for p in prefixes} - {None}
     keep = [n[: -len(".weight")] for n, v in tensors.items()
             if n.endswith(".weight") and v.dim() == 2 and _block(n) in blocks]
     return sorted(keep) or None
 
 
 def _block(name: str) -> Optional[str]:
-    """model.layers.3.mlp.up_proj -> model.layers.3 (None outside a numbered block)."""
-    parts = name.split(".")
-    i = next((j for j in range(len(parts)) if parts[j].isdigit()), None)
-    return None if i is None else ".".join(parts[: i + 1])
+    where = files.block_of(name)
+    return where[0] if where else None
