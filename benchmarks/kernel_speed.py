@@ -19,7 +19,8 @@ same GPU and dtype and keeping the others. Prints a markdown table. Each row say
 was timed (`decode_path`: a CUDA graph whose replayed step matched the eager one, or eager).
 --exllama-current-stream measures ExLlamaV2 built from a copy of its sources whose kernels launch
 on the current stream (benchmarks/exllama_stream.py); not a kernel qrecipe ships, so it writes
-no table. --kernels measures a subset (no table either).
+no table. --kernels measures a subset, on the checkpoints those kernels fit only; with
+--write-table its rows replace only the table's rows of the same GPU, dtype and kernel, and its source is added beside the others (with the kernels it measured).
 The fp16 model is also measured without its decoder layers' GEMMs (`no-gemm`,
 gpu_bench_jobs.strip_gemms): the rest of a step, which no weight format removes. The JSON's
 `floor` (gpu_bench_table.decode_floor) splits each row's batch-1 step into that floor and its
@@ -64,9 +65,17 @@ AWQ_ROWS = (4, 128)  # calibration of the AWQ checkpoint: enough to write one, f
 BITS = int(dict(o.split("=") for o in DEFAULT_BITS)["bits"].lstrip("w"))
 
 
+def wanted(only: set) -> list:
+    """The checkpoint labels to write: every one, or those a kernel in `only` can run."""
+    from qrecipe.kernels import table as kernels
+    return [label for label, c in CHECKPOINTS.items()
+            if not only or only & {k.name for k in kernels.KERNELS[c[3]]}]
+
+
 def checkpoints(a, work: Path, model_dir: Path, rows: Path) -> dict:
     made = {}
-    for label, (method, backend, extra, fmt, sym) in CHECKPOINTS.items():
+    for label in wanted(set(filter(None, a.kernels.split(",")))):
+        method, backend, extra, fmt, sym = CHECKPOINTS[label]
         out = work / "out" / label
         if (out / "model" / "config.json").exists():
             made[label] = str(out / "model")
@@ -117,8 +126,6 @@ def main() -> None:
     a = ap.parse_args()
     if a.exllama_current_stream and a.write_table:
         ap.error("--exllama-current-stream measures a build qrecipe does not ship: no table")
-    if a.kernels and a.write_table:
-        ap.error("--kernels measures a subset: the table keeps every kernel's row")
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     model_dir, rows = work / "fp16", work / "rows.pt"
@@ -135,6 +142,7 @@ def main() -> None:
             return
     made = json.loads((work / "checkpoints.json").read_text())
     doc["dtype"] = a.dtype
+    doc["kernels"] = sorted(filter(None, a.kernels.split(",")))
     patched = str(work / "exllama_stream") if a.exllama_current_stream else None
     doc["exllama_sources"] = "patched: launches on the current stream" if patched else "gptqmodel's"
     proc, t0 = start_child({"name": "speed", "runner": "speed", "rows": str(rows),
@@ -186,20 +194,33 @@ def markdown(rows: list) -> str:
 
 
 def write_table(doc: dict) -> None:
-    """qrecipe/kernels/measured.json: the rows `auto` ranks by, with what reproduces them. This
-    run's rows replace those of the same GPU and dtype; other GPUs' and dtypes' stay."""
+    """qrecipe/kernels/measured.json: the rows `auto` ranks by, with what reproduces them."""
     path = HERE.parent / "qrecipe" / "kernels" / "measured.json"
     old = json.loads(path.read_text()) if path.is_file() else {"sources": [], "rows": []}
+    path.write_text(json.dumps(merged(old, doc), indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+def merged(old: dict, doc: dict) -> dict:
+    """The table with this run's rows in. A run of every kernel replaces the rows and sources of
+    its GPU and dtype; a subset (doc["kernels"]) replaces the rows of its GPU, dtype and kernels
+    only (it measured each on every checkpoint it fits), and its source joins the others. Other GPUs' and dtypes' rows stay."""
     src = {k: doc[k] for k in ("device", "device_cc", "dtype", "date", "versions", "command",
                                "shape")}
     same = (doc["device"], doc["dtype"])
-    keep = [r for r in old.get("rows", [])
-            if (r["gpu"], r.get("dtype", REFERENCE_DTYPE)) != same]
+    subset = doc.get("kernels") or []
+    if subset:
+        src["kernels"] = subset
+
+    def mine(gpu, dtype, row=None) -> bool:
+        if (gpu, dtype or REFERENCE_DTYPE) != same:
+            return False
+        return not subset or row is None or row["kernel"] in subset
+
+    rows = [r for r in old.get("rows", []) if not mine(r["gpu"], r.get("dtype"), r)]
     sources = [s for s in old.get("sources", [])
-               if (s["device"], s.get("dtype", REFERENCE_DTYPE)) != same] + [src]
-    path.write_text(json.dumps({"sources": sources, "rows": keep + doc["table"]}, indent=1)
-                    + "\n")
-    print(f"wrote {path}")
+               if subset or not mine(s["device"], s.get("dtype"))]
+    return {"sources": sources + [src], "rows": rows + doc["table"]}
 
 
 if __name__ == "__main__":

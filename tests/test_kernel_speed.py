@@ -76,3 +76,43 @@ def test_floor_splits_each_step_and_bounds_a_4bit_decode():
 def test_kernels_keeps_fp16_and_the_named_kernels(tmp_path):
     got = ks.targets({}, tmp_path, 9.0, {ks.NO_GEMM})
     assert [k for _, k, _ in got] == ["fp16", ks.NO_GEMM]
+
+
+def _row(gpu, kernel, b1, dtype="float16", checkpoint="gptq-asym"):
+    return {"gpu": gpu, "dtype": dtype, "checkpoint": checkpoint, "kernel": kernel,
+            "b1_vs_fp16": b1}
+
+
+def _doc(kernels, rows, date="new"):
+    return {"device": "H100", "device_cc": 9.0, "dtype": "float16", "date": date,
+            "versions": {}, "command": "c", "shape": {}, "kernels": kernels, "table": rows}
+
+
+def test_a_subset_replaces_only_its_kernels_rows_and_keeps_every_source():
+    old = {"sources": [{"device": "H100", "dtype": "float16", "date": "old"},
+                       {"device": "A100", "dtype": "float16", "date": "a100"}],
+           "rows": [_row("H100", "torch", 0.45), _row("H100", "awq_marlin", 9.9),
+                    _row("H100", "torch", 0.5, dtype="bfloat16"), _row("A100", "awq_marlin", 1.2)]}
+    new = ks.merged(old, _doc(["awq_marlin"], [_row("H100", "awq_marlin", 1.5)]))
+    assert [(r["gpu"], r["kernel"], r["dtype"], r["b1_vs_fp16"]) for r in new["rows"]] == [
+        ("H100", "torch", "float16", 0.45), ("H100", "torch", "bfloat16", 0.5),
+        ("A100", "awq_marlin", "float16", 1.2), ("H100", "awq_marlin", "float16", 1.5)]
+    assert [s["date"] for s in new["sources"]] == ["old", "a100", "new"]
+    assert new["sources"][-1]["kernels"] == ["awq_marlin"]
+
+
+def test_a_full_run_replaces_its_gpu_and_dtype_rows_and_source():
+    old = {"sources": [{"device": "H100", "dtype": "float16", "date": "old"},
+                       {"device": "H100", "dtype": "bfloat16", "date": "bf16"}],
+           "rows": [_row("H100", "torch", 0.45), _row("H100", "torch", 0.5, dtype="bfloat16")]}
+    new = ks.merged(old, _doc([], [_row("H100", "marlin", 1.5, checkpoint="gptq-sym")]))
+    assert [(r["kernel"], r["dtype"]) for r in new["rows"]] == [
+        ("torch", "bfloat16"), ("marlin", "float16")]
+    assert [s["date"] for s in new["sources"]] == ["bf16", "new"]
+    assert "kernels" not in new["sources"][-1]
+
+
+def test_a_subset_writes_only_the_checkpoints_its_kernels_fit():
+    assert ks.wanted({"awq_marlin"}) == ["gptq-sym", "gptq-asym", "ct-asym"]
+    assert ks.wanted({"gemm"}) == ["awq"]  # AWQ's own GEMM kernel reads no other layout
+    assert ks.wanted(set()) == list(ks.CHECKPOINTS)
