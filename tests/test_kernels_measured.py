@@ -55,6 +55,15 @@ def test_the_nearest_measured_gpu_counts(table):
     assert resolve(cc=8.6) == "exllama_v2"  # the A100's figures are nearer
 
 
+def test_two_gpus_of_one_cc_never_mix(table):
+    # an H100 and an H200 are both 9.0: torch's 1.0x on the H200 must not outrank the H100's
+    # Marlin because the H100 also has a slower torch row
+    table += [_row("marlin", 1.5, 1.5), _row("torch", 0.4, 0.4), _row("exllama_v2", 0.3, 0.3),
+              _row("torch", 1.9, 1.9, gpu="H200")]
+    assert resolve(cc=9.0) == "marlin"
+    assert {a["gpu"] for a in measured.alternatives("gptq", True, 9.0)} == {"H100"}
+
+
 def test_the_jobs_dtype_counts_and_float16_stands_in_for_an_unmeasured_one(table):
     table += [_row("marlin", 1.5, 1.4), _row("exllama_v2", 3.0, 2.5),
               _row("marlin", 2.2, 1.4, dtype="bfloat16"),

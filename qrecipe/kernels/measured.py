@@ -10,7 +10,7 @@ and an asymmetric GPTQ one on the torch kernel (0.45x). Only measurements the sp
 belong here: ExLlamaV2's graph-timed rows were dropped (the table's `left_out` says why).
 
 `ranked` orders the kernels `auto` may try: the ones measured for this format and symmetry on
-the nearest measured GPU (the same compute capability first) in the job's dtype (float16's
+the nearest measured GPU (the same compute capability first; one GPU of that capability, never a mix) in the job's dtype (float16's
 figures where that dtype was not measured), fastest at batch 1 first (batch 8 breaks ties), then
 every unmeasured one in the table's own order. Plain data: no torch.
 """
@@ -52,7 +52,12 @@ def _rows(fmt: str, sym: Optional[bool], cc: Optional[float], dtype: Optional[st
     rows = [r for r in rows if r["cc"] == nearest]
     have = {r.get("dtype", REFERENCE_DTYPE) for r in rows}
     pick = dtype if dtype in have else REFERENCE_DTYPE if REFERENCE_DTYPE in have else min(have)
-    return [r for r in rows if r.get("dtype", REFERENCE_DTYPE) == pick]
+    rows = [r for r in rows if r.get("dtype", REFERENCE_DTYPE) == pick]
+    # one GPU's figures, never a mix (an H100 and an H200 are both 9.0): ratios from two cards
+    # do not rank against each other; the GPU with the most kernels measured, then by name
+    gpus = {r["gpu"] for r in rows}
+    gpu = max(gpus, key=lambda g: (sum(r["gpu"] == g for r in rows), g))
+    return [r for r in rows if r["gpu"] == gpu]
 
 
 def ranked(fmt: str, sym: Optional[bool], cc: Optional[float], names: Sequence[str],
