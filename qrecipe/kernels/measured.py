@@ -10,9 +10,10 @@ and an asymmetric GPTQ one on the torch kernel (0.45x). Only measurements the sp
 belong here: ExLlamaV2's graph-timed rows were dropped (the table's `left_out` says why).
 
 `ranked` orders the kernels `auto` may try: the ones measured for this format and symmetry on
-the nearest measured GPU (the same compute capability first; one GPU of that capability, never a mix) in the job's dtype (float16's
-figures where that dtype was not measured), fastest at batch 1 first (batch 8 breaks ties), then
-every unmeasured one in the table's own order. Plain data: no torch.
+the nearest measured GPU (the same compute capability first; one card of it, never a mix) in
+the job's dtype (float16's figures where that dtype was not measured), fastest at batch 1 first
+(batch 8 breaks ties), then every unmeasured one in the table's own order. Plain data: no
+torch.
 """
 from __future__ import annotations
 
