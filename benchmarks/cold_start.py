@@ -48,13 +48,35 @@ from gpu_bench import _versions  # noqa: E402
 from gpu_bench_jobs import TEXT  # noqa: E402
 
 
+# what the job quantizes: GPTQ w4 g128 through gptqmodel, the method's other settings as shipped
+METHOD = ["method=gptq", "method.backend=gptqmodel", "bits=w4", "bits.group_size=128"]
+
+
 def job_args(a, model_dir: Path, cache: Path, out: Path) -> list:
-    return ["method=gptq", "method.backend=gptqmodel", "bits=w4", "bits.group_size=128",
+    return [*METHOD,
             "model=local", f"model.path={model_dir}", "calibration=local",
             f"calibration.path={TEXT}", f"calibration.num_samples={a.samples}",
             f"calibration.seq_len={a.seq_len}", f"hardware={a.hardware}",
             f"cache.dir={cache}", f"hydra.run.dir={out}",
             "recipe_name=cold_start", *a.extra]
+
+
+def cold_builds(hardware: str = "h100_80gb", cc=None) -> tuple:
+    """The JIT builds the job calls on `hardware` as shipped, in qrecipe's build order: GPTQ's
+    quantize build and the extensions of the kernel `auto` reloads its checkpoint with (qrecipe's
+    own resolution, by the measured table, in the profile's dtype); cc None: the newest measured
+    GPU's. What a machine image built with `qrecipe kernels build` holds for it."""
+    from qrecipe.kernels import build
+    from qrecipe.kernels import table as kernels
+    from qrecipe.recipes.compose import compose
+    cfg = compose([*METHOD, f"hardware={hardware}"])
+    hw, allow_jit = cfg.hardware, bool(cfg.hardware.allow_jit)
+    k = kernels.resolve("gptq", "cuda", str(hw.kernel), allow_jit, cc=cc, dtype=str(hw.dtype),
+                        sym=bool(cfg.method.sym), bits=int(cfg.bits.width),
+                        group_size=int(cfg.bits.group_size))
+    names = set(build.QUANTIZE["gptq"] if allow_jit else ()) | {
+        e.name for e in build.extensions_of("gptq", k.name) if e.dtype in (None, str(hw.dtype))}
+    return tuple(e.name for e in build.EXTENSIONS if e.name in names)
 
 
 def timed(cmd: list, log: Path, env: dict) -> tuple:

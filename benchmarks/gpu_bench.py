@@ -72,7 +72,7 @@ from gpu_bench_table import ckpt_label, derive, markdown
 # (method, backend, runner, JIT builds it waits for); the order puts build-free jobs first, but
 # the cold job: the first job on the machine, once the kernels it calls are built (COLD_DOC)
 JOBS = [
-    ("cold", "gptqmodel", "cli", ("gptq_block", "exllamav2")),
+    ("cold", "gptqmodel", "cli", "image"),  # its builds: cold_start.cold_builds()
     ("gptq", "llmcompressor", "backend_default", ()),
     ("gptq", "llmcompressor", "qrecipe", ()),
     ("bnb4", "bitsandbytes", "qrecipe", ()),
@@ -110,7 +110,8 @@ NEW_JOBS = [
     ("speed", None, None, None),
     ("autoround", "llmcompressor", "backend_default", ()),
 ]
-PREBUILD = ("gptq_block", "pack_block_cpu", "awq", "exllamav2", "marlin_fp16")  # order of need
+PREBUILD = ("gptq_block", "pack_block_cpu", "awq", "exllamav2", "marlin_fp16",  # order of need
+            "marlin_bf16")
 # compressed-tensors checkpoints whose scheme quantizes activations or stores float weights
 # (FP8, INT8 W8A8, NVFP4, MXFP4): a kind of their own, since qrecipe runs them on `emulated`
 # only (never on the int kernels, so they wait for no build) and FP8 on transformers' own kernel
@@ -160,7 +161,7 @@ def _builds(jobs) -> tuple:
     """The builds these jobs wait for: the cold job's first, then the rest in PREBUILD order; a
     partial run builds nothing else (an unused nvcc build would take the CPU from the timed
     jobs)."""
-    need = {e for j in jobs if j[0] != "speed" for e in j[3]}
+    need = {e for j in jobs if j[0] not in ("speed", "cold") for e in j[3]}
     if any(j[0] == "speed" for j in jobs):
         need |= set(speed_builds(jobs))
     first = _cold_builds(jobs)
@@ -170,7 +171,10 @@ def _builds(jobs) -> tuple:
 def _cold_builds(jobs) -> tuple:
     """The builds the cold job needs (the image step's kernels); the queue holds the others until
     that job is done, so no nvcc build shares the CPU with it."""
-    return next((tuple(j[3]) for j in jobs if j[0] == "cold"), ())
+    if not any(j[0] == "cold" for j in jobs):
+        return ()
+    from cold_start import cold_builds
+    return cold_builds()
 
 
 # the JIT build each compiled reload kernel needs (gptqmodel extension names)

@@ -31,14 +31,14 @@ def test_every_checkpoints_reload_kernel_runs_before_the_extra_kernels(tmp_path)
     t = [(m, k) for m, k, _ in gpu_bench.speed_targets(ckpts, tmp_path / "fp16", cc=9.0)]
     assert t[0] == ("fp16", "fp16") and t[1] == ("fp16", gpu_bench.NO_GEMM)  # the step's floor
     t = t[1:]
-    # Hopper, allow_jit, the shipped measurements: asymmetric gptq cannot use Marlin and
-    # ExLlamaV2 has no valid figure, so the torch kernel; compressed-tensors int4: its own
-    # kernel, measured fastest; AWQ Marlin on the rewritten layout (not yet measured) and
-    # ExLlamaV2 among the extra kernels
-    assert t[1:6] == [("gptq", "torch"), ("awq", "marlin"), ("rtn", "torch"),
-                      ("awq-llmc", "compressed"), ("fp8-llmc", "compressed")]
-    assert t[6:] == [("gptq", "awq_marlin"), ("gptq", "exllama_v2"), ("awq", "torch"),
-                     ("awq-llmc", "dequantized"), ("awq-llmc", "awq_marlin"),
+    # Hopper, allow_jit, the shipped measurements: asymmetric gptq cannot use GPTQ Marlin and
+    # ExLlamaV2 has no valid figure, so AWQ Marlin on the rewritten layout (1.47x, over the torch
+    # kernel's 0.45x), for compressed-tensors int4 too (over its own kernel's 1.00x); the torch
+    # kernel and ExLlamaV2 among the extra kernels
+    assert t[1:6] == [("gptq", "awq_marlin"), ("awq", "marlin"), ("rtn", "awq_marlin"),
+                      ("awq-llmc", "awq_marlin"), ("fp8-llmc", "compressed")]
+    assert t[6:] == [("gptq", "torch"), ("gptq", "exllama_v2"), ("awq", "torch"),
+                     ("awq-llmc", "compressed"), ("awq-llmc", "dequantized"),
                      ("awq-llmc", "exllama_v2"), ("fp8-llmc", "dequantized")]
 
 
@@ -58,7 +58,9 @@ def test_only_selects_jobs_and_their_builds():
     assert gpu_bench._builds(jobs) == ("gptq_block", "pack_block_cpu")
     every = gpu_bench.selected(argparse.Namespace(only=""))
     assert [j for j in gpu_bench.JOBS if j not in every] == [gpu_bench.JOBS[0]]  # the cold job
-    assert gpu_bench._builds(every) == gpu_bench.PREBUILD
+    # every build but bfloat16's Marlin, which only the cold job (a bfloat16 profile) reloads with
+    assert gpu_bench._builds(every) == gpu_bench.PREBUILD[:-1]
+    assert gpu_bench.PREBUILD[-1] == "marlin_bf16"
 
 
 def test_the_cold_job_runs_first_and_its_kernels_build_before_the_others():
@@ -68,8 +70,11 @@ def test_the_cold_job_runs_first_and_its_kernels_build_before_the_others():
     jobs = gpu_bench.selected(argparse.Namespace(only="cold,gptq-gptqmodel,awq-llmcompressor,speed"))
     assert [gpu_bench._label(*j[:3]) for j in jobs][:2] == ["cold-gptqmodel-cli",
                                                             "gptq-gptqmodel-backend_default"]
-    assert gpu_bench._cold_builds(jobs) == ("gptq_block", "exllamav2")
-    assert gpu_bench._builds(jobs)[:3] == ("gptq_block", "exllamav2", "pack_block_cpu")
+    # what the job calls on h100_80gb as shipped (bfloat16, allow_jit): GPTQ's block update,
+    # and Marlin's bfloat16 build for AWQ Marlin, `auto`'s measured pick for its asymmetric
+    # checkpoint (cold_start.cold_builds: qrecipe's own resolution)
+    assert gpu_bench._cold_builds(jobs) == ("gptq_block", "marlin_bf16")
+    assert gpu_bench._builds(jobs)[:3] == ("gptq_block", "marlin_bf16", "pack_block_cpu")
     assert gpu_bench._cold_builds(gpu_bench.selected(argparse.Namespace(only="gptq"))) == ()
 
 

@@ -111,11 +111,12 @@ def _fits(fmt: str, kernel: str, cc: Optional[float]) -> bool:
 def reload_kernels(fmt: str, allow_jit: bool, kernel: str, cc: Optional[float]) -> List[str]:
     """The nvcc-built kernels a reload of a `fmt` checkpoint may pick on a GPU of compute
     capability cc (None: any): every one `auto` tries with allow_jit (where auto tries compiled
-    kernels on this GPU at all), plus `kernel` when it names a compiled one."""
+    kernels on this GPU at all: its pick by the measured table first, then its fixed order for
+    GPUs nobody measured), plus `kernel` when it names a compiled one."""
     out: List[str] = []
     auto = resolve(fmt, "cuda", "auto", allow_jit=True, cc=cc, fast_bf16=True)
     if allow_jit and auto.jit:
-        out += [n for n in auto_jit(fmt) if _fits(fmt, n, cc)]
+        out += [auto.name] + [n for n in auto_jit(fmt) if n != auto.name and _fits(fmt, n, cc)]
     if kernel != "auto" and kernel in names(fmt) and get(fmt, kernel).jit \
             and kernel not in out and _fits(fmt, kernel, cc):
         out.append(kernel)
