@@ -285,6 +285,8 @@ ELSEWHERE = {
     "--write-table": GPU,
     "python3 benchmarks/kernel_speed.py --tokenizer TOK --work /tmp/ks --out ks.json --phase speed "
     "--exllama-current-stream --kernels no-gemm,exllama_v2,marlin": GPU,
+    "python3 benchmarks/kernel_speed.py --tokenizer TOK --work /tmp/ks --out ks.json --kernels "
+    "awq_marlin --write-table": GPU,
     "python benchmarks/gpu_bench.py --tokenizer TOK --work /tmp/bench --out new_a.json --shape "
     "llama2-7b --layers 32 --samples 128 --seq-len 512 --budget 500 --only fp8,mxfp4,nvfp4,speed":
         GPU,

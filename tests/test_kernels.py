@@ -239,12 +239,15 @@ def test_fp8_checkpoints_take_the_fp8_matmul_on_ada_or_hopper_only():
 @pytest.mark.shipped_measurements
 def test_shipped_measurements_pick_marlin_for_symmetric_gptq_on_an_h100_and_leave_fp8_alone():
     """kernels/measured.json (32-layer Llama-2-7B shape, H100, float16): Marlin 1.52x fp16 at
-    batch 1 on symmetric GPTQ; asymmetric GPTQ (no Marlin) the torch kernel (0.45x), measured,
-    before ExLlamaV2, whose graph figures were invalid and left out; AWQ's fastest is Marlin
+    batch 1 on symmetric GPTQ (AWQ Marlin on the rewritten layout: 1.47x); asymmetric GPTQ (no
+    GPTQ Marlin) AWQ Marlin (1.47x) over the torch kernel (0.45x), and the torch kernel without
+    a build; ExLlamaV2's graph figures were invalid and left out; AWQ's fastest is Marlin
     (1.48x)."""
     assert kernels.resolve("gptq", "cuda", "auto", allow_jit=True, cc=9.0, sym=True, bits=4,
                            group_size=128).name == "marlin"
     assert kernels.resolve("gptq", "cuda", "auto", allow_jit=True, cc=9.0, sym=False, bits=4,
+                           group_size=128).name == "awq_marlin"
+    assert kernels.resolve("gptq", "cuda", "auto", allow_jit=False, cc=9.0, sym=False, bits=4,
                            group_size=128).name == "torch"
     assert kernels.resolve("awq", "cuda", "auto", allow_jit=True, cc=9.0, bits=4,
                            group_size=128).name == "marlin"

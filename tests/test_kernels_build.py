@@ -102,10 +102,11 @@ def test_plan_for_a_jit_profile_builds_quantize_and_every_auto_reload_kernel():
     assert _names(jobs) == ["gptq_block", "exllamav2", "marlin_fp16", "marlin_bf16"]
     uses = {j.ext.name: j.uses for j in jobs}
     assert uses["gptq_block"] == ("quantize gptq",)
-    # compressed-tensors: `auto` decodes it dense on a GPU measured (an H100), so only GPTQ, whose
-    # auto may try ExLlamaV2 where nothing is measured, builds it
-    assert uses["exllamav2"] == ("reload gptq exllama_v2",)
+    # compressed-tensors: `auto` picks AWQ Marlin on a GPU measured (an H100) and, where nothing
+    # is measured, tries ExLlamaV2 and Marlin first
+    assert uses["exllamav2"] == ("reload gptq exllama_v2", "reload compressed-tensors exllama_v2")
     assert "reload awq marlin" in uses["marlin_bf16"]
+    assert "reload compressed-tensors awq_marlin" in uses["marlin_bf16"]
     # every kernel auto tries with allow_jit is covered
     for fmt in build.JIT_FORMATS:
         for name in auto_jit(fmt):
