@@ -185,3 +185,19 @@ def test_a_decoder_linear_left_dense_is_kept_out_of_the_awq_loader():
     assert gptq_awq._unquantized(tensors, prefixes) == ["model.layers.0.mlp.down_proj"]
     del tensors["model.layers.0.mlp.down_proj.weight"]
     assert gptq_awq._unquantized(tensors, prefixes) is None
+
+
+def test_the_byte_level_repack_is_the_arithmetic_one_on_every_bit_pattern():
+    """_nibbles and _words read words as little-endian bytes; against shifts and masks on
+    int64, over random words of the full int32 range (negative ones: a high nibble >= 8)."""
+    g = torch.Generator().manual_seed(1)
+    words = torch.randint(-2**31, 2**31 - 1, (64, 16), dtype=torch.int32, generator=g)
+    words[0, :2] = torch.tensor([-1, -2**31], dtype=torch.int32)
+    w = words.to(torch.int64) & 0xFFFFFFFF
+    want = torch.stack([(w >> (4 * k)) & 15 for k in range(8)], dim=-1)
+    nib = gptq_awq._nibbles(words)
+    assert nib.dtype == torch.uint8 and torch.equal(nib.to(torch.int64), want)
+    assert torch.equal(gptq_awq._words(nib), words)
+    order = gptq_awq.AWQ_ORDER
+    packed = sum(want[..., order[k]] << (4 * k) for k in range(8))
+    assert torch.equal(gptq_awq._words(nib, order).to(torch.int64) & 0xFFFFFFFF, packed)
