@@ -20,7 +20,8 @@ was timed (`decode_path`: a CUDA graph whose replayed step matched the eager one
 --exllama-current-stream measures ExLlamaV2 built from a copy of its sources whose kernels launch
 on the current stream (benchmarks/exllama_stream.py); not a kernel qrecipe ships, so it writes
 no table. --kernels measures a subset, on the checkpoints those kernels fit only; with
---write-table its rows replace only the table's rows of the same GPU, dtype and kernel, and its source is added beside the others (with the kernels it measured).
+--write-table its rows replace only the table's rows of the same GPU, dtype and kernel, and
+its source is added beside the others (with the kernels it measured).
 The fp16 model is also measured without its decoder layers' GEMMs (`no-gemm`,
 gpu_bench_jobs.strip_gemms): the rest of a step, which no weight format removes. The JSON's
 `floor` (gpu_bench_table.decode_floor) splits each row's batch-1 step into that floor and its
@@ -204,7 +205,8 @@ def write_table(doc: dict) -> None:
 def merged(old: dict, doc: dict) -> dict:
     """The table with this run's rows in. A run of every kernel replaces the rows and sources of
     its GPU and dtype; a subset (doc["kernels"]) replaces the rows of its GPU, dtype and kernels
-    only (it measured each on every checkpoint it fits), and its source joins the others. Other GPUs' and dtypes' rows stay."""
+    only (it measured each on every checkpoint it fits), and its source joins the others.
+    Other GPUs' and dtypes' rows stay."""
     src = {k: doc[k] for k in ("device", "device_cc", "dtype", "date", "versions", "command",
                                "shape")}
     same = (doc["device"], doc["dtype"])
