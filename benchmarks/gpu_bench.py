@@ -72,7 +72,7 @@ from gpu_bench_table import ckpt_label, derive, markdown
 # (method, backend, runner, JIT builds it waits for); the order puts build-free jobs first, but
 # the cold job: the first job on the machine, once the kernels it calls are built (COLD_DOC)
 JOBS = [
-    ("cold", "gptqmodel", "cli", "image"),  # its builds: cold_start.cold_builds()
+    ("cold", "gptqmodel", "cli", ()),  # its builds: _cold_builds (qrecipe's own resolution)
     ("gptq", "llmcompressor", "backend_default", ()),
     ("gptq", "llmcompressor", "qrecipe", ()),
     ("bnb4", "bitsandbytes", "qrecipe", ()),
@@ -161,7 +161,7 @@ def _builds(jobs) -> tuple:
     """The builds these jobs wait for: the cold job's first, then the rest in PREBUILD order; a
     partial run builds nothing else (an unused nvcc build would take the CPU from the timed
     jobs)."""
-    need = {e for j in jobs if j[0] not in ("speed", "cold") for e in j[3]}
+    need = {e for j in jobs if j[0] != "speed" for e in j[3]}
     if any(j[0] == "speed" for j in jobs):
         need |= set(speed_builds(jobs))
     first = _cold_builds(jobs)

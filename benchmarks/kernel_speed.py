@@ -204,24 +204,24 @@ def write_table(doc: dict) -> None:
 
 def merged(old: dict, doc: dict) -> dict:
     """The table with this run's rows in. A run of every kernel replaces the rows and sources of
-    its GPU and dtype; a subset (doc["kernels"]) replaces the rows of its GPU, dtype and kernels
-    only (it measured each on every checkpoint it fits), and its source joins the others.
-    Other GPUs' and dtypes' rows stay."""
+    its GPU and dtype; a subset (doc["kernels"]) replaces those of its GPU, dtype and kernels
+    only (it measured each on every checkpoint it fits). Other GPUs' and dtypes' stay."""
     src = {k: doc[k] for k in ("device", "device_cc", "dtype", "date", "versions", "command",
                                "shape")}
-    same = (doc["device"], doc["dtype"])
-    subset = doc.get("kernels") or []
+    subset = set(doc.get("kernels") or ())
     if subset:
-        src["kernels"] = subset
+        src["kernels"] = sorted(subset)
 
-    def mine(gpu, dtype, row=None) -> bool:
-        if (gpu, dtype or REFERENCE_DTYPE) != same:
+    def replaced(gpu, dtype, kernels) -> bool:
+        """Whether this run measured again what (gpu, dtype, kernels) holds; None: every one."""
+        if (gpu, dtype or REFERENCE_DTYPE) != (doc["device"], doc["dtype"]):
             return False
-        return not subset or row is None or row["kernel"] in subset
+        return not subset or (kernels is not None and set(kernels) <= subset)
 
-    rows = [r for r in old.get("rows", []) if not mine(r["gpu"], r.get("dtype"), r)]
+    rows = [r for r in old.get("rows", []) if not replaced(r["gpu"], r.get("dtype"),
+                                                           [r["kernel"]])]
     sources = [s for s in old.get("sources", [])
-               if subset or not mine(s["device"], s.get("dtype"))]
+               if not replaced(s["device"], s.get("dtype"), s.get("kernels"))]
     return {"sources": sources + [src], "rows": rows + doc["table"]}
 
 

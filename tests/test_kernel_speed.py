@@ -99,6 +99,10 @@ def test_a_subset_replaces_only_its_kernels_rows_and_keeps_every_source():
         ("A100", "awq_marlin", "float16", 1.2), ("H100", "awq_marlin", "float16", 1.5)]
     assert [s["date"] for s in new["sources"]] == ["old", "a100", "new"]
     assert new["sources"][-1]["kernels"] == ["awq_marlin"]
+    # the same subset again: its earlier source goes with its rows, the full run's stays
+    again = ks.merged(new, _doc(["awq_marlin"], [_row("H100", "awq_marlin", 1.4)], "newer"))
+    assert [s["date"] for s in again["sources"]] == ["old", "a100", "newer"]
+    assert [r["b1_vs_fp16"] for r in again["rows"] if r["kernel"] == "awq_marlin"] == [1.2, 1.4]
 
 
 def test_a_full_run_replaces_its_gpu_and_dtype_rows_and_source():
