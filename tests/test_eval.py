@@ -109,3 +109,19 @@ def test_a_graph_replay_that_is_not_the_eager_step_is_refused():
     assert "differ from the eager step's" in replay_differs(want + 0.1, want)  # 2.5x
     assert "a kernel ran outside the capture" in replay_differs(torch.full_like(want, float("nan")),
                                                                 want)
+
+
+def test_the_eager_decode_loop_is_whole_where_no_graph_times_the_decode(tiny_model_dir):
+    """On CPU the eager loop is the decode figure: every asked step, every repeat, the median
+    step. Where a CUDA graph times the decode the eager loop is a side note of EAGER_SIDE_STEPS
+    steps (tests/test_gpu.py checks that path)."""
+    from transformers import AutoModelForCausalLM
+
+    from qrecipe.evaluation import speed
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    n = speed.EAGER_SIDE_STEPS + 4
+    out = speed.measure(model, torch.randint(0, 1000, (64,)), prompt_len=16, new_tokens=n,
+                        repeats=2)
+    assert out["decode_path"] == "eager" and out["eager_new_tokens"] == n
+    assert out["eager_repeats"] == 2 and out["decode_tokens_per_s"] > 0
+    assert out["decode_ms_per_step"] == pytest.approx(1000 / out["decode_tokens_per_s"])

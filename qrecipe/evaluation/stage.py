@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from qrecipe.evaluation import perplexity as evaluate
 from qrecipe.evaluation import tasks
+from qrecipe.evaluation.speed import EAGER_SIDE_STEPS
 from qrecipe.inputs import models
 from qrecipe.inputs import texts as data
 from qrecipe.kernels.table import loaded_kernels
@@ -20,7 +21,7 @@ from qrecipe.record.fingerprint import sha256_text
 log = logging.getLogger("qrecipe")
 # how speed is measured (evaluation/speed.py): part of the fp baseline's cache key, so a cached
 # speed is one measured the same way
-SPEED_METHOD = "median-step"
+SPEED_METHOD = f"median-step/eager-side-{EAGER_SIDE_STEPS}"
 
 
 def run(cfg, model_dir: Path, model_out: Path, tokenizer, tok_fp: str, model_fp: str,
