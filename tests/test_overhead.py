@@ -163,3 +163,34 @@ def test_the_library_import_counts_wherever_it_ran(monkeypatch):
     first = early.imported()
     assert first >= 0.2 and early.imported() == pytest.approx(first, abs=0.05)
     assert Slow().imported() < 0.05  # a later job of the process: imported already
+
+
+def test_the_evaluation_text_is_tokenized_beside_the_quantization(tiny_model_dir, tmp_path,
+                                                                  monkeypatch):
+    """A job that quantizes and evaluates tokenizes the evaluation text on a helper thread
+    started before the quantize stage, with a copy of the job's tokenizer; the evaluation
+    scores exactly those ids."""
+    import threading
+
+    from qrecipe.inputs import texts
+    from qrecipe.inputs.texts import rows_fingerprint
+    from qrecipe.run.runner import run_job
+
+    seen, token_ids = [], texts.token_ids
+
+    def spy(spec, tokenizer, *a, **kw):
+        ids = token_ids(spec, tokenizer, *a, **kw)
+        seen.append((spec.section, threading.current_thread().name, tokenizer, ids))
+        return ids
+
+    monkeypatch.setattr(texts, "token_ids", spy)
+    args = _args(tiny_model_dir)[:-1] + ["eval.max_windows=1", "eval.seq_len=32",
+                                         "eval.stride=32", "eval.speed=false"]
+    out = tmp_path / "run"
+    assert run_job(compose(args), out) == "ok"
+    (section, thread, copy_, ids), = [s for s in seen if s[0] == "eval"]
+    assert thread == "qrecipe-eval-tokens"
+    calibration_tokenizer = next(s[2] for s in seen if s[0] == "calibration")
+    assert copy_ is not calibration_tokenizer  # the job's own tokenizer stays on the main thread
+    fps = json.loads((out / "fingerprints.json").read_text())
+    assert fps["eval_token_ids_sha256"] == rows_fingerprint([ids])

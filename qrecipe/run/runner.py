@@ -18,7 +18,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -224,7 +224,8 @@ def _run_stages(cfg: DictConfig, out: Path, job: _Job) -> None:
 @dataclass
 class _Work:
     """What the stages of one job share: its config, directory, validated plan, timers, cache,
-    the input's background fingerprint, the fingerprints so far, and the stages it reused."""
+    the input's background fingerprint, the fingerprints so far, the stages it reused, and the
+    evaluation text's tokens on their helper thread."""
     cfg: DictConfig
     out: Path
     plan: Plan
@@ -235,6 +236,7 @@ class _Work:
     saved: str = ""  # what the checkpoint's unquantized tensors are saved in
     fps: Dict[str, Any] = field(default_factory=dict)
     reused: List[str] = field(default_factory=list)
+    eval_tokens: Optional[Background] = None  # the evaluation text, tokenized beside quantize
 
 
 def _pipeline(w: _Work) -> Dict[str, Any]:
@@ -250,6 +252,8 @@ def _pipeline(w: _Work) -> Dict[str, Any]:
     with background_builds(w.cfg, w.plan, w.dtype, done is None, jit) as builds:
         model_dir, tokenizer, tok_fp = _load(w)
         rows = _calibrate(w, tokenizer, tok_fp, quantizes=done is None)
+        if done is None and w.cfg.eval.enabled:  # tokenized while the backend quantizes
+            w.eval_tokens = eval_stage.tokens_beside(w.cfg, tokenizer, tok_fp, w.cache)
         if done is None:
             result, per_layer = _quantize(w, model_dir, rows)
             _save(w, tokenizer, result, per_layer)
@@ -375,7 +379,8 @@ def _evaluate(w: _Work, model_dir: Path, tokenizer, tok_fp: str,
             # a checkpoint saved in another dtype than the job's is scored in the job's
             metrics["eval"] = eval_stage.run(w.cfg, model_dir, w.out / "model", tokenizer,
                                              tok_fp, w.model_fp.result(), w.dtype, w.cache,
-                                             w.fps, w.dtype if w.saved != w.dtype else "auto")
+                                             w.fps, w.dtype if w.saved != w.dtype else "auto",
+                                             tokens=w.eval_tokens)
         markers.mark(w.out, "evaluate", {
             "eval": metrics["eval"], "seconds": w.stages.seconds["evaluate"],
             "eval_token_ids_sha256": w.fps["eval_token_ids_sha256"],
