@@ -172,11 +172,11 @@ def test_the_evaluation_text_is_tokenized_beside_the_quantization(tiny_model_dir
     scores exactly those ids."""
     import threading
 
-    from qrecipe.inputs import texts
+    from qrecipe.inputs import models, texts
     from qrecipe.inputs.texts import rows_fingerprint
     from qrecipe.run.runner import run_job
 
-    seen, token_ids = [], texts.token_ids
+    seen, token_ids, load_tokenizer, jobs = [], texts.token_ids, models.load_tokenizer, []
 
     def spy(spec, tokenizer, *a, **kw):
         ids = token_ids(spec, tokenizer, *a, **kw)
@@ -184,13 +184,14 @@ def test_the_evaluation_text_is_tokenized_beside_the_quantization(tiny_model_dir
         return ids
 
     monkeypatch.setattr(texts, "token_ids", spy)
-    args = _args(tiny_model_dir)[:-1] + ["eval.max_windows=1", "eval.seq_len=32",
-                                         "eval.stride=32", "eval.speed=false"]
+    monkeypatch.setattr(models, "load_tokenizer", lambda p: jobs.append(load_tokenizer(p))
+                        or jobs[-1])
+    args = _args(tiny_model_dir, "rtn")[:-1] + ["eval.max_windows=1", "eval.seq_len=32",
+                                                "eval.stride=32", "eval.speed=false"]
     out = tmp_path / "run"
     assert run_job(compose(args), out) == "ok"
-    (section, thread, copy_, ids), = [s for s in seen if s[0] == "eval"]
-    assert thread == "qrecipe-eval-tokens"
-    calibration_tokenizer = next(s[2] for s in seen if s[0] == "calibration")
-    assert copy_ is not calibration_tokenizer  # the job's own tokenizer stays on the main thread
+    (section, thread, tokenizer, ids), = seen
+    assert section == "eval" and thread == "qrecipe-eval-tokens"
+    assert len(jobs) == 1 and tokenizer is not jobs[0]  # the job's own stays on the main thread
     fps = json.loads((out / "fingerprints.json").read_text())
     assert fps["eval_token_ids_sha256"] == rows_fingerprint([ids])
