@@ -125,3 +125,38 @@ def test_the_eager_decode_loop_is_whole_where_no_graph_times_the_decode(tiny_mod
     assert out["decode_path"] == "eager" and out["eager_new_tokens"] == n
     assert out["eager_repeats"] == 2 and out["decode_tokens_per_s"] > 0
     assert out["decode_ms_per_step"] == pytest.approx(1000 / out["decode_tokens_per_s"])
+
+
+@pytest.mark.parametrize("captured", [True, False])
+def test_the_eager_loop_is_a_side_note_only_beside_a_graph_that_timed_the_decode(captured,
+                                                                                 monkeypatch):
+    """The graph is tried first: where it timed the decode, the eager figure is one short loop;
+    where it was refused, the eager loop is the decode figure, with every step and repeat."""
+    from types import SimpleNamespace
+
+    from qrecipe.evaluation import speed
+    loops = []
+
+    class Graph:
+        def __init__(self, model, prompt, n):
+            if not captured:
+                raise speed.GraphMismatch("a kernel ran outside the capture")
+
+        def run(self):
+            return 0.32  # 32 steps: 100 tok/s
+
+    def eager(model, prompt, n, device=None):
+        loops.append(n)
+        return 0.05  # 20 tok/s
+
+    monkeypatch.setattr(speed, "_GraphDecoder", Graph)
+    monkeypatch.setattr(speed, "_decode_eager", eager)
+    out = speed._decode(None, torch.zeros(1, 4), 32, SimpleNamespace(type="cuda"), True, 3)
+    assert out["eager_decode_tokens_per_s"] == pytest.approx(20)
+    if captured:
+        assert loops == [speed.EAGER_SIDE_STEPS] and out["decode_path"] == "graph"
+        assert out["decode_tokens_per_s"] == pytest.approx(100)
+    else:
+        assert loops == [32, 32, 32] and out["decode_path"] == "eager"
+        assert out["decode_tokens_per_s"] == pytest.approx(20)
+        assert "outside the capture" in out["graph_error"]

@@ -61,29 +61,38 @@ def measure(model, ids, prompt_len: int = 128, new_tokens: int = 32, batch: int 
         prefill = _timed(lambda: model(prompt, use_cache=False), device, repeats)
         out["prefill_tokens_per_s"] = batch * prompt_len / prefill
         _decode_eager(model, prompt, 2)  # warm-up
-        # Where the graph path reports decode, the eager figure is a side note: one loop of
-        # EAGER_SIDE_STEPS steps. A 7B decodes eagerly at 11-21 tok/s on an H100 (Python and
-        # launches), so three loops of 32 steps were 4.5 s of every job's evaluation, one loop
-        # of 32 still 5.2 s of a cold job's (fp 14.5 and torch kernel 10.7 tok/s: the goals
-        # run of 2026-12-07 21:14 UTC, docs/benchmarks.md). On a GPU every step costs the same
-        # (the cache grows from 128 to 160 tokens), so the loop's mean needs few of them.
-        graphed = graphs and device.type == "cuda"
-        out["eager_repeats"] = 1 if graphed else repeats
-        out["eager_new_tokens"] = min(new_tokens, EAGER_SIDE_STEPS) if graphed else new_tokens
-        step = statistics.median(_decode_eager(model, prompt, out["eager_new_tokens"], device)
-                                 for _ in range(out["eager_repeats"]))
-        out["eager_decode_tokens_per_s"] = batch / step
-        out["decode_tokens_per_s"], out["decode_path"] = out["eager_decode_tokens_per_s"], "eager"
-        if graphs and device.type == "cuda":
-            try:
-                graph = _GraphDecoder(model, prompt, new_tokens)
-                g = statistics.median(graph.run() for _ in range(repeats))
-                out["graph_decode_tokens_per_s"] = batch * new_tokens / g
-                out["decode_tokens_per_s"], out["decode_path"] = batch * new_tokens / g, "graph"
-            except Exception as e:  # capture refused (host sync inside a kernel, ...)
-                out["graph_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                log.info("speed: CUDA graph decode unavailable: %s", out["graph_error"])
+        out.update(_decode(model, prompt, new_tokens, device, graphs, repeats))
     out["decode_ms_per_step"] = 1000 * batch / out["decode_tokens_per_s"]
+    return out
+
+
+def _decode(model, prompt, new_tokens: int, device, graphs: bool, repeats: int
+            ) -> Dict[str, Any]:
+    """Decode tokens/s: the CUDA graph's where it is captured and replays the eager step, else
+    the eager loop's (`repeats` loops of new_tokens steps). Beside a graph's figure the eager
+    one is a side note of one loop of EAGER_SIDE_STEPS steps. A 7B decodes eagerly at 11-21
+    tok/s on an H100 (Python and launches), so three loops of 32 steps were 4.5 s of every
+    job's evaluation, one loop of 32 still 5.2 s of a cold job's (fp 14.5 and torch kernel
+    10.7 tok/s: the goals run of 2026-12-07 21:14 UTC, docs/benchmarks.md). On a GPU every
+    step costs the same (the cache grows from 128 to 160 tokens), so the mean needs few."""
+    batch, out = prompt.shape[0], {}
+    if graphs and device.type == "cuda":
+        try:
+            graph = _GraphDecoder(model, prompt, new_tokens)
+            g = statistics.median(graph.run() for _ in range(repeats))
+            out["graph_decode_tokens_per_s"] = batch * new_tokens / g
+        except Exception as e:  # capture refused (host sync inside a kernel, ...)
+            out["graph_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            log.info("speed: CUDA graph decode unavailable: %s", out["graph_error"])
+    graphed = "graph_decode_tokens_per_s" in out
+    out["eager_repeats"] = 1 if graphed else repeats
+    out["eager_new_tokens"] = min(new_tokens, EAGER_SIDE_STEPS) if graphed else new_tokens
+    step = statistics.median(_decode_eager(model, prompt, out["eager_new_tokens"], device)
+                             for _ in range(out["eager_repeats"]))
+    out["eager_decode_tokens_per_s"] = batch / step
+    out["decode_tokens_per_s"], out["decode_path"] = (
+        (out["graph_decode_tokens_per_s"], "graph") if graphed
+        else (out["eager_decode_tokens_per_s"], "eager"))
     return out
 
 
