@@ -252,9 +252,9 @@ def _pipeline(w: _Work) -> Dict[str, Any]:
     with background_builds(w.cfg, w.plan, w.dtype, done is None, jit) as builds:
         model_dir, tokenizer, tok_fp = _load(w)
         rows = _calibrate(w, tokenizer, tok_fp, quantizes=done is None)
-        if done is None and w.cfg.eval.enabled:  # tokenized while the backend quantizes
-            w.eval_tokens = eval_stage.tokens_beside(w.cfg, tokenizer, tok_fp, w.cache)
         if done is None:
+            if w.cfg.eval.enabled:  # tokenized while the backend quantizes
+                w.eval_tokens = eval_stage.tokens_beside(w.cfg, tokenizer, tok_fp, w.cache)
             result, per_layer = _quantize(w, model_dir, rows)
             _save(w, tokenizer, result, per_layer)
         else:
