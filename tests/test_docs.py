@@ -236,6 +236,13 @@ ELSEWHERE = {
     "python3 benchmarks/layer_memory.py [--without-gc-fix] +recipe=gptq_llama13b_t4 model=local "
     "model.path=/tmp/m8 model.dtype=float16 hardware.device=cpu eval=none "
     "calibration.num_samples=16 calibration.seq_len=2048 hydra.run.dir=/tmp/run": BENCH,
+    "python3 -c import contextlib, runpy, sys, qrecipe.backends.gptqmodel.adapter as gb "
+    "from qrecipe.backends.gptqmodel.ckptstore import Checked "
+    "gb.verify_once = lambda on: contextlib.nullcontext(Checked()) "
+    "sys.argv = ['qrecipe', '+recipe=smollm2_rtn_w4', 'eval.max_windows=4', 'eval.speed=false'] "
+    "runpy.run_module('qrecipe', run_name='__main__')": BENCH,
+    "python3 benchmarks/checkpoint_store.py --shape llama2-13b --layers 40 --rows 128 "
+    "--seq-len 2048 --dir /tmp/ckpt_bench --json checkpoint_store.json": BENCH,
     "python benchmarks/cpu_kernels.py --checkpoint RUN/model --fp ~/.cache/qrecipe/models/<hex> "
     "--json benchmarks/results/cpu_kernels_avx512_bf16.json": BENCH,
     # docs/benchmarks.md: GPU benchmarks (and the inputs they read)

@@ -73,20 +73,21 @@ def test_guarded_restores_every_original_after_an_error(pset, fresh):
 
 def _real_context_managers():
     """Each adapter's own context manager, on (CPU), with the set it applies."""
-    from qrecipe.backends.gptqmodel import collect, fastloop, hessian, rope, shards
+    from qrecipe.backends.gptqmodel import ckptstore, collect, fastloop, hessian, rope, shards
     from qrecipe.backends.llmcompressor import adapter as llmc
     g, lc = gptqmodel_patches, llmcompressor_patches
     return [(lambda: fastloop.fast_layer_loop(True), g.FAST_LAYER_LOOP),
             (rope.per_layer_rope, g.PER_LAYER_ROPE),
             (lambda: hessian.tensor_core_hessian(True), g.TENSOR_CORE_HESSIAN),
             (collect.collect_after_checkpoints, g.CHECKPOINT_GC),
+            (lambda: ckptstore.verify_once(True), g.CHECKPOINT_VERIFY),
             (lambda: shards.shard_writes(True), g.SHARD_WRITES),
             (lambda: llmc._cpu_safe_pinning(True), lc.CPU_PINNING),
             (lambda: llmc._fp32_awq_loss(True), lc.FP32_AWQ_LOSS),
             (hf_patches.hashed_shards, hf_patches.SHARD_WRITES)]
 
 
-@pytest.mark.parametrize("index", range(8))
+@pytest.mark.parametrize("index", range(9))
 def test_each_context_manager_restores_on_error(index, fresh):
     torch = pytest.importorskip("torch")
     if torch.accelerator.is_available():
@@ -179,15 +180,15 @@ def _fake_version(monkeypatch, dist, version):
 
 
 def test_another_gptqmodel_is_one_line_and_runs_without_the_patches(monkeypatch, fresh):
-    from qrecipe.backends.gptqmodel import collect, fastloop, hessian, rope, shards
+    from qrecipe.backends.gptqmodel import ckptstore, collect, fastloop, hessian, rope, shards
     from qrecipe.backends.gptqmodel.adapter import GPTQModelBackend
     _fake_version(monkeypatch, "gptqmodel", "7.7.0")
     GPTQModelBackend().check_versions("gptq")  # run start (run/validate.py)
     before = {s.title: _current(s) for s in gptqmodel_patches.ALL}
     with fastloop.fast_layer_loop(True) as fast, hessian.tensor_core_hessian(True) as tc, \
             collect.collect_after_checkpoints(), shards.shard_writes(True), \
-            rope.per_layer_rope():
-        assert not fast and not tc
+            rope.per_layer_rope(), ckptstore.verify_once(True) as checked:
+        assert not fast and not tc and checked.stats == {}
         assert {s.title: _current(s) for s in gptqmodel_patches.ALL} == before
     lines = _warnings(fresh)
     assert len(lines) == 1, lines

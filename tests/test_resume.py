@@ -97,7 +97,13 @@ def test_sigkill_during_quantization_then_resume(reference, tiny_model_dir, tmp_
     assert weights_sha(out) == weights_sha(reference)
     assert file_sha(out / "model" / "model.safetensors") == \
         file_sha(reference / "model" / "model.safetensors")
-    assert json.loads((out / "metrics.json").read_text())["quantize_details"]["layer_checkpoints"]
+    details = json.loads((out / "metrics.json").read_text())["quantize_details"]
+    assert details["layer_checkpoints"]
+    # the resume hashed the committed layer's objects once (ckptstore.py), then not again
+    assert details["checkpoint_verify_bytes"]["hashed"] > 0
+    assert details["checkpoint_verify_bytes"]["not_reread"] > 0
+    first = json.loads((reference / "metrics.json").read_text())["quantize_details"]
+    assert first["checkpoint_verify_bytes"]["hashed"] == 0  # it wrote every object itself
     assert not (out / ".checkpoints").exists()
     from qrecipe.record.outputs import verify_manifest
     assert verify_manifest(out) == []

@@ -25,7 +25,9 @@ from qrecipe.backends.base import (
 )
 from qrecipe.backends.capabilities import CAPABILITIES
 from qrecipe.backends.gptqmodel import layerhooks, patches
-from qrecipe.backends.gptqmodel.collect import collect_after_checkpoints, frozen_heap
+from qrecipe.backends.gptqmodel.ckptstore import Checked, verify_once
+from qrecipe.backends.gptqmodel.collect import (CheckpointSeconds, collect_after_checkpoints,
+                                                frozen_heap)
 from qrecipe.backends.gptqmodel.rope import per_layer_rope
 from qrecipe.backends.gptqmodel.fastloop import fast_layer_loop
 from qrecipe.backends.gptqmodel.hessian import tensor_core_hessian
@@ -194,7 +196,8 @@ class _Job:
     ckpt: Any = None  # CheckpointConfig, or None
     fast_loop: bool = False
     tensor_core_hessian: bool = False
-    gc_seconds: List[float] = field(default_factory=list)
+    ckpt_seconds: CheckpointSeconds = field(default_factory=CheckpointSeconds)
+    ckpt_checked: Checked = field(default_factory=Checked)
 
 
 def _translate(job: _Job) -> None:
@@ -264,7 +267,8 @@ def _quantize(job: _Job, model) -> None:
     # Each checkpoint commit leaves a reference cycle, collected (collect.py).
     try:
         with _block_update(hw["block_update"]), \
-                collect_after_checkpoints(req.on_checkpoint) as job.gc_seconds, \
+                collect_after_checkpoints(req.on_checkpoint) as job.ckpt_seconds, \
+                verify_once(job.ckpt is not None) as job.ckpt_checked, \
                 fast_layer_loop(fast_loop) as job.fast_loop, \
                 tensor_core_hessian(hw["tensor_core_hessian"] and req.method.name == "gptq") \
                 as job.tensor_core_hessian:
@@ -333,7 +337,12 @@ def _describe(job: _Job, model) -> Dict[str, Any]:
         "pack_backend": job.backend.value,
         "pack_kernel": getattr(getattr(model, "qlinear_kernel", None), "__name__", None),
         "layer_checkpoints": bool(job.ckpt),
-        "checkpoint_gc_seconds": round(sum(job.gc_seconds), 2),
+        # gptqmodel's checkpoint calls (capture, write, commit), the collection after each
+        "checkpoint_seconds": {"calls": round(sum(job.ckpt_seconds.calls), 2),
+                               "collections": round(sum(job.ckpt_seconds.collections), 2)},
+        # bytes of checkpoint objects read back to check their sha256, and those not read again
+        "checkpoint_verify_bytes": {"hashed": job.ckpt_checked.hashed_bytes,
+                                    "not_reread": job.ckpt_checked.skipped_bytes},
         "calibration_rows": len(rows) if rows else 0,
         "calibration_seq_len": len(rows[0]["input_ids"]) if rows else 0,
         "cpu_workers": int(os.environ["GPTQMODEL_CPU_WORKERS"]),

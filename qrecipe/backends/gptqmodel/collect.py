@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional
 
 from qrecipe.backends.gptqmodel.patches import CHECKPOINT_GC
@@ -22,31 +23,42 @@ from qrecipe.backends.patching import guarded
 from qrecipe.heap import release_free_memory
 
 
+@dataclass
+class CheckpointSeconds:
+    """Seconds of gptqmodel's checkpoint calls (on_start, then on_boundary after each layer:
+    capture, write, commit) and of the collection after each (metrics.json, quantize_details)."""
+    calls: List[float] = field(default_factory=list)
+    collections: List[float] = field(default_factory=list)
+
+
 @contextmanager
 def collect_after_checkpoints(on_commit: Optional[Callable[[], None]] = None
-                              ) -> Iterator[List[float]]:
+                              ) -> Iterator[CheckpointSeconds]:
     """While active, run a full garbage collection after the checkpoint's start (its identity
     hashes the calibration inputs with the same codec: one more copy, alive through layer 0)
     and after every boundary (the commit of a finished layer), then call `on_commit` (the
-    runner seals the commit before the next layer starts). Yields the seconds each collection
-    (and trim) took. Another gptqmodel is left as it is (backends/patching.py)."""
-    seconds: List[float] = []
+    runner seals the commit before the next layer starts). Yields the seconds of each call and
+    collection (and trim). Another gptqmodel is left as it is (backends/patching.py)."""
+    seconds = CheckpointSeconds()
     with guarded(CHECKPOINT_GC, lambda original: {k: _collecting(fn, seconds, on_commit)
                                                    for k, fn in original.items()}):
         yield seconds
 
 
-def _collecting(method: Callable, seconds: List[float],
+def _collecting(method: Callable, seconds: CheckpointSeconds,
                 on_commit: Optional[Callable[[], None]]) -> Callable:
     def wrapper(self, *args):
+        t0 = time.perf_counter()
         try:
             return method(self, *args)
         finally:  # also after CheckpointStopped: the copies are garbage, the commit is made
-            t0 = time.perf_counter()
+            t1 = time.perf_counter()
             # collected, and whole free pages back to the OS: with gc alone the RSS still rose
             # ~20 MiB a layer on CPU, ~4 with the trim
             release_free_memory(collect=True)
-            seconds.append(time.perf_counter() - t0)
+            t2 = time.perf_counter()
+            seconds.calls.append(t1 - t0)
+            seconds.collections.append(t2 - t1)
             if on_commit is not None:
                 on_commit()
     return wrapper

@@ -1,9 +1,9 @@
 """Every gptqmodel function qrecipe replaces, in one place: owner, name and the sha256 of the
 upstream source at the pinned 7.6.0 (tests/test_patches.py checks the installed library still
-has it). The replacements live next to what they serve (fastloop, hessian, collect, shards,
-layerhooks) and go through backends.patching.guarded. None of these changes a result: each only
-moves bytes sooner, frees memory, hashes a shard while it is written or logs a layer, so on
-another gptqmodel they are skipped (one warning line) and gptqmodel's own code runs.
+has it). The replacements live next to what they serve (fastloop, hessian, collect, ckptstore,
+shards, layerhooks) and go through backends.patching.guarded. None of these changes a result:
+each only moves bytes sooner, frees memory, hashes a file once or while it is written, or logs
+a layer, so on another gptqmodel they are skipped (one warning line) and gptqmodel's own code runs.
 """
 from __future__ import annotations
 
@@ -33,6 +33,17 @@ CHECKPOINT_GC = PatchSet(
      Patch("gptqmodel.looper.checkpoint:CheckpointExtension", "on_boundary",
            "c43f4258e9936936")))
 
+_STORE = "gptqmodel.looper.checkpoint_store:CheckpointStore"
+
+CHECKPOINT_VERIFY = PatchSet(
+    GPTQMODEL, "each layer-checkpoint object hashed once",
+    "every commit reads back and hashes all the layers checkpointed so far",
+    (Patch(_STORE, "object_path", "048f1fa4d9f7aa89"),
+     Patch(_STORE, "put", "08d0ced474f0b967"),
+     Patch(_STORE, "put_file", "6b504d44d4fd60a6"),
+     Patch(_STORE, "_manifest", "f937bfaf964da23d"),
+     Patch(_STORE, "commit", "5c4749da394c22b1")))
+
 SHARD_WRITES = PatchSet(
     GPTQMODEL, "hashing each shard while it is written",
     "the save stage reads every shard again; a resumed run's shards are reordered afterwards",
@@ -54,5 +65,5 @@ PER_LAYER_ROPE = PatchSet(
     (Patch("gptqmodel.utils.hf", "_normalize_rope_parameters_config_compat",
            "d368f4d371edaeea"),))
 
-ALL = (FAST_LAYER_LOOP, TENSOR_CORE_HESSIAN, CHECKPOINT_GC, SHARD_WRITES, LAYER_EVENTS,
-       PER_LAYER_ROPE)
+ALL = (FAST_LAYER_LOOP, TENSOR_CORE_HESSIAN, CHECKPOINT_GC, CHECKPOINT_VERIFY, SHARD_WRITES,
+       LAYER_EVENTS, PER_LAYER_ROPE)
