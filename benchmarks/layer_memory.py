@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import runpy
 import sys
 
@@ -40,10 +41,13 @@ def main() -> None:
     if "--without-gc-fix" in args:
         args.remove("--without-gc-fix")
         import qrecipe.backends.gptqmodel.adapter as adapter
-        adapter.collect_after_checkpoints = lambda: contextlib.nullcontext([])
+        from qrecipe.backends.gptqmodel.collect import CheckpointSeconds
+        adapter.collect_after_checkpoints = lambda *a: contextlib.nullcontext(CheckpointSeconds())
 
     proc = psutil.Process()
     done = layerlog.LayerLog.done
+    # the terminal's stderr: while a stage runs, qrecipe points descriptor 2 at library.log
+    err = os.fdopen(os.dup(2), "w", buffering=1)
 
     def report(self, index, name=None):
         first = index not in self._done
@@ -51,7 +55,7 @@ def main() -> None:
         if first:  # the looper reports some layers twice
             print(f"MEM layer {index}: rss {proc.memory_info().rss / 2**20:.0f} MiB, "
                   f"live CPU tensors {cpu_tensor_bytes() / 2**20:.0f} MiB",
-                  file=sys.stderr, flush=True)
+                  file=err, flush=True)
 
     layerlog.LayerLog.done = report
     sys.argv = ["qrecipe", *args]
